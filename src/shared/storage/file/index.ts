@@ -1,0 +1,293 @@
+import { promises as fsp } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fromSystemError, NotFoundError } from '../errors.js';
+import { compareKeys } from '../keys.js';
+import type { Backend } from '../registry.js';
+import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
+import { FsPool, type DirRecord } from './pool.js';
+
+const PAGE = 1000;
+const TMP = '.ferry-tmp-';
+const SCOPE = 'file:local';
+
+interface Level {
+  /** Directory key ('' for the root), ending in '/'. */
+  dir: string;
+  records: DirRecord[];
+  next: number;
+  /** dev:ino of this directory and its ancestors, to stop symlink cycles when following links. */
+  seen: Set<string>;
+}
+
+function sortKey(r: DirRecord, follow: boolean): string {
+  return isDirRecord(r, follow) ? r.name + '/' : r.name;
+}
+
+function isDirRecord(r: DirRecord, follow: boolean): boolean {
+  return r.kind === 'd' || (follow && r.kind === 'l' && r.follow?.kind === 'd');
+}
+
+/**
+ * The local disk. Keys are paths relative to `root` (which ends in '/'); directories are keys ending
+ * in '/'. Each directory is read whole, sorted by name with '/' appended to sub-directories (so
+ * 'a-b' sorts before 'a/', as in S3), and held only while it is being walked.
+ */
+export class FileStore implements ObjectStore {
+  readonly scheme = 'file';
+  readonly description: string;
+  readonly features: Features;
+  readonly #pool: FsPool;
+  readonly #inplace: boolean;
+
+  constructor(readonly root: string, options: { inplace?: boolean; threads?: number } = {}) {
+    this.description = root;
+    this.#inplace = options.inplace ?? false;
+    this.#pool = new FsPool(options.threads ?? Math.max(2, Math.min(4, availableParallelism())));
+    const isRoot = process.getuid?.() === 0;
+    this.features = {
+      copy: { scope: SCOPE, local: true },
+      attrs: { mode: true, owner: isRoot, mtime: true },
+      symlinks: true,
+      dirs: true,
+      inplace: true,
+    };
+  }
+
+  localPath(key: string): string {
+    return this.root + key;
+  }
+
+  #entry(key: string, r: DirRecord, follow: boolean): Entry {
+    const f = follow && r.kind === 'l' && r.follow ? r.follow : null;
+    const kind = f ? f.kind : r.kind;
+    const src = f ?? r;
+    const e: Entry = { key, size: kind === 'd' ? 0 : src.size, mtime: src.mtime, isDir: kind === 'd', mode: src.mode, uid: src.uid, gid: src.gid };
+    if (!f && r.kind === 'l') {
+      e.isSymlink = true;
+      e.target = r.target ?? '';
+    }
+    return e;
+  }
+
+  async #readDir(dir: string, follow: boolean, signal?: AbortSignal): Promise<DirRecord[]> {
+    signal?.throwIfAborted();
+    let records: DirRecord[];
+    try {
+      records = await this.#pool.listDir(this.root + dir, follow);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      throw fromSystemError(err, `list ${this.root + dir}`);
+    }
+    // A broken link cannot be followed: report it as the link it is.
+    const keyed = records.map((r) => ({ r, k: sortKey(r, follow) }));
+    keyed.sort((a, b) => compareKeys(a.k, b.k));
+    return keyed.map((x) => x.r);
+  }
+
+  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    const prefix = options.prefix ?? '';
+    const follow = options.followSymlinks ?? false;
+    const after = options.startAfter;
+    const slash = prefix.lastIndexOf('/');
+    const startDir = prefix.slice(0, slash + 1);
+    const namePrefix = prefix.slice(slash + 1);
+    const recursive = options.delimiter === undefined;
+    if (options.delimiter !== undefined && options.delimiter !== '/') throw new Error(`file store lists only with delimiter '/'`);
+
+    const top = await this.#readDir(startDir, follow, options.signal);
+    const stack: Level[] = [{ dir: startDir, records: namePrefix ? top.filter((r) => sortKey(r, follow).startsWith(namePrefix)) : top, next: 0, seen: new Set() }];
+    let page: Entry[] = [];
+    while (stack.length > 0) {
+      const level = stack[stack.length - 1]!;
+      const r = level.records[level.next++];
+      if (!r) {
+        stack.pop();
+        continue;
+      }
+      const isDir = isDirRecord(r, follow);
+      const key = level.dir + r.name + (isDir ? '/' : '');
+      if (after !== undefined && compareKeys(key, after) <= 0) {
+        // A directory before startAfter may still hold keys after it.
+        if (!(isDir && recursive && after.startsWith(key))) continue;
+      } else {
+        page.push(this.#entry(key, r, follow));
+        if (page.length >= PAGE) {
+          yield page;
+          page = [];
+        }
+      }
+      if (isDir && recursive) {
+        const id = r.kind === 'l' && r.follow ? `${r.follow.dev}:${r.follow.ino}` : `${r.dev}:${r.ino}`;
+        if (level.seen.has(id)) continue;
+        const seen = new Set(level.seen).add(id);
+        stack.push({ dir: key, records: await this.#readDir(key, follow, options.signal), next: 0, seen });
+      }
+    }
+    if (page.length > 0) yield page;
+  }
+
+  async head(key: string, options: { followSymlinks?: boolean } = {}): Promise<Entry> {
+    const p = this.root + key;
+    let st;
+    try {
+      st = options.followSymlinks ? await fsp.stat(p) : await fsp.lstat(p);
+    } catch (err) {
+      throw fromSystemError(err, `stat ${p}`);
+    }
+    if (key.endsWith('/') && !st.isDirectory()) throw new NotFoundError(`stat ${p}: not a directory`);
+    const e: Entry = { key, size: st.isDirectory() ? 0 : st.size, mtime: st.mtimeMs, isDir: st.isDirectory(), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    if (st.isSymbolicLink()) {
+      e.isSymlink = true;
+      e.target = await fsp.readlink(p);
+    }
+    return e;
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    const p = this.root + key;
+    let fh;
+    try {
+      fh = await fsp.open(p, 'r');
+    } catch (err) {
+      throw fromSystemError(err, `open ${p}`);
+    }
+    const start = options.offset ?? 0;
+    if (options.length === 0) {
+      await fh.close();
+      return Readable.from([]);
+    }
+    const end = options.length === undefined ? undefined : start + options.length - 1;
+    return fh.createReadStream({ start, ...(end === undefined ? {} : { end }), highWaterMark: 1 << 20, autoClose: true });
+  }
+
+  #tmpPath(p: string): string {
+    return `${dirname(p)}/${TMP}${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  }
+
+  async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
+    const p = this.root + key;
+    if (key.endsWith('/')) return this.mkdir(key, options.mode === undefined ? {} : { mode: options.mode });
+    const target = this.#inplace ? p : this.#tmpPath(p);
+    try {
+      // Open first: a missing parent directory is made before any byte of the body is consumed.
+      let fh;
+      try {
+        fh = await fsp.open(target, 'w');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        await fsp.mkdir(dirname(p), { recursive: true });
+        fh = await fsp.open(target, 'w');
+      }
+      if (Buffer.isBuffer(body)) {
+        try {
+          await fh.writeFile(body);
+        } finally {
+          await fh.close();
+        }
+      } else {
+        await pipeline(body, fh.createWriteStream({ highWaterMark: 1 << 20 }), options.signal ? { signal: options.signal } : {});
+      }
+      if (options.mode !== undefined) await fsp.chmod(target, options.mode);
+      if (options.mtime !== undefined) await fsp.utimes(target, options.mtime / 1000, options.mtime / 1000);
+      if (target !== p) await fsp.rename(target, p);
+    } catch (err) {
+      if (target !== p) await fsp.rm(target, { force: true }).catch(() => {});
+      throw fromSystemError(err, `write ${p}`);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const p = this.root + key;
+    try {
+      if (key.endsWith('/')) await fsp.rmdir(p);
+      else await fsp.unlink(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw fromSystemError(err, `delete ${p}`);
+    }
+  }
+
+  async mkdir(key: string, options: { mode?: number } = {}): Promise<void> {
+    const p = this.root + key;
+    try {
+      await fsp.mkdir(p, { recursive: true, ...(options.mode === undefined ? {} : { mode: options.mode }) });
+      const st = await fsp.lstat(p);
+      if (!st.isDirectory()) throw Object.assign(new Error(`${p} exists and is not a directory`), { code: 'EEXIST' });
+    } catch (err) {
+      throw fromSystemError(err, `mkdir ${p}`);
+    }
+  }
+
+  async symlink(key: string, target: string): Promise<void> {
+    const p = this.root + key;
+    const tmp = this.#tmpPath(p);
+    try {
+      try {
+        await fsp.symlink(target, tmp);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        await fsp.mkdir(dirname(p), { recursive: true });
+        await fsp.symlink(target, tmp);
+      }
+      await fsp.rename(tmp, p);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true }).catch(() => {});
+      throw fromSystemError(err, `symlink ${p}`);
+    }
+  }
+
+  async setAttrs(key: string, attrs: Attrs, options: { isSymlink?: boolean } = {}): Promise<void> {
+    const p = this.root + key;
+    try {
+      // chown before chmod: chown clears setuid/setgid bits.
+      if (attrs.uid !== undefined && attrs.gid !== undefined && this.features.attrs?.owner) {
+        if (options.isSymlink) await fsp.lchown(p, attrs.uid, attrs.gid);
+        else await fsp.chown(p, attrs.uid, attrs.gid);
+      }
+      if (attrs.mode !== undefined && !options.isSymlink) await fsp.chmod(p, attrs.mode);
+      if (attrs.mtime !== undefined) {
+        const t = attrs.mtime / 1000;
+        if (options.isSymlink) await fsp.lutimes(p, t, t);
+        else await fsp.utimes(p, t, t);
+      }
+    } catch (err) {
+      throw fromSystemError(err, `set attributes of ${p}`);
+    }
+  }
+
+  copySource(key: string): CopySource {
+    return { scope: SCOPE, location: this.root + key };
+  }
+
+  /** Disk-to-disk copy: copy_file_range through the kernel, batched on the file-system threads. */
+  async copyFrom(key: string, source: CopySource, options: PutOptions & { size: number } = { size: 0 }): Promise<void> {
+    const dst = this.root + key;
+    try {
+      await this.#pool.copy({
+        src: source.location as string,
+        dst,
+        inplace: this.#inplace,
+        ...(options.mtime === undefined ? {} : { mtime: options.mtime }),
+        ...(options.mode === undefined ? {} : { mode: options.mode }),
+      });
+    } catch (err) {
+      throw fromSystemError(err, `copy ${String(source.location)} to ${dst}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.close();
+  }
+}
+
+export const fileBackend: Backend = {
+  scheme: 'file',
+  summary: '/path, ./relative, ~/home, file:///path — the local disk',
+  async open(address, options) {
+    return new FileStore(address.bucket, { inplace: options.inplace ?? false });
+  },
+};

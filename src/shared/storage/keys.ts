@@ -1,0 +1,31 @@
+/**
+ * Key order is UTF-8 byte order (S3's order). For well-formed strings that is code-point order,
+ * which differs from JavaScript's UTF-16 `<` only where a surrogate (U+D800..U+DFFF, used for
+ * characters above U+FFFF) meets a code unit in U+E000..U+FFFF.
+ */
+export function compareKeys(a: string, b: string): number {
+  if (a === b) return 0;
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  if (i === n) return a.length - b.length;
+  const x = a.charCodeAt(i);
+  const y = b.charCodeAt(i);
+  const xs = x >= 0xd800 && x <= 0xdfff;
+  const ys = y >= 0xd800 && y <= 0xdfff;
+  // A surrogate stands for a code point above U+FFFF, greater than any code unit outside the range.
+  if (xs !== ys) return xs ? 1 : -1;
+  return x - y;
+}
+
+/** True when the key lies under `dir` (a key ending in '/'). */
+export function isUnder(key: string, dir: string): boolean {
+  return key.length > dir.length && key.startsWith(dir);
+}
+
+/** The parent directory key of a key ('a/b/c' → 'a/b/', 'a/b/' → 'a/', 'a' → ''). */
+export function parentKey(key: string): string {
+  const end = key.endsWith('/') ? key.length - 1 : key.length;
+  const i = key.lastIndexOf('/', end - 1);
+  return i < 0 ? '' : key.slice(0, i + 1);
+}

@@ -1,0 +1,66 @@
+import { parseAddress, type Address } from './address.js';
+import { NotSupportedYetError, UnsupportedSchemeError } from './errors.js';
+import { withPrefix } from './prefixed.js';
+import type { ObjectStore } from './types.js';
+
+/** What a backend gets besides its address: options of the run that change how it talks. */
+export interface OpenOptions {
+  /** Speak plain HTTP to endpoints that would otherwise get HTTPS (`--no-https`). */
+  noHttps?: boolean;
+  storageClass?: string;
+  /** Write in place instead of to a temporary name renamed into place (`--inplace`). */
+  inplace?: boolean;
+  /** Concurrency the caller will use, so a backend can size its connection pool. */
+  concurrency?: number;
+  /** Environment to read credentials from (defaults to process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Backend {
+  scheme: string;
+  /** Other schemes that open the same backend (minio → s3). */
+  aliases?: string[];
+  /** One line for --help and for the list of supported schemes. */
+  summary: string;
+  /** Open the store rooted at the address's bucket (or directory); the prefix is applied by the caller. */
+  open(address: Address, options: OpenOptions): Promise<ObjectStore>;
+}
+
+/** Schemes a later version of ferry brings: they get "not supported yet", not "unknown". */
+const PLANNED: Record<string, string> = {
+  s3: 'Amazon S3 and S3-compatible stores',
+  minio: 'MinIO',
+  oss: 'Aliyun OSS',
+  cos: 'Tencent COS',
+  hdfs: 'HDFS',
+  sftp: 'SFTP',
+};
+
+export class BackendRegistry {
+  readonly #backends = new Map<string, Backend>();
+
+  register(backend: Backend): void {
+    for (const s of [backend.scheme, ...(backend.aliases ?? [])]) this.#backends.set(s, backend);
+  }
+
+  get(scheme: string): Backend | undefined {
+    return this.#backends.get(scheme);
+  }
+
+  schemes(): string[] {
+    return [...this.#backends.keys()].sort();
+  }
+
+  /** Open the store an address names, rooted at its prefix: keys are relative to it. */
+  async open(address: string | Address, options: OpenOptions = {}): Promise<ObjectStore> {
+    const a = typeof address === 'string' ? parseAddress(address) : address;
+    const backend = this.#backends.get(a.scheme);
+    if (!backend) {
+      const planned = PLANNED[a.scheme];
+      if (planned) throw new NotSupportedYetError(`${a.scheme}:// (${planned}) is not supported yet in this version of ferry`);
+      throw new UnsupportedSchemeError(`unknown storage scheme ${JSON.stringify(a.scheme + '://')} in ${a.display}; supported: ${this.schemes().map((s) => s + '://').join(', ')} and local paths`);
+    }
+    const store = await backend.open(a, options);
+    return a.prefix === '' ? store : withPrefix(store, a.prefix);
+  }
+}

@@ -1,0 +1,114 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * One key of a listing. Directories are keys ending in `/`; `size` of a directory is 0.
+ * `mtime` is milliseconds since the epoch.
+ */
+export interface Entry {
+  key: string;
+  size: number;
+  mtime: number;
+  isDir: boolean;
+  isSymlink?: boolean;
+  /** The link's target, for symlinks listed without following them. */
+  target?: string;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  etag?: string;
+}
+
+export interface ListOptions {
+  /** Only keys starting with this string. */
+  prefix?: string;
+  /** Only keys after this one (exclusive), in UTF-8 byte order. */
+  startAfter?: string;
+  /** With '/', list one level: sub-prefixes come back as directory entries (`isDir`, key ending in '/'). */
+  delimiter?: string;
+  /** File-like stores: report what a symlink points to instead of the link itself. */
+  followSymlinks?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GetOptions {
+  offset?: number;
+  /** Bytes to read from `offset`; omitted means to the end. */
+  length?: number;
+  signal?: AbortSignal;
+}
+
+export interface PutOptions {
+  /** The body's size when known; backends use it to choose single or multipart upload. */
+  size?: number;
+  mtime?: number;
+  mode?: number;
+  storageClass?: string;
+  signal?: AbortSignal;
+}
+
+export interface Attrs {
+  mtime?: number;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+}
+
+/** Where a server-side copy reads from: opaque to everyone but the backend that made it. */
+export interface CopySource {
+  scope: string;
+  location: unknown;
+}
+
+/**
+ * What a store can do beyond list/head/get/put/delete. Filled once at construction; callers test
+ * this record, never the store's type.
+ */
+export interface Features {
+  /**
+   * Server-side copy between stores of the same `scope` (same endpoint and account). `local` means
+   * the bytes still move through this machine (a disk-to-disk copy), so `--bwlimit` applies to it.
+   */
+  copy?: { scope: string; local?: boolean };
+  multipart?: { minPartSize: number; maxPartSize: number; maxParts: number };
+  /** setAttrs() keeps these attributes; `mtime` also means listed mtimes are the ones set. */
+  attrs?: { mode: boolean; owner: boolean; mtime: boolean };
+  /** symlink() creates links and list() reports them with `isSymlink` and `target`. */
+  symlinks?: boolean;
+  /** Real directories: mkdir() creates them and they exist without content. */
+  dirs?: boolean;
+  /** put() without temporary names when the caller asks for it (`--inplace`). */
+  inplace?: boolean;
+}
+
+export interface ObjectStore {
+  /** The registered scheme: 'file', 'mem', 's3', ... */
+  readonly scheme: string;
+  /** The address with secrets removed, for messages. */
+  readonly description: string;
+  readonly features: Features;
+
+  /** Pages of entries in UTF-8 byte order of the key. Throws ListOrderError if the source breaks it. */
+  list(options?: ListOptions): AsyncIterable<Entry[]>;
+  /** Throws NotFoundError when the key does not exist. */
+  head(key: string, options?: { followSymlinks?: boolean; signal?: AbortSignal }): Promise<Entry>;
+  get(key: string, options?: GetOptions): Promise<Readable>;
+  put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<void>;
+  /** Deleting a key that does not exist succeeds. A directory key removes an empty directory. */
+  delete(key: string, options?: { signal?: AbortSignal }): Promise<void>;
+
+  /** Local path of a key, for stores on this machine's disks (enables the disk-to-disk fast path). */
+  localPath?(key: string): string;
+  /** features.dirs */
+  mkdir?(key: string, options?: { mode?: number }): Promise<void>;
+  /** features.symlinks */
+  symlink?(key: string, target: string): Promise<void>;
+  /** features.attrs */
+  setAttrs?(key: string, attrs: Attrs, options?: { isSymlink?: boolean }): Promise<void>;
+  /** features.copy: where a server-side copy of `key` would read from. */
+  copySource?(key: string): CopySource;
+  /** features.copy: copy from a store of the same scope without moving the bytes through ferry. */
+  copyFrom?(key: string, source: CopySource, options?: PutOptions & { size: number }): Promise<void>;
+  /** Batched deletes; the caller falls back to delete() when absent. */
+  deleteMany?(keys: string[], options?: { signal?: AbortSignal }): Promise<void>;
+  close?(): Promise<void>;
+}

@@ -1,0 +1,314 @@
+/**
+ * The backend conformance suite. Every backend's test file starts its server and calls
+ * `describeConformance`; a capability the store does not declare skips the tests that need it.
+ */
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compareKeys } from '../../../src/shared/storage/keys.js';
+import type { Entry, ObjectStore } from '../../../src/shared/storage/types.js';
+
+export type Fault = 'throttle' | 'error' | 'drop';
+
+export interface ConformanceTarget {
+  /** An empty store (a fresh bucket or directory). */
+  store: ObjectStore;
+  /** Stop servers, remove temporary directories. */
+  cleanup?(): Promise<void>;
+  /** Longest key and longest path segment, in UTF-8 bytes (defaults 1024 and 255). */
+  maxKeyBytes?: number;
+  maxNameBytes?: number;
+  /** Keys may contain empty segments ('a//b'); false for directory trees. */
+  emptySegments?: boolean;
+  /** Size of the large-object test (default 100 MiB). */
+  bigObjectBytes?: number;
+  /** Make the server fail the next `count` requests: 503 SlowDown, 500, or a dropped connection. */
+  inject?(fault: Fault, count: number): void;
+  /** The same store opened with credentials the server refuses. */
+  openWithBadCredentials?(): Promise<ObjectStore>;
+}
+
+/** Deterministic bytes: the same (size, seed) always gives the same stream. */
+export function patternStream(size: number, seed = 1): Readable {
+  const chunk = 1 << 20;
+  let sent = 0;
+  const block = Buffer.alloc(chunk);
+  return new Readable({
+    read() {
+      if (sent >= size) return void this.push(null);
+      const n = Math.min(chunk, size - sent);
+      let x = (seed * 2654435761 + sent) >>> 0;
+      for (let i = 0; i < n; i += 4) {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        block.writeUInt32LE(x >>> 0, i);
+      }
+      sent += n;
+      this.push(Buffer.from(block.subarray(0, n)));
+    },
+  });
+}
+
+export async function sha256(stream: AsyncIterable<Buffer | Uint8Array>): Promise<{ hex: string; size: number }> {
+  const h = createHash('sha256');
+  let size = 0;
+  for await (const c of stream) {
+    h.update(c);
+    size += c.length;
+  }
+  return { hex: h.digest('hex'), size };
+}
+
+export async function readAll(stream: AsyncIterable<Buffer | Uint8Array>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks);
+}
+
+export async function listAll(store: ObjectStore, options: Parameters<ObjectStore['list']>[0] = {}): Promise<Entry[]> {
+  const out: Entry[] = [];
+  for await (const page of store.list(options)) out.push(...page);
+  return out;
+}
+
+async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (i < items.length) await fn(items[i++]!);
+    }),
+  );
+}
+
+async function rejectsWithCode(p: Promise<unknown>, code: string): Promise<void> {
+  await expect(p).rejects.toMatchObject({ code });
+}
+
+export function describeConformance(name: string, setup: () => Promise<ConformanceTarget>): void {
+  describe(`${name} conformance`, () => {
+    let t: ConformanceTarget;
+    let s: ObjectStore;
+    beforeAll(async () => {
+      t = await setup();
+      s = t.store;
+    }, 120_000);
+    afterAll(async () => {
+      await s?.close?.();
+      await t?.cleanup?.();
+    });
+
+    it('puts, heads and gets an object', async () => {
+      await s.put('basic/hello.txt', Buffer.from('hello, ferry'), { size: 12 });
+      const e = await s.head('basic/hello.txt');
+      expect(e).toMatchObject({ key: 'basic/hello.txt', size: 12, isDir: false });
+      expect(e.mtime).toBeGreaterThan(Date.now() - 3600_000);
+      expect((await readAll(await s.get('basic/hello.txt'))).toString()).toBe('hello, ferry');
+      // A stream body, overwriting.
+      await s.put('basic/hello.txt', Readable.from([Buffer.from('bye')]), { size: 3 });
+      expect((await readAll(await s.get('basic/hello.txt'))).toString()).toBe('bye');
+    });
+
+    it('keeps empty objects', async () => {
+      await s.put('empty/zero', Buffer.alloc(0), { size: 0 });
+      expect((await s.head('empty/zero')).size).toBe(0);
+      expect((await readAll(await s.get('empty/zero'))).length).toBe(0);
+      const listed = await listAll(s, { prefix: 'empty/' });
+      expect(listed.map((e) => [e.key, e.size])).toEqual([['empty/zero', 0]]);
+    });
+
+    it('reads ranges', async () => {
+      const data = Buffer.from('0123456789abcdefghij');
+      await s.put('range/obj', data, { size: data.length });
+      expect((await readAll(await s.get('range/obj', { offset: 5, length: 4 }))).toString()).toBe('5678');
+      expect((await readAll(await s.get('range/obj', { offset: 15 }))).toString()).toBe('fghij');
+      expect((await readAll(await s.get('range/obj', { offset: 0, length: 1 }))).toString()).toBe('0');
+      expect((await readAll(await s.get('range/obj', { offset: 18, length: 100 }))).toString()).toBe('ij');
+    });
+
+    it('maps missing keys to FERRY_NOT_FOUND and deletes idempotently', async () => {
+      await rejectsWithCode(s.head('missing/nothing-here'), 'FERRY_NOT_FOUND');
+      await rejectsWithCode(s.get('missing/nothing-here').then(readAll), 'FERRY_NOT_FOUND');
+      await s.delete('missing/nothing-here');
+      await s.put('missing/gone', Buffer.from('x'), { size: 1 });
+      await s.delete('missing/gone');
+      await rejectsWithCode(s.head('missing/gone'), 'FERRY_NOT_FOUND');
+      expect((await listAll(s, { prefix: 'missing/' })).filter((e) => !e.isDir)).toEqual([]);
+    });
+
+    it('lists across pages in UTF-8 byte order, with startAfter', async () => {
+      const keys: string[] = [];
+      for (let i = 0; i < 1205; i++) keys.push(`order/k${String(i).padStart(4, '0')}`);
+      // Names where UTF-16 order and UTF-8 order disagree, and 'a-b' before 'a/' (S3's order).
+      keys.push('order/a-b', 'order/a/x', 'order/a0', 'order/\u{1F600}smile', 'order/\uFF5Efullwidth', 'order/\u00e9', 'order/Z');
+      await pool(keys, 16, (k) => s.put(k, Buffer.from(k), { size: Buffer.byteLength(k) }));
+      const listed = await listAll(s, { prefix: 'order/' });
+      for (let i = 1; i < listed.length; i++) {
+        expect(compareKeys(listed[i - 1]!.key, listed[i]!.key), `${listed[i - 1]!.key} before ${listed[i]!.key}`).toBeLessThan(0);
+      }
+      const files = listed.filter((e) => !e.isDir).map((e) => e.key);
+      expect(files).toEqual([...keys].sort(compareKeys));
+      const sizes = new Map(listed.map((e) => [e.key, e.size]));
+      expect(sizes.get('order/k0042')).toBe(Buffer.byteLength('order/k0042'));
+
+      const after = (await listAll(s, { prefix: 'order/', startAfter: 'order/k0600' })).filter((e) => !e.isDir).map((e) => e.key);
+      expect(after[0]).toBe('order/k0601');
+      expect(after).toEqual(files.filter((k) => compareKeys(k, 'order/k0600') > 0));
+      const astral = (await listAll(s, { prefix: 'order/', startAfter: 'order/\uFF5Efullwidth' })).map((e) => e.key);
+      expect(astral).toEqual(['order/\u{1F600}smile']);
+    });
+
+    it('lists one level with a delimiter', async () => {
+      for (const k of ['delim/a', 'delim/b/c', 'delim/b/d', 'delim/e/f/g', 'delim/e-f']) await s.put(k, Buffer.from('1'), { size: 1 });
+      const listed = await listAll(s, { prefix: 'delim/', delimiter: '/' });
+      expect(listed.map((e) => [e.key, e.isDir])).toEqual([
+        ['delim/a', false],
+        ['delim/b/', true],
+        ['delim/e-f', false],
+        ['delim/e/', true],
+      ]);
+    });
+
+    it('treats a prefix as a key prefix, not a directory', async () => {
+      for (const k of ['pfx/test/1', 'pfx/text/2', 'pfx/tx', 'pfx/te']) await s.put(k, Buffer.from(k), { size: Buffer.byteLength(k) });
+      const files = (await listAll(s, { prefix: 'pfx/te' })).filter((e) => !e.isDir).map((e) => e.key);
+      expect(files).toEqual(['pfx/te', 'pfx/test/1', 'pfx/text/2']);
+      const dir = (await listAll(s, { prefix: 'pfx/test/' })).filter((e) => !e.isDir).map((e) => e.key);
+      expect(dir).toEqual(['pfx/test/1']);
+    });
+
+    it('keeps awkward names byte for byte, NFC and NFD apart', async () => {
+      const names = ['with space', '100%', '%41', 'a+b', 'hash#tag', 'what?', 'amp&eq=', 'tilde~', '日本語', 'emoji😀', 'caf\u00e9', 'cafe\u0301', "quote'\"", 'semi;colon'];
+      const keys = names.map((n) => `awk/${n}`);
+      if (t.emptySegments !== false) keys.push('awk/double//slash');
+      for (const k of keys) await s.put(k, Buffer.from(k), { size: Buffer.byteLength(k) });
+      const listed = (await listAll(s, { prefix: 'awk/' })).filter((e) => !e.isDir).map((e) => e.key);
+      expect(listed).toEqual([...keys].sort(compareKeys));
+      for (const k of keys) {
+        expect((await s.head(k)).size, k).toBe(Buffer.byteLength(k));
+        expect((await readAll(await s.get(k))).toString(), k).toBe(k);
+      }
+    });
+
+    it('holds keys near the length limits', async () => {
+      const maxName = t.maxNameBytes ?? 255;
+      const maxKey = t.maxKeyBytes ?? 1024;
+      const longName = 'long/' + 'n'.repeat(maxName - 1) + 'é'.slice(0, 0) + 'x';
+      const segments: string[] = ['long2'];
+      let len = 'long2'.length;
+      while (len + 1 + maxName <= maxKey - 20) {
+        segments.push('s'.repeat(Math.min(maxName, 200)));
+        len += 1 + Math.min(maxName, 200);
+      }
+      const longKey = segments.join('/') + '/' + 'k'.repeat(Math.min(maxName, maxKey - len - 1));
+      expect(Buffer.byteLength(longKey)).toBeLessThanOrEqual(maxKey);
+      for (const k of [longName, longKey]) {
+        await s.put(k, Buffer.from('L'), { size: 1 });
+        expect((await s.head(k)).size).toBe(1);
+      }
+      const listed = (await listAll(s, { prefix: 'long' })).filter((e) => !e.isDir).map((e) => e.key);
+      expect(listed).toEqual([longName, longKey].sort(compareKeys));
+    });
+
+    it('stores a large object (multipart where the store has it) and reads ranges across parts', async () => {
+      const size = t.bigObjectBytes ?? 100 * 1024 * 1024;
+      const expected = await sha256(patternStream(size, 7));
+      await s.put('big/object.bin', patternStream(size, 7), { size });
+      expect((await s.head('big/object.bin')).size).toBe(size);
+      const got = await sha256(await s.get('big/object.bin'));
+      expect(got).toEqual(expected);
+      const whole = patternStream(size, 7);
+      const off = Math.floor(size / 2) - 10;
+      let pos = 0;
+      let want = Buffer.alloc(0);
+      for await (const c of whole as AsyncIterable<Buffer>) {
+        if (pos + c.length > off && want.length < 64) want = Buffer.concat([want, c.subarray(Math.max(0, off - pos))]);
+        pos += c.length;
+        if (want.length >= 64) break;
+      }
+      whole.destroy();
+      expect(await readAll(await s.get('big/object.bin', { offset: off, length: 64 }))).toEqual(want.subarray(0, 64));
+    }, 300_000);
+
+    it.runIf(() => true)('lists what was deleted no more', async () => {
+      await s.put('del/a', Buffer.from('a'), { size: 1 });
+      await s.put('del/b', Buffer.from('b'), { size: 1 });
+      if (s.deleteMany) await s.deleteMany(['del/a', 'del/b']);
+      else {
+        await s.delete('del/a');
+        await s.delete('del/b');
+      }
+      expect((await listAll(s, { prefix: 'del/' })).filter((e) => !e.isDir)).toEqual([]);
+    });
+
+    describe('optional capabilities', () => {
+      it('keeps mtime and mode (features.attrs)', async (ctx) => {
+        if (!s.features.attrs || !s.setAttrs) return ctx.skip();
+        await s.put('attrs/f', Buffer.from('x'), { size: 1 });
+        const mtime = Date.UTC(2020, 0, 2, 3, 4, 5);
+        await s.setAttrs('attrs/f', { mtime, ...(s.features.attrs.mode ? { mode: 0o600 } : {}) });
+        const e = await s.head('attrs/f');
+        expect(Math.floor(e.mtime / 1000)).toBe(mtime / 1000);
+        if (s.features.attrs.mode) expect(e.mode! & 0o777).toBe(0o600);
+        const listed = await listAll(s, { prefix: 'attrs/' });
+        expect(Math.floor(listed[0]!.mtime / 1000)).toBe(mtime / 1000);
+        // put() with mtime sets it too.
+        await s.put('attrs/g', Buffer.from('y'), { size: 1, mtime });
+        expect(Math.floor((await s.head('attrs/g')).mtime / 1000)).toBe(mtime / 1000);
+      });
+
+      it('makes and lists symlinks (features.symlinks)', async (ctx) => {
+        if (!s.features.symlinks || !s.symlink) return ctx.skip();
+        await s.symlink('links/l1', '../some/target');
+        const e = await s.head('links/l1');
+        expect(e).toMatchObject({ isSymlink: true, target: '../some/target' });
+        const listed = await listAll(s, { prefix: 'links/' });
+        expect(listed.map((x) => [x.key, x.isSymlink, x.target])).toEqual([['links/l1', true, '../some/target']]);
+      });
+
+      it('makes real, empty directories (features.dirs)', async (ctx) => {
+        if (!s.features.dirs || !s.mkdir) return ctx.skip();
+        await s.mkdir('dirs/empty/');
+        const listed = await listAll(s, { prefix: 'dirs/' });
+        expect(listed.map((x) => [x.key, x.isDir])).toEqual([['dirs/empty/', true]]);
+        expect((await s.head('dirs/empty/')).isDir).toBe(true);
+        await s.delete('dirs/empty/');
+        expect(await listAll(s, { prefix: 'dirs/' })).toEqual([]);
+      });
+
+      it('copies server-side (features.copy)', async (ctx) => {
+        if (!s.features.copy || !s.copySource || !s.copyFrom) return ctx.skip();
+        await s.put('copy/src', Buffer.from('copied bytes'), { size: 12 });
+        const src = s.copySource('copy/src');
+        expect(src.scope).toBe(s.features.copy.scope);
+        await s.copyFrom('copy/dst', src, { size: 12 });
+        expect((await readAll(await s.get('copy/dst'))).toString()).toBe('copied bytes');
+      });
+
+      it('classifies injected faults: 503 → throttled, 500 and dropped connections → transient', async (ctx) => {
+        if (!t.inject) return ctx.skip();
+        await s.put('faults/x', Buffer.from('x'), { size: 1 });
+        t.inject('throttle', 1);
+        await rejectsWithCode(s.head('faults/x'), 'FERRY_THROTTLED');
+        t.inject('error', 1);
+        await rejectsWithCode(s.head('faults/x'), 'FERRY_TRANSIENT');
+        t.inject('drop', 1);
+        await rejectsWithCode(s.head('faults/x'), 'FERRY_TRANSIENT');
+        t.inject('error', 1);
+        await rejectsWithCode(listAll(s, { prefix: 'faults/' }), 'FERRY_TRANSIENT');
+        expect((await s.head('faults/x')).size).toBe(1);
+      });
+
+      it('says FERRY_PERMISSION_DENIED for refused credentials', async (ctx) => {
+        if (!t.openWithBadCredentials) return ctx.skip();
+        const bad = await t.openWithBadCredentials();
+        try {
+          await rejectsWithCode(bad.head('basic/hello.txt'), 'FERRY_PERMISSION_DENIED');
+          await rejectsWithCode(listAll(bad, { prefix: '' }), 'FERRY_PERMISSION_DENIED');
+        } finally {
+          await bad.close?.();
+        }
+      });
+    });
+  });
+}
