@@ -1,0 +1,155 @@
+#!/usr/bin/env node
+// ferry's benchmark: the same workloads for ferry, rclone, cp and rsync in one run; medians,
+// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,s3]
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const arg = (name, dflt) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const runs = Number(arg('--runs', '3'));
+const only = new Set(arg('--only', 'a,b,c,d,s3').split(','));
+const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+const work = join(base, `ferry-bench-${process.pid}`);
+const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
+const ferry = join(root, 'bin', 'ferry.js');
+if (!existsSync(join(root, 'dist', 'cli.js'))) execFileSync('node', ['scripts/build.mjs'], { cwd: root, stdio: 'inherit' });
+
+// rclone 1.60 refuses every S3 remote when AWS_CA_BUNDLE is set (PITFALLS.md).
+const env = { ...process.env };
+delete env.AWS_CA_BUNDLE;
+
+/** Run a command; seconds of wall time and peak RSS in MB (when /usr/bin/time is there). */
+function timed(cmd, argv, opts = {}) {
+  const full = timeBin ? [timeBin, ['-f', '%e %M', cmd, ...argv]] : [cmd, argv];
+  const t0 = performance.now();
+  const r = spawnSync(full[0], full[1], { env: { ...env, ...(opts.env ?? {}) }, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const seconds = (performance.now() - t0) / 1000;
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
+  let rss;
+  if (timeBin) {
+    const last = r.stderr.trim().split('\n').pop() ?? '';
+    const m = /([\d.]+) (\d+)$/.exec(last);
+    if (m) rss = Number(m[2]) / 1024;
+  }
+  return { seconds, rss };
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+};
+
+function measure(name, setup, cmd, argv, opts) {
+  const times = [];
+  let rss = 0;
+  for (let i = 0; i < runs; i++) {
+    setup();
+    const r = timed(cmd, argv, opts);
+    times.push(r.seconds);
+    rss = Math.max(rss, r.rss ?? 0);
+  }
+  return { name, seconds: median(times), rss };
+}
+
+const results = [];
+function report(workload, rows, unitCount, unitName) {
+  const byName = Object.fromEntries(rows.map((r) => [r.name, r]));
+  console.log(`\n${workload}`);
+  for (const r of rows) {
+    const rate = unitCount ? `  ${Math.round(unitCount / r.seconds).toLocaleString('en')} ${unitName}/s` : '';
+    console.log(`  ${r.name.padEnd(8)} ${r.seconds.toFixed(3).padStart(8)} s${rate}${r.rss ? `  peak RSS ${r.rss.toFixed(0)} MB` : ''}`);
+  }
+  const f = byName.ferry;
+  for (const peer of ['rclone', 'cp', 'rsync']) {
+    if (f && byName[peer]) console.log(`  ferry/${peer} = ${(f.seconds / byName[peer].seconds).toFixed(2)}`);
+  }
+  results.push({ workload, rows });
+}
+
+function makeTree(dir, dirs, perDir, size) {
+  const data = Buffer.alloc(size, 97);
+  for (let d = 0; d < dirs; d++) {
+    const sub = join(dir, `dir${String(d).padStart(3, '0')}`);
+    mkdirSync(sub, { recursive: true });
+    for (let f = 0; f < perDir; f++) writeFileSync(join(sub, `file${String(f).padStart(4, '0')}.bin`), data);
+  }
+}
+
+function makeBig(path, bytes) {
+  mkdirSync(dirname(path), { recursive: true });
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(8 << 20);
+  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0, i);
+  for (let off = 0; off < bytes; off += chunk.length) writeSync(fd, chunk, 0, Math.min(chunk.length, bytes - off));
+  closeSync(fd);
+}
+
+const peers = { rclone: have('rclone'), cp: have('cp'), rsync: have('rsync') };
+console.log(`ferry benchmark in ${work} (${base === '/dev/shm' ? 'tmpfs' : 'disk'}), ${runs} runs each, medians`);
+console.log(`peers: ${Object.entries(peers).map(([k, v]) => `${k}${v ? '' : ' (missing)'}`).join(', ')}`);
+mkdirSync(work, { recursive: true });
+try {
+  const small = join(work, 'small');
+  const dst = join(work, 'dst');
+  const clean = () => rmSync(dst, { recursive: true, force: true });
+  if (only.has('a') || only.has('b')) {
+    makeTree(small, 100, 100, 4096);
+    if (only.has('a')) {
+      const rows = [measure('ferry', clean, 'node', [ferry, 'sync', '-q', small + '/', dst + '/'])];
+      if (peers.rclone) rows.push(measure('rclone', clean, 'rclone', ['sync', '--transfers', '10', small, dst]));
+      if (peers.cp) rows.push(measure('cp', clean, 'cp', ['-a', small + '/.', dst + '/']));
+      if (peers.rsync) rows.push(measure('rsync', clean, 'rsync', ['-a', small + '/', dst + '/']));
+      report('(a) first sync: 10,000 files of 4 KiB in 100 directories', rows, 10000, 'files');
+    }
+    if (only.has('b')) {
+      clean();
+      execFileSync('cp', ['-a', small + '/.', dst + '/']);
+      const none = () => {};
+      const rows = [measure('ferry', none, 'node', [ferry, 'sync', '-q', small + '/', dst + '/'])];
+      if (peers.rclone) rows.push(measure('rclone', none, 'rclone', ['sync', '--transfers', '10', small, dst]));
+      if (peers.rsync) rows.push(measure('rsync', none, 'rsync', ['-a', small + '/', dst + '/']));
+      report('(b) no-op re-sync of the same 10,000 files', rows, 10000, 'files');
+    }
+  }
+  if (only.has('c')) {
+    const bigDir = join(work, 'big');
+    makeBig(join(bigDir, 'one.bin'), 1 << 30);
+    const rows = [measure('ferry', clean, 'node', [ferry, 'sync', '-q', bigDir + '/', dst + '/'])];
+    if (peers.rclone) rows.push(measure('rclone', clean, 'rclone', ['sync', '--transfers', '10', bigDir, dst]));
+    if (peers.cp) rows.push(measure('cp', clean, 'cp', ['-a', bigDir + '/.', dst + '/']));
+    report('(c) one 1 GiB file', rows, (1 << 30) / 1048576, 'MiB');
+    rmSync(bigDir, { recursive: true, force: true });
+  }
+  if (only.has('d')) {
+    const out = join(work, 'bench-diff.mjs');
+    await build({ entryPoints: [join(root, 'scripts', 'bench-diff.ts')], outfile: out, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning' });
+    const times = [];
+    let rss = 0;
+    let kps = [];
+    for (let i = 0; i < runs; i++) {
+      const r = JSON.parse(execFileSync('node', [out, '1000000'], { encoding: 'utf8' }).trim().split('\n').pop());
+      times.push(r.seconds);
+      kps.push(r.keysPerSecond);
+      rss = Math.max(rss, r.peakRssMB);
+    }
+    console.log(`\n(d) mem → mem listing + diff of 1,000,000 equal keys (in process)`);
+    console.log(`  ferry    ${median(times).toFixed(3).padStart(8)} s  ${median(kps).toLocaleString('en')} keys/s  peak RSS ${rss} MB (both stores included)`);
+    results.push({ workload: 'd', rows: [{ name: 'ferry', seconds: median(times), keysPerSecond: median(kps), rss }] });
+  }
+  if (only.has('s3')) {
+    const { benchS3 } = await import('./bench-s3.mjs').catch(() => ({}));
+    if (benchS3) await benchS3({ work, ferry, runs, measure, report, peers, env });
+  }
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+if (arg('--json')) writeFileSync(arg('--json'), JSON.stringify(results, null, 2));

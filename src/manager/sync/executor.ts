@@ -1,0 +1,94 @@
+import type { Task } from '../../shared/transfer/task.js';
+
+/**
+ * Runs tasks with bounded concurrency, plus deferred tasks that wait for everything issued before
+ * them: a directory's attributes are set, or the directory removed, only once all the work under
+ * it is done. Deferred tasks run one at a time, in the order they were deferred (deepest first,
+ * since a directory closes after its sub-directories).
+ */
+export class Executor {
+  readonly #running = new Set<number>();
+  #seq = 0;
+  readonly #deferred: { after: number; task: Task }[] = [];
+  #deferredBusy = false;
+  readonly #slotWaiters: (() => void)[] = [];
+  readonly #idleWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly run: (task: Task) => Promise<void>,
+    readonly concurrency: number,
+  ) {}
+
+  get inFlight(): number {
+    return this.#running.size;
+  }
+
+  /**
+   * Start a task once a slot is free. Returns nothing when it started at once, else a promise that
+   * resolves when it has started (not when it has finished): the planner's loop stays synchronous
+   * while there is room.
+   */
+  submit(task: Task): Promise<void> | undefined {
+    if (this.#full()) return this.#submitLater(task);
+    this.#start(task, false);
+    return undefined;
+  }
+
+  #full(): boolean {
+    return this.#running.size - (this.#deferredBusy ? 1 : 0) >= this.concurrency;
+  }
+
+  async #submitLater(task: Task): Promise<void> {
+    while (this.#full()) await new Promise<void>((r) => this.#slotWaiters.push(r));
+    this.#start(task, false);
+  }
+
+  /** Run `task` after every task submitted so far has finished. */
+  defer(task: Task): void {
+    this.#deferred.push({ after: this.#seq, task });
+    this.#pump();
+  }
+
+  /** Forget deferred tasks not yet started (an interrupted run). */
+  dropDeferred(): number {
+    const n = this.#deferred.length;
+    this.#deferred.length = 0;
+    this.#settle();
+    return n;
+  }
+
+  /** Resolves when nothing runs and nothing is deferred. */
+  idle(): Promise<void> {
+    if (this.#running.size === 0 && this.#deferred.length === 0) return Promise.resolve();
+    return new Promise<void>((r) => this.#idleWaiters.push(r));
+  }
+
+  #start(task: Task, deferred: boolean): void {
+    const id = ++this.#seq;
+    this.#running.add(id);
+    if (deferred) this.#deferredBusy = true;
+    this.run(task).finally(() => {
+      this.#running.delete(id);
+      if (deferred) this.#deferredBusy = false;
+      this.#slotWaiters.shift()?.();
+      this.#pump();
+      this.#settle();
+    });
+  }
+
+  #pump(): void {
+    if (this.#deferredBusy) return;
+    const d = this.#deferred[0];
+    if (!d) return;
+    let min = Infinity;
+    for (const id of this.#running) if (id < min) min = id;
+    if (d.after < min) {
+      this.#deferred.shift();
+      this.#start(d.task, true);
+    }
+  }
+
+  #settle(): void {
+    if (this.#running.size === 0 && this.#deferred.length === 0) for (const w of this.#idleWaiters.splice(0)) w();
+  }
+}

@@ -1,0 +1,186 @@
+import { NotFoundError } from '../../shared/storage/errors.js';
+import { compareKeys } from '../../shared/storage/keys.js';
+import type { Entry, ObjectStore } from '../../shared/storage/types.js';
+
+/** ferry's own keys (metadata backups) at the root of a sync: never listed, so never deleted. */
+export const RESERVED_PREFIX = '.ferry/';
+
+export interface ListSideOptions {
+  /** First key to list (inclusive), `--start`. */
+  start?: string;
+  /** Last key to list (inclusive), `--end`. */
+  end?: string;
+  followSymlinks: boolean;
+  /** `--list-threads`: sub-trees listed at once. */
+  threads: number;
+  /** `--list-depth`: levels of directories split into sub-trees listed in parallel. */
+  depth: number;
+  signal?: AbortSignal;
+  /** Pages buffered ahead per sub-tree. */
+  pagesAhead?: number;
+}
+
+const PAGE = 1000;
+
+/**
+ * One side's listing for a sync: the store's keys in UTF-8 byte order within [start, end], without
+ * ferry's reserved keys. With more than one list thread, the top `depth` levels are read with a
+ * delimiter and the sub-trees below are listed concurrently (at most `threads` at once, a few
+ * pages buffered each), then yielded in order — memory stays bounded by threads × pages.
+ */
+export async function* listSide(store: ObjectStore, o: ListSideOptions): AsyncIterable<Entry[]> {
+  const end = o.end;
+  const pages = o.threads > 1 ? parallelPages(store, o) : sequentialPages(store, o);
+  for await (const page of pages) {
+    let out = page;
+    let stop = false;
+    if (end !== undefined && page.length > 0 && compareKeys(page[page.length - 1]!.key, end) > 0) {
+      out = page.filter((e) => compareKeys(e.key, end) <= 0);
+      stop = true;
+    }
+    if (out.length > 0 && out[0]!.key.startsWith('.') ) out = out.filter((e) => !e.key.startsWith(RESERVED_PREFIX));
+    if (out.length > 0) yield out;
+    if (stop) return;
+  }
+}
+
+async function headStart(store: ObjectStore, o: ListSideOptions): Promise<Entry | undefined> {
+  if (o.start === undefined) return undefined;
+  try {
+    return await store.head(o.start, { followSymlinks: o.followSymlinks });
+  } catch (err) {
+    if (err instanceof NotFoundError) return undefined;
+    throw err;
+  }
+}
+
+async function* sequentialPages(store: ObjectStore, o: ListSideOptions): AsyncIterable<Entry[]> {
+  // List() starts after a key; --start is inclusive, so the start key itself is looked up apart.
+  const first = await headStart(store, o);
+  if (first) yield [first];
+  yield* store.list({
+    followSymlinks: o.followSymlinks,
+    ...(o.start === undefined ? {} : { startAfter: o.start }),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+}
+
+type Unit = { entry: Entry } | { prefix: string };
+
+/** The keys of the top levels and the sub-trees below them, in order. */
+async function* units(store: ObjectStore, prefix: string, depth: number, o: ListSideOptions): AsyncIterable<Unit> {
+  const pages = store.list({
+    prefix,
+    delimiter: '/',
+    followSymlinks: o.followSymlinks,
+    ...(o.start !== undefined && compareKeys(o.start, prefix) > 0 ? { startAfter: o.start } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  for await (const page of pages) {
+    for (const e of page) {
+      if (e.isDir && e.key.endsWith('/')) {
+        // Stores with real directories report them here with their attributes; on object stores a
+        // common prefix is not an object (a directory marker, if any, is listed in the sub-tree).
+        if (store.features.dirs && (o.start === undefined || compareKeys(e.key, o.start) > 0)) yield { entry: e };
+        if (depth > 1) yield* units(store, e.key, depth - 1, o);
+        else yield { prefix: e.key };
+      } else yield { entry: e };
+    }
+  }
+}
+
+/** Lists one sub-tree into a small buffer while the consumer is still busy with earlier ones. */
+class Prefetch {
+  readonly #pages: Entry[][] = [];
+  #done = false;
+  #error: unknown;
+  #wake: (() => void) | undefined;
+  #space: (() => void) | undefined;
+
+  constructor(source: AsyncIterable<Entry[]>, readonly max: number) {
+    void this.#run(source);
+  }
+
+  async #run(source: AsyncIterable<Entry[]>): Promise<void> {
+    try {
+      for await (const p of source) {
+        while (this.#pages.length >= this.max) await new Promise<void>((r) => (this.#space = r));
+        this.#pages.push(p);
+        this.#wake?.();
+      }
+    } catch (err) {
+      this.#error = err;
+    }
+    this.#done = true;
+    this.#wake?.();
+  }
+
+  async *drain(): AsyncIterable<Entry[]> {
+    for (;;) {
+      const p = this.#pages.shift();
+      if (p) {
+        this.#space?.();
+        yield p;
+        continue;
+      }
+      if (this.#error) throw this.#error;
+      if (this.#done) return;
+      await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+}
+
+async function* parallelPages(store: ObjectStore, o: ListSideOptions): AsyncIterable<Entry[]> {
+  const first = await headStart(store, o);
+  if (first) yield [first];
+  const ahead = o.pagesAhead ?? 4;
+  const queue: (Entry | Prefetch)[] = [];
+  let active = 0;
+  let queued = 0;
+  let batch: Entry[] = [];
+
+  const subtree = (prefix: string) =>
+    store.list({
+      prefix,
+      followSymlinks: o.followSymlinks,
+      ...(o.start !== undefined && o.start.startsWith(prefix) ? { startAfter: o.start } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+
+  // Yield the queue's head until fewer than `threads` sub-trees are pending.
+  async function* flush(all: boolean): AsyncIterable<Entry[]> {
+    // Entries at the head go straight out; those queued behind sub-trees are bounded too.
+    while (queue.length > 0 && (all || active >= o.threads || queued >= PAGE * 4 || !(queue[0] instanceof Prefetch))) {
+      const head = queue.shift()!;
+      if (head instanceof Prefetch) {
+        if (batch.length > 0) {
+          yield batch;
+          batch = [];
+        }
+        for await (const p of head.drain()) yield p;
+        active--;
+      } else {
+        queued--;
+        batch.push(head);
+        if (batch.length >= PAGE) {
+          yield batch;
+          batch = [];
+        }
+      }
+    }
+  }
+
+  for await (const u of units(store, '', Math.max(1, o.depth), o)) {
+    if ('entry' in u) {
+      queue.push(u.entry);
+      queued++;
+    } else {
+      if (o.start !== undefined && compareKeys(u.prefix, o.start) < 0 && !o.start.startsWith(u.prefix)) continue;
+      queue.push(new Prefetch(subtree(u.prefix), ahead));
+      active++;
+    }
+    yield* flush(false);
+  }
+  yield* flush(true);
+  if (batch.length > 0) yield batch;
+}

@@ -1,0 +1,319 @@
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { AbortedError, NotFoundError } from '../../shared/storage/errors.js';
+import { isUnder } from '../../shared/storage/keys.js';
+import type { Entry, ObjectStore } from '../../shared/storage/types.js';
+import { ByteRateLimiter } from '../../shared/throttle/bucket.js';
+import { Transfer } from '../../shared/transfer/copy.js';
+import type { Task } from '../../shared/transfer/task.js';
+import { decide, sideFeatures, type DecisionOptions } from './decide.js';
+import { Executor } from './executor.js';
+import { listSide } from './list.js';
+import { mergeListings, type Diff } from './merge.js';
+import { SyncStats } from './stats.js';
+
+export interface Logger {
+  error(message: string): void;
+  warn(message: string): void;
+  info(message: string): void;
+  debug(message: string): void;
+}
+
+export interface SyncOptions extends DecisionOptions {
+  start?: string;
+  end?: string;
+  /** Keep this entry? (include/exclude rules, size, age and time filters); absent keeps all. */
+  filter?: (e: Entry) => boolean;
+  /** Objects to handle at most (`--limit`; -1 for no limit). */
+  limit: number;
+  /** A file naming the keys (or 'dir/' prefixes) to sync, one per line. */
+  filesFrom?: string;
+  inplace: boolean;
+  deleteSrcAfter: boolean;
+  checkNew: boolean;
+  checkChange: boolean;
+  /** Stop after this many failures (-1: never). */
+  maxFailure: number;
+  dry: boolean;
+  threads: number;
+  listThreads: number;
+  listDepth: number;
+  /** Megabits per second for the whole process; 0 means no limit. */
+  bwlimit: number;
+  storageClass?: string;
+}
+
+export interface RunControl {
+  /** Aborted: stop listing and starting tasks, let running tasks finish (first Ctrl-C). */
+  stopListing: AbortSignal;
+  /** Aborted: stop everything now (second Ctrl-C). */
+  stopNow: AbortSignal;
+  logger: Logger;
+  stats?: SyncStats;
+}
+
+export interface SyncResult {
+  stats: SyncStats;
+  /** The run stopped before the end: interrupted, or too many failures. */
+  stopped: 'interrupted' | 'maxFailure' | undefined;
+  /** A failure that ended the run itself (a listing that failed), not a single key. */
+  fatal?: unknown;
+}
+
+/**
+ * One sync: list both sides, merge, decide per key, run the tasks. Single-machine and cluster runs
+ * share this planner; only where tasks execute differs.
+ */
+export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions, control: RunControl): Promise<SyncResult> {
+  const stats = control.stats ?? new SyncStats();
+  const log = control.logger;
+  let stopped: SyncResult['stopped'];
+  const listAbort = new AbortController();
+  const onStopListing = () => {
+    stopped ??= 'interrupted';
+    listAbort.abort();
+  };
+  control.stopListing.addEventListener('abort', onStopListing);
+  const onStopNow = () => listAbort.abort();
+  control.stopNow.addEventListener('abort', onStopNow);
+
+  const transfer = new Transfer(src, dst, {
+    perms: o.perms,
+    links: o.links,
+    dirs: o.dirs,
+    checkNew: o.checkNew,
+    checkChange: o.checkChange,
+    deleteSrcAfter: o.deleteSrcAfter,
+    deleteSrc: o.deleteSrc,
+    dry: o.dry,
+    ...(o.storageClass ? { storageClass: o.storageClass } : {}),
+    ...(o.bwlimit > 0 ? { limiter: new ByteRateLimiter((o.bwlimit * 1e6) / 8) } : {}),
+    signal: control.stopNow,
+    onBytes: (n) => (stats.transferredBytes += n),
+  });
+
+  const account = async (task: Task): Promise<void> => {
+    const e = task.entry;
+    try {
+      const out = await transfer.run(task);
+      if (out.warning) log.warn(out.warning);
+      if (out.checked) {
+        stats.checked++;
+        stats.checkedBytes += e.size;
+      }
+      if (task.op === 'finishDir') return;
+      stats.handled++;
+      switch (out.result) {
+        case 'copied':
+          stats.copied++;
+          stats.copiedBytes += out.bytes;
+          log.debug(`${o.dry ? 'would copy' : 'copied'} ${e.key} (${out.bytes} bytes)`);
+          break;
+        case 'skipped':
+          stats.skipped++;
+          stats.skippedBytes += e.size;
+          break;
+        case 'deleted':
+          stats.deleted++;
+          log.debug(`${o.dry ? 'would delete' : 'deleted'} ${e.key} from the ${task.op === 'deleteDst' ? 'destination' : 'source'}`);
+          break;
+        case 'kept':
+          stats.extra++;
+          break;
+      }
+    } catch (err) {
+      if (control.stopNow.aborted) return; // counted as lost
+      if (task.op !== 'finishDir') stats.handled++;
+      stats.failed++;
+      log.error(`failed to ${describeOp(task)} ${JSON.stringify(e.key)}: ${(err as Error).message ?? err}`);
+      if (o.maxFailure >= 0 && stats.failed > o.maxFailure && !stopped) {
+        stopped = 'maxFailure';
+        log.error(`more than ${o.maxFailure} failures (--max-failure): stopping`);
+        listAbort.abort();
+      }
+    }
+  };
+  const executor = new Executor(account, Math.max(1, o.threads));
+  const features = sideFeatures(src.features, dst.features);
+  let limit = o.limit;
+  /** Directories whose deferred work waits for their sub-tree: only the ancestors of the current key. */
+  const open: { key: string; tasks: Task[] }[] = [];
+
+  const closeDirs = (key: string | undefined) => {
+    while (open.length > 0) {
+      const top = open[open.length - 1]!;
+      if (key !== undefined && isUnder(key, top.key)) break;
+      open.pop();
+      for (const t of top.tasks) executor.defer(t);
+    }
+  };
+  const later = (key: string, task: Task) => {
+    const top = open[open.length - 1];
+    if (top && top.key === key) top.tasks.push(task);
+    else open.push({ key, tasks: [task] });
+  };
+
+  /**
+   * Plan one key: false when --limit is reached, a promise when the executor had no free slot.
+   * Synchronous otherwise, so a million equal keys cost no promise each.
+   */
+  const plan = (d: Diff): boolean | Promise<boolean> => {
+    const key = d.kind === 'dstOnly' ? d.dst.key : d.src.key;
+    if (open.length > 0) closeDirs(key);
+    if (d.kind !== 'dstOnly') {
+      stats.scanned++;
+      if (o.filter && !o.filter(d.src)) {
+        // Excluded on the source: the destination's copy (if any) is left alone too.
+        if (!d.src.isDir || o.dirs) {
+          stats.excluded++;
+          stats.excludedBytes += d.src.size;
+        }
+        return true;
+      }
+    } else if (o.filter && !o.filter(d.dst)) return true;
+
+    const decision = decide(d, o, features);
+    let wait: Promise<void> | undefined;
+    switch (decision) {
+      case 'ignore':
+        return true;
+      case 'extra':
+        stats.extra++;
+        stats.extraBytes += d.kind === 'dstOnly' ? d.dst.size : 0;
+        return true;
+      case 'deleteDst': {
+        const e = (d as { dst: Entry }).dst;
+        stats.deletions++;
+        if (e.isDir) later(e.key, { v: 1, op: 'deleteDst', entry: e });
+        else wait = executor.submit({ v: 1, op: 'deleteDst', entry: e });
+        break;
+      }
+      default: {
+        const e = (d as { src: Entry }).src;
+        stats.found++;
+        if (decision === 'skip') {
+          stats.handled++;
+          stats.skipped++;
+          stats.skippedBytes += e.size;
+        } else if (e.isSymlink && !o.links) {
+          // Listed with links followed, a link still reported as one is broken.
+          stats.handled++;
+          stats.skipped++;
+          log.warn(`skipping broken symlink ${JSON.stringify(e.key)} (use --links to copy links as links)`);
+        } else if (decision === 'deleteSrc' && e.isDir) {
+          later(e.key, { v: 1, op: 'deleteSrc', entry: e });
+        } else {
+          wait = executor.submit({ v: 1, op: decision, entry: e });
+          if (decision === 'copy' && e.isDir) {
+            if (dst.features.dirs) later(e.key, { v: 1, op: 'finishDir', entry: e });
+            if (o.deleteSrcAfter) later(e.key, { v: 1, op: 'deleteSrc', entry: e });
+          }
+        }
+      }
+    }
+    const more = !(limit >= 0 && --limit <= 0);
+    return wait ? wait.then(() => more) : more;
+  };
+
+  const sideOptions = () => ({
+    ...(o.start === undefined ? {} : { start: o.start }),
+    ...(o.end === undefined ? {} : { end: o.end }),
+    followSymlinks: !o.links,
+    threads: o.listThreads,
+    depth: o.listDepth,
+    signal: listAbort.signal,
+  });
+
+  /** Plan every key of two listings; false once --limit is reached or the run stops. */
+  const planListings = async (s: AsyncIterable<Entry[]>, t: AsyncIterable<Entry[]>): Promise<boolean> => {
+    for await (const batch of mergeListings(s, t, { src: src.description, dst: dst.description })) {
+      for (const d of batch) {
+        if (listAbort.signal.aborted) return false;
+        let more = plan(d);
+        if (more !== true && more !== false) more = await more;
+        if (!more) return false;
+      }
+    }
+    closeDirs(undefined);
+    return true;
+  };
+
+  // juicefs does not list the destination when every key is copied anyway and nothing is deleted.
+  const listDst = !(o.forceUpdate && !o.deleteDst);
+  const empty: AsyncIterable<Entry[]> = (async function* () {})();
+  let fatal: unknown;
+  try {
+    if (limit === 0) {
+      // --limit 0 processes nothing.
+    } else if (o.filesFrom) {
+      for await (const line of readLines(o.filesFrom)) {
+        if (listAbort.signal.aborted) break;
+        const [s, t] = await Promise.all([selected(src, line, sideOptions()), listDst ? selected(dst, line, sideOptions()) : empty]);
+        if (!(await planListings(s, t))) break;
+      }
+    } else {
+      const s = listSide(src, sideOptions());
+      const t = listDst ? listSide(dst, sideOptions()) : empty;
+      await planListings(s, t);
+    }
+  } catch (err) {
+    if (!(listAbort.signal.aborted && isAbort(err))) {
+      fatal = err;
+      stopped ??= undefined;
+      log.error(`${(err as Error).message ?? err}; waiting for the tasks already started`);
+    }
+  }
+  if (fatal !== undefined || stopped) executor.dropDeferred();
+  else closeDirs(undefined);
+  await executor.idle();
+  control.stopListing.removeEventListener('abort', onStopListing);
+  control.stopNow.removeEventListener('abort', onStopNow);
+  return { stats, stopped, ...(fatal === undefined ? {} : { fatal }) };
+}
+
+function isAbort(err: unknown): boolean {
+  return err instanceof AbortedError || (err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'ABORT_ERR';
+}
+
+function describeOp(task: Task): string {
+  switch (task.op) {
+    case 'copy':
+      return 'copy';
+    case 'check':
+      return 'check';
+    case 'copyPerms':
+      return 'copy permissions of';
+    case 'deleteSrc':
+      return 'delete from the source';
+    case 'deleteDst':
+      return 'delete from the destination';
+    case 'finishDir':
+      return 'set attributes of';
+  }
+}
+
+async function* readLines(path: string): AsyncIterable<string> {
+  const rl = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
+  for await (const line of rl) {
+    const key = line.trim() === '' ? '' : line.replace(/\r$/, '');
+    if (key !== '') yield key;
+  }
+}
+
+/** The keys one --files-from line names: a 'dir/' prefix is listed, a plain key is looked up. */
+async function selected(store: ObjectStore, line: string, o: { followSymlinks: boolean; signal: AbortSignal }): Promise<AsyncIterable<Entry[]>> {
+  if (line.endsWith('/')) {
+    return (async function* () {
+      yield* store.list({ prefix: line, followSymlinks: o.followSymlinks, signal: o.signal });
+    })();
+  }
+  let e: Entry | undefined;
+  try {
+    e = await store.head(line, { followSymlinks: o.followSymlinks });
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err;
+  }
+  return (async function* () {
+    if (e) yield [e];
+  })();
+}

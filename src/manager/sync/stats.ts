@@ -1,0 +1,80 @@
+/** Counters of one sync run, named as in juicefs's summary. Each key is counted once. */
+export class SyncStats {
+  /** Source keys that passed the filters (the keys this run is about). */
+  found = 0;
+  /** Source keys listed in all, excluded ones included: progress while listing. */
+  scanned = 0;
+  excluded = 0;
+  excludedBytes = 0;
+  skipped = 0;
+  skippedBytes = 0;
+  copied = 0;
+  copiedBytes = 0;
+  /** On the destination only, and kept. */
+  extra = 0;
+  extraBytes = 0;
+  checked = 0;
+  checkedBytes = 0;
+  deleted = 0;
+  failed = 0;
+  /** Deletions planned: with `found`, the keys that must each be handled. */
+  deletions = 0;
+  handled = 0;
+  /** Bytes moved so far, also of copies still running: the live rate. */
+  transferredBytes = 0;
+  readonly startedAt = performance.now();
+
+  /** Keys found or planned for deletion that were never handled (interrupted or stopped runs). */
+  get lost(): number {
+    return Math.max(0, this.found + this.deletions - this.handled);
+  }
+
+  get pending(): number {
+    return this.found + this.deletions - this.handled;
+  }
+
+  get elapsedSeconds(): number {
+    return (performance.now() - this.startedAt) / 1000;
+  }
+
+  summaryLine(): string {
+    return (
+      `Found: ${this.found}, excluded: ${this.excluded} (${formatBytes(this.excludedBytes)}), ` +
+      `skipped: ${this.skipped} (${formatBytes(this.skippedBytes)}), copied: ${this.copied} (${formatBytes(this.copiedBytes)}), ` +
+      `extra: ${this.extra} (${formatBytes(this.extraBytes)}), checked: ${this.checked} (${formatBytes(this.checkedBytes)}), ` +
+      `deleted: ${this.deleted}, failed: ${this.failed}, lost: ${this.lost}`
+    );
+  }
+
+  toJSON(): Record<string, number> {
+    return {
+      found: this.found,
+      excluded: this.excluded,
+      excludedBytes: this.excludedBytes,
+      skipped: this.skipped,
+      skippedBytes: this.skippedBytes,
+      copied: this.copied,
+      copiedBytes: this.copiedBytes,
+      extra: this.extra,
+      extraBytes: this.extraBytes,
+      checked: this.checked,
+      checkedBytes: this.checkedBytes,
+      deleted: this.deleted,
+      failed: this.failed,
+      lost: this.lost,
+      seconds: Math.round(this.elapsedSeconds * 1000) / 1000,
+    };
+  }
+}
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+export function formatBytes(n: number): string {
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${UNITS[u]}`;
+}

@@ -1,0 +1,225 @@
+import { pipeline } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { ChecksumMismatchError, FatalError, NotFoundError, SourceChangedError, retryClassOf } from '../storage/errors.js';
+import type { Entry, ObjectStore, PutOptions } from '../storage/types.js';
+import { throttle, type ByteRateLimiter } from '../throttle/bucket.js';
+import { DigestTap, digestOf } from './checksum.js';
+import { DEFAULT_RETRY, withRetry, type RetryOptions } from './retry.js';
+import type { Outcome, Task } from './task.js';
+
+export interface TransferOptions {
+  perms: boolean;
+  links: boolean;
+  dirs: boolean;
+  checkNew: boolean;
+  checkChange: boolean;
+  deleteSrcAfter: boolean;
+  /** --delete-src: a key found equal by --check-all is deleted from the source. */
+  deleteSrc: boolean;
+  dry: boolean;
+  storageClass?: string;
+  limiter?: ByteRateLimiter;
+  retry?: RetryOptions;
+  signal: AbortSignal;
+  /** Called with each chunk's size as bytes move, for live progress. */
+  onBytes?(n: number): void;
+}
+
+/** Transfer code every executor runs: the manager's own and each worker's. */
+export class Transfer {
+  readonly #perms: boolean;
+  readonly #owner: boolean;
+  readonly #mtime: boolean;
+
+  constructor(
+    readonly src: ObjectStore,
+    readonly dst: ObjectStore,
+    readonly o: TransferOptions,
+  ) {
+    this.#perms = o.perms && Boolean(dst.features.attrs?.mode) && Boolean(dst.setAttrs);
+    this.#owner = o.perms && Boolean(dst.features.attrs?.owner && src.features.attrs?.owner);
+    this.#mtime = Boolean(dst.features.attrs?.mtime);
+  }
+
+  /** Run one task with retries of transient failures; throws what finally failed. */
+  run(task: Task): Promise<Outcome> {
+    const retry = { ...(this.o.retry ?? DEFAULT_RETRY), signal: this.o.signal };
+    return withRetry(() => this.#runOnce(task), retry);
+  }
+
+  async #runOnce(task: Task): Promise<Outcome> {
+    const e = task.entry;
+    switch (task.op) {
+      case 'copy':
+        return this.#copy(e);
+      case 'check':
+        return this.#check(e);
+      case 'copyPerms':
+        if (!this.o.dry) await this.#setPerms(e);
+        return { result: 'copied', bytes: 0, checked: false };
+      case 'deleteSrc':
+        return this.#delete(this.src, e);
+      case 'deleteDst':
+        return this.#delete(this.dst, e);
+      case 'finishDir':
+        if (!this.o.dry) await this.#finishDir(e);
+        return { result: 'copied', bytes: 0, checked: false };
+    }
+  }
+
+  async #delete(store: ObjectStore, e: Entry): Promise<Outcome> {
+    if (this.o.dry) return { result: 'deleted', bytes: 0, checked: false };
+    try {
+      await store.delete(e.key, { signal: this.o.signal });
+    } catch (err) {
+      // A directory that still holds excluded or failed keys stays.
+      if (e.isDir && (err as { cause?: { code?: string } }).cause?.code === 'ENOTEMPTY') {
+        return { result: 'kept', bytes: 0, checked: false, warning: `${store.description}${e.key} is not empty: kept` };
+      }
+      throw err;
+    }
+    return { result: 'deleted', bytes: 0, checked: false };
+  }
+
+  async #copy(e: Entry): Promise<Outcome> {
+    if (this.o.dry) return { result: 'copied', bytes: e.isDir ? 0 : e.size, checked: false };
+    let outcome: Outcome;
+    try {
+      if (this.o.links && e.isSymlink) outcome = await this.#copyLink(e);
+      else if (e.isDir) outcome = await this.#makeDir(e);
+      else outcome = await this.#copyFile(e);
+    } catch (err) {
+      // The source key went away after it was listed: nothing is lost by not copying it.
+      if (retryClassOf(err) === 'notFound' && !(await this.#exists(this.src, e.key))) {
+        return { result: 'skipped', bytes: 0, checked: false, warning: `${e.key} vanished from the source before it was copied` };
+      }
+      throw err;
+    }
+    if (this.o.deleteSrcAfter && !e.isDir) await this.src.delete(e.key, { signal: this.o.signal });
+    return outcome;
+  }
+
+  async #exists(store: ObjectStore, key: string): Promise<boolean> {
+    try {
+      await store.head(key);
+      return true;
+    } catch (err) {
+      if (err instanceof NotFoundError || retryClassOf(err) === 'notFound') return false;
+      throw err;
+    }
+  }
+
+  async #copyLink(e: Entry): Promise<Outcome> {
+    if (!this.dst.symlink) throw new FatalError(`${this.dst.description} cannot hold symlinks (copying ${e.key})`);
+    await this.dst.symlink(e.key, e.target ?? '');
+    if (this.#mtime && this.dst.setAttrs) await this.dst.setAttrs(e.key, { mtime: e.mtime }, { isSymlink: true });
+    return { result: 'copied', bytes: 0, checked: false };
+  }
+
+  async #makeDir(e: Entry): Promise<Outcome> {
+    if (this.dst.features.dirs && this.dst.mkdir) {
+      await this.dst.mkdir(e.key, this.#perms && e.mode !== undefined ? { mode: e.mode } : {});
+    } else {
+      await this.dst.put(e.key, Buffer.alloc(0), { size: 0, signal: this.o.signal });
+    }
+    return { result: 'copied', bytes: 0, checked: false };
+  }
+
+  async #finishDir(e: Entry): Promise<void> {
+    if (!this.dst.setAttrs || !this.dst.features.dirs) return;
+    const attrs: { mtime?: number; mode?: number; uid?: number; gid?: number } = {};
+    if (this.#mtime) attrs.mtime = e.mtime;
+    if (this.#perms && e.mode !== undefined) attrs.mode = e.mode;
+    if (this.#owner && e.uid !== undefined && e.gid !== undefined) {
+      attrs.uid = e.uid;
+      attrs.gid = e.gid;
+    }
+    if (Object.keys(attrs).length > 0) await this.dst.setAttrs(e.key, attrs);
+  }
+
+  async #setPerms(e: Entry): Promise<void> {
+    if (!this.#perms) return;
+    const attrs: { mode?: number; uid?: number; gid?: number } = {};
+    if (e.mode !== undefined) attrs.mode = e.mode;
+    if (this.#owner && e.uid !== undefined && e.gid !== undefined) {
+      attrs.uid = e.uid;
+      attrs.gid = e.gid;
+    }
+    await this.dst.setAttrs!(e.key, attrs, e.isSymlink ? { isSymlink: true } : {});
+  }
+
+  #serverSide(): boolean {
+    const s = this.src.features.copy;
+    const d = this.dst.features.copy;
+    if (!s || !d || s.scope !== d.scope || !this.src.copySource || !this.dst.copyFrom) return false;
+    return !(d.local && this.o.limiter);
+  }
+
+  async #copyFile(e: Entry): Promise<Outcome> {
+    const put: PutOptions & { size: number } = { size: e.size, signal: this.o.signal };
+    if (this.#mtime) put.mtime = e.mtime;
+    if (this.#perms && e.mode !== undefined) put.mode = e.mode;
+    if (this.o.storageClass) put.storageClass = this.o.storageClass;
+
+    let srcDigest: string | undefined;
+    if (this.#serverSide()) {
+      await this.dst.copyFrom!(e.key, this.src.copySource!(e.key), put);
+      this.o.onBytes?.(e.size);
+    } else {
+      const body = await this.src.get(e.key, { signal: this.o.signal });
+      const tap = new DigestTap(this.o.onBytes);
+      const stages: NodeJS.ReadWriteStream[] = [];
+      if (this.o.limiter) stages.push(throttle(this.o.limiter, this.o.signal));
+      let failure: Error | undefined;
+      const piped = (pipeline as unknown as (...s: unknown[]) => Readable)(body, ...stages, tap.stream, (err: Error | null) => {
+        if (err) failure = err;
+      });
+      await this.dst.put(e.key, piped, put);
+      if (failure) throw failure;
+      if (tap.size !== e.size) {
+        throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy: listed ${e.size} bytes, read ${tap.size}`);
+      }
+      srcDigest = tap.digest();
+    }
+    if (this.#owner && e.uid !== undefined && e.gid !== undefined) {
+      await this.dst.setAttrs!(e.key, { uid: e.uid, gid: e.gid, ...(e.mode === undefined ? {} : { mode: e.mode }) });
+    }
+    if (this.o.checkChange) {
+      const now = await this.src.head(e.key);
+      if (now.size !== e.size || Math.floor(now.mtime / 1000) !== Math.floor(e.mtime / 1000)) {
+        throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy (size ${e.size} → ${now.size})`);
+      }
+    }
+    let checked = false;
+    if (this.o.checkNew) {
+      const [s, d] = await Promise.all([
+        srcDigest === undefined ? digestOf(this.src, e.key, this.o.signal).then((x) => x.digest) : Promise.resolve(srcDigest),
+        digestOf(this.dst, e.key, this.o.signal),
+      ]);
+      if (s !== d.digest) throw new ChecksumMismatchError(`checksums of ${e.key} differ after the copy (source ${s}, destination ${d.digest})`);
+      checked = true;
+    }
+    return { result: 'copied', bytes: e.size, checked };
+  }
+
+  async #check(e: Entry): Promise<Outcome> {
+    if (this.o.dry) return { result: 'skipped', bytes: 0, checked: true };
+    const [s, d] = await Promise.all([digestOf(this.src, e.key, this.o.signal), digestOf(this.dst, e.key, this.o.signal)]);
+    if (s.digest !== d.digest || s.size !== d.size) {
+      const out = await this.#copy(e);
+      return { ...out, checked: true };
+    }
+    if (this.o.deleteSrc) {
+      await this.src.delete(e.key, { signal: this.o.signal });
+      return { result: 'deleted', bytes: 0, checked: true };
+    }
+    if (this.o.perms) {
+      const cur = await this.dst.head(e.key);
+      if ((cur.mode ?? 0) !== (e.mode ?? 0)) {
+        await this.#setPerms(e);
+        return { result: 'copied', bytes: 0, checked: true };
+      }
+    }
+    return { result: 'skipped', bytes: 0, checked: true };
+  }
+}
