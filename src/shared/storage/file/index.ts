@@ -18,6 +18,8 @@ interface Level {
   dir: string;
   records: DirRecord[];
   next: number;
+  /** Records up to here were considered for reading ahead. */
+  scan: number;
   /** dev:ino of this directory and its ancestors, to stop symlink cycles when following links. */
   seen: Set<string>;
 }
@@ -97,9 +99,33 @@ export class FileStore implements ObjectStore {
     const namePrefix = prefix.slice(slash + 1);
     const recursive = options.delimiter === undefined;
     if (options.delimiter !== undefined && options.delimiter !== '/') throw new Error(`file store lists only with delimiter '/'`);
+    const wanted = (key: string) => after === undefined || compareKeys(key, after) > 0 || after.startsWith(key);
+
+    // Directories are read ahead on the file-system threads, in the order the walk will enter
+    // them, so the walk rarely waits: a bounded number of them are held at once.
+    const ahead = new Map<string, Promise<DirRecord[]>>();
+    const maxAhead = 8;
+    const read = (dir: string) => {
+      const p = this.#readDir(dir, follow, options.signal);
+      p.catch(() => {}); // awaited when the walk gets there
+      return p;
+    };
+    const topUp = (stack: Level[]) => {
+      for (let s = stack.length - 1; s >= 0 && ahead.size < maxAhead; s--) {
+        const level = stack[s]!;
+        for (let j = Math.max(level.next, level.scan); j < level.records.length && ahead.size < maxAhead; j++) {
+          level.scan = j + 1;
+          const r = level.records[j]!;
+          if (!isDirRecord(r, follow)) continue;
+          const key = level.dir + r.name + '/';
+          if (wanted(key)) ahead.set(key, read(key));
+        }
+      }
+    };
 
     const top = await this.#readDir(startDir, follow, options.signal);
-    const stack: Level[] = [{ dir: startDir, records: namePrefix ? top.filter((r) => sortKey(r, follow).startsWith(namePrefix)) : top, next: 0, seen: new Set() }];
+    const stack: Level[] = [{ dir: startDir, records: namePrefix ? top.filter((r) => sortKey(r, follow).startsWith(namePrefix)) : top, next: 0, scan: 0, seen: new Set() }];
+    if (recursive) topUp(stack);
     let page: Entry[] = [];
     while (stack.length > 0) {
       const level = stack[stack.length - 1]!;
@@ -121,10 +147,13 @@ export class FileStore implements ObjectStore {
         }
       }
       if (isDir && recursive) {
+        const pending = ahead.get(key);
+        ahead.delete(key);
         const id = r.kind === 'l' && r.follow ? `${r.follow.dev}:${r.follow.ino}` : `${r.dev}:${r.ino}`;
         if (level.seen.has(id)) continue;
         const seen = new Set(level.seen).add(id);
-        stack.push({ dir: key, records: await this.#readDir(key, follow, options.signal), next: 0, seen });
+        stack.push({ dir: key, records: await (pending ?? read(key)), next: 0, scan: 0, seen });
+        topUp(stack);
       }
     }
     if (page.length > 0) yield page;
