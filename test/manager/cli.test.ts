@@ -115,8 +115,8 @@ describe('ferry sync between local directories', () => {
     expect(readFileSync(join(d, 'dst/link-to-one'), 'utf8')).toBe('ONE');
     expect(readFileSync(join(d, 'dst/a/one.txt'), 'utf8')).toBe('ONE');
     writeFileSync(join(d, 'src/a/one.txt'), 'longer now');
-    const bySize = await ferry('sync', '--size-only', '--links', '--json', join(d, 'src') + '/', join(d, 'dst') + '/');
-    expect(bySize.json.copied).toBe(1);
+    const bySize = await ferry('sync', '--size-only', '--json', join(d, 'src') + '/', join(d, 'dst') + '/');
+    expect(bySize.json.copied).toBe(2);
     expect(readFileSync(join(d, 'dst/a/one.txt'), 'utf8')).toBe('longer now');
   });
 

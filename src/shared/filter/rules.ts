@@ -10,7 +10,10 @@
  * means its whole subtree is dropped: a lister may prune there.
  *
  * With `matchFullPath` (juicefs's --match-full-path) the rules are tried once, against the whole
- * key: the first match decides, no match keeps the key.
+ * key: the first match decides, no match keeps the key. The text is the key as it is, so a directory
+ * key keeps its trailing '/', which a pattern's trailing '/' matches like any other character (as in
+ * juicefs: "logs/" matches the key "x/logs/", "logs" does not, and `*` matches the empty name after
+ * the last '/').
  *
  * Pattern syntax (rsync's): a trailing '/' matches directories only; a leading '/' anchors the
  * pattern at the root of the transfer, otherwise it matches the tail of the path at a component
@@ -38,28 +41,31 @@ export type KeyMatcher = (key: string) => boolean;
  * How one compiled rule tests one level. The level is `key.slice(base, end)`; `start` is where its
  * last component begins and `segment` how many '/' precede that component (from `base`).
  */
-const enum Kind {
+const Kind = {
   /** Last component equals `literal`. */
-  NameLiteral,
+  NameLiteral: 0,
   /** Any last component (`*`). */
-  NameAny,
+  NameAny: 1,
   /** Last component starts with `literal` (`abc*`). */
-  NamePrefix,
+  NamePrefix: 2,
   /** Last component ends with `literal` (`*.tmp`, `.*` is NamePrefix). */
-  NameSuffix,
+  NameSuffix: 3,
   /** Last component matches the sticky `re`, which cannot cross '/'. */
-  NameRegExp,
+  NameRegExp: 4,
   /** The level equals `literal`, from the root. */
-  AnchoredLiteral,
+  AnchoredLiteral: 5,
   /** The level ends with `literal`, at a component boundary. */
-  TailLiteral,
+  TailLiteral: 6,
   /** The level has `slashes` slashes and the sticky `re` matches it from the root. */
-  AnchoredRegExp,
+  AnchoredRegExp: 7,
   /** The last `slashes` + 1 components match the sticky `re`. */
-  TailRegExp,
+  TailRegExp: 8,
   /** `re` (with `**`, so it may cross '/') matches the level, cut out of the key. */
-  SliceRegExp,
-}
+  SliceRegExp: 9,
+  /** `X/***` where X has no `**`: `inner` (X) matches this directory level or one above it. */
+  Subtree: 10,
+} as const;
+type Kind = (typeof Kind)[keyof typeof Kind];
 
 interface CompiledRule {
   include: boolean;
@@ -70,6 +76,7 @@ interface CompiledRule {
   /** Only SliceRegExp: at a directory level the text gets its '/' so that `dir/***` matches `dir`. */
   wild3: boolean;
   re: RegExp | null;
+  inner: CompiledRule | null;
 }
 
 type Token =
@@ -81,11 +88,23 @@ type Token =
 
 /** Compile the rules once; the matcher it returns allocates nothing per key but level slices for `**` rules. */
 export function compileRules(rules: readonly Rule[], options: CompileOptions = {}): KeyMatcher {
-  const compiled = rules.map(compileRule);
-  if (compiled.length === 0) return () => true;
   const fullPath = options.matchFullPath === true;
+  const compiled = rules.map((rule) => compileRule(rule, fullPath));
+  if (compiled.length === 0) return () => true;
   // Start of each path segment of the key being matched, reused from key to key.
   let segStarts = new Int32Array(64);
+
+  if (fullPath) {
+    return (key: string): boolean => {
+      const base = key.length > 0 && key.charCodeAt(0) === 47 ? 1 : 0;
+      const start = Math.max(key.lastIndexOf('/') + 1, base);
+      for (let r = 0; r < compiled.length; r++) {
+        const rule = compiled[r]!;
+        if (levelMatches(rule, key, base, start, key.length, 0, false, segStarts)) return rule.include;
+      }
+      return true;
+    };
+  }
 
   return (key: string): boolean => {
     const len = key.length;
@@ -102,14 +121,13 @@ export function compileRules(rules: readonly Rule[], options: CompileOptions = {
       segStarts[segment] = pos;
       let end = key.indexOf('/', pos);
       if (end === -1) end = len;
-      if (end > pos && (!fullPath || end >= len - 1)) {
+      if (end > pos) {
         const isDir = end < len;
         for (let r = 0; r < compiled.length; r++) {
           const rule = compiled[r]!;
           if (rule.dirOnly && !isDir) continue;
           if (levelMatches(rule, key, base, pos, end, segment, isDir, segStarts)) {
             if (!rule.include) return false;
-            if (fullPath) return true;
             break;
           }
         }
@@ -141,11 +159,8 @@ function levelMatches(
       return end - start >= lit.length && key.startsWith(lit, start);
     case Kind.NameSuffix:
       return end - start >= lit.length && key.startsWith(lit, end - lit.length);
-    case Kind.NameRegExp: {
-      const re = rule.re!;
-      re.lastIndex = start;
-      return re.test(key);
-    }
+    case Kind.NameRegExp:
+      return regExpMatches(rule, key, start, end, start);
     case Kind.AnchoredLiteral:
       return end - base === lit.length && key.startsWith(lit, base);
     case Kind.TailLiteral: {
@@ -154,28 +169,58 @@ function levelMatches(
         from >= base && key.startsWith(lit, from) && (from === base || key.charCodeAt(from - 1) === 47)
       );
     }
-    case Kind.AnchoredRegExp: {
-      if (segment !== rule.slashes) return false;
-      const re = rule.re!;
-      re.lastIndex = base;
-      return re.test(key);
-    }
+    case Kind.AnchoredRegExp:
+      return segment === rule.slashes && regExpMatches(rule, key, base, end, base);
     case Kind.TailRegExp: {
       if (segment < rule.slashes) return false;
-      const re = rule.re!;
-      re.lastIndex = segStarts[segment - rule.slashes]!;
-      return re.test(key);
+      const from = segStarts[segment - rule.slashes]!;
+      return regExpMatches(rule, key, from, end, from);
     }
-    case Kind.SliceRegExp:
-      return rule.re!.test(key.slice(base, rule.wild3 && isDir ? end + 1 : end));
+    case Kind.SliceRegExp: {
+      const limit = rule.wild3 && isDir ? end + 1 : end;
+      return regExpMatches(rule, key, base, limit, -1);
+    }
+    case Kind.Subtree: {
+      const inner = rule.inner!;
+      if (inner.literal.length > 0) {
+        const at = key.indexOf(inner.literal, base);
+        if (at < 0 || at + inner.literal.length > end) return false;
+      }
+      for (let j = isDir ? segment : segment - 1; j >= 0; j--) {
+        const from = segStarts[j]!;
+        const to = j === segment ? end : segStarts[j + 1]! - 1;
+        if (to > from && levelMatches(inner, key, base, from, to, j, true, segStarts)) return true;
+      }
+      return false;
+    }
   }
 }
 
-function compileRule(rule: Rule): CompiledRule {
+/**
+ * Runs a rule's RegExp on key[from, limit) — sticky at `sticky`, or on a slice when it is -1 —
+ * after a cheap check that the literal every match contains lies in that range.
+ */
+function regExpMatches(rule: CompiledRule, key: string, from: number, limit: number, sticky: number): boolean {
+  const lit = rule.literal;
+  if (lit.length > 0) {
+    const at = key.indexOf(lit, from);
+    if (at < 0 || at + lit.length > limit) return false;
+  }
+  const re = rule.re!;
+  if (sticky < 0) return re.test(key.slice(from, limit));
+  re.lastIndex = sticky;
+  return re.test(key);
+}
+
+/**
+ * In full-path mode the whole key is the text, a directory's trailing '/' included, so a pattern's
+ * trailing '/' is an ordinary character there, and only "name" kinds look at one component.
+ */
+function compileRule(rule: Rule, fullPath: boolean): CompiledRule {
   const option = rule.include ? '--include' : '--exclude';
   let pattern = rule.pattern;
   if (pattern === '') throw new UsageError(`${option} needs a pattern, got an empty string`);
-  const dirOnly = pattern.length > 1 && pattern.endsWith('/');
+  const dirOnly = !fullPath && pattern.length > 1 && pattern.endsWith('/');
   if (dirOnly) pattern = pattern.slice(0, -1);
   const anchored = pattern.startsWith('/');
   const body = anchored ? pattern.slice(1) : pattern;
@@ -187,6 +232,7 @@ function compileRule(rule: Rule): CompiledRule {
     slashes: 0,
     wild3: false,
     re: null,
+    inner: null,
   };
 
   if (!/[*?[]/.test(pattern)) {
@@ -201,23 +247,35 @@ function compileRule(rule: Rule): CompiledRule {
   out.slashes = slashes;
   const onlyChars = tokens.every((tok) => tok.t === 'char');
 
-  if (tokens.some((tok) => tok.t === 'globstar')) {
+  const globstars = tokens.filter((tok) => tok.t === 'globstar').length;
+  if (!fullPath && globstars === 1 && body.endsWith('/***') && !body.endsWith('\\/***') && body.length > 4) {
+    // `X/***` is rsync's "this directory and everything in it": X matching this directory level or
+    // one above it is the same test, without cutting the level out of the key.
+    out.kind = Kind.Subtree;
+    out.inner = compileRule({ include: rule.include, pattern: pattern.slice(0, -4) }, false);
+    return out;
+  }
+  if (globstars > 0 || (fullPath && !onlyChars && (anchored || slashes > 0))) {
     out.kind = Kind.SliceRegExp;
-    out.wild3 = body.endsWith('***');
+    out.wild3 = !fullPath && body.endsWith('***');
     let source: string;
+    let required = tokens;
     if (anchored) {
       source = `^${toRegExpSource(tokens)}$`;
     } else if (tokens[0]!.t === 'globstar') {
       // rsync tries "**"-prefixed patterns against "/" + path, so "**/b" also matches "b".
       const rest = tokens.slice(1);
       const first = rest[0];
-      source =
-        first?.t === 'char' && first.ch === '/'
-          ? `^(?:.*/)?${toRegExpSource(rest.slice(1))}$`
-          : `^.*${toRegExpSource(rest)}$`;
+      if (first?.t === 'char' && first.ch === '/') {
+        required = rest.slice(1);
+        source = `^(?:.*/)?${toRegExpSource(required)}$`;
+      } else {
+        source = `^.*${toRegExpSource(rest)}$`;
+      }
     } else {
       source = `(?:^|/)${toRegExpSource(tokens)}$`;
     }
+    out.literal = longestLiteral(required);
     out.re = new RegExp(source, 'su');
     return out;
   }
@@ -256,8 +314,24 @@ function compileRule(rule: Rule): CompiledRule {
     out.kind = anchored ? Kind.AnchoredRegExp : Kind.TailRegExp;
   }
   // Sticky, and it must end where the component ends; without `**` it cannot run past that.
+  out.literal = longestLiteral(tokens);
   out.re = new RegExp(`${toRegExpSource(tokens)}(?![^/])`, 'uy');
   return out;
+}
+
+/** The longest run of plain characters in the tokens: every match contains it. */
+function longestLiteral(tokens: readonly Token[]): string {
+  let best = '';
+  let run = '';
+  for (const tok of tokens) {
+    if (tok.t === 'char') {
+      run += tok.ch;
+      if (run.length > best.length) best = run;
+    } else {
+      run = '';
+    }
+  }
+  return best;
 }
 
 function countSlashes(s: string): number {
