@@ -1,6 +1,21 @@
 import { fileBackend } from './file/index.js';
 import { memBackend, type MemSpace } from './mem.js';
-import { BackendRegistry } from './registry.js';
+import { BackendRegistry, type Backend } from './registry.js';
+
+/**
+ * A backend whose module (and SDK) loads on first use: a local sync does not pay for parsing the
+ * cloud SDKs at start-up.
+ */
+function lazy(scheme: string, summary: string, load: () => Promise<Backend>, aliases?: string[]): Backend {
+  return {
+    scheme,
+    summary,
+    ...(aliases ? { aliases } : {}),
+    async open(address, options) {
+      return (await load()).open(address, options);
+    },
+  };
+}
 
 /**
  * Every backend ferry ships, registered. A backend module exports its `Backend`; adding one is a
