@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
     // s3rver pages listings with DES-encrypted tokens, which OpenSSL 3 refuses without this flag;
     // `threads` would reject the flag, `forks` accepts it.
     pool: 'forks',

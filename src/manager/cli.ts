@@ -247,6 +247,7 @@ async function runSyncCommand(p: ParsedSync, out: { stdout: NodeJS.WriteStream; 
     const result = await runSync(src, dst, o, { stopListing: stopListing.signal, stopNow: stopNow.signal, logger: con, stats });
     con.stopProgress();
     con.info(stats.summaryLine());
+    if (result.stopped) con.warn(`the run stopped early (${result.stopped === 'interrupted' ? 'interrupted' : 'too many failures'}): run the same command again to finish`);
     if (p.json) out.stdout.write(redactor.redact(JSON.stringify({ ...stats.toJSON(), ...(result.stopped ? { stopped: result.stopped } : {}) })) + '\n');
     if (interrupts > 0) return EXIT.interrupted;
     return result.fatal !== undefined || stats.failed > 0 || stats.lost > 0 || result.stopped ? EXIT.failed : EXIT.ok;

@@ -1,0 +1,77 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { listSide, type ListSideOptions } from '../../../src/manager/sync/list.js';
+import { FileStore } from '../../../src/shared/storage/file/index.js';
+import { MemStore } from '../../../src/shared/storage/mem.js';
+import type { ObjectStore } from '../../../src/shared/storage/types.js';
+
+const keys = [
+  '.ferry/meta/backup.json',
+  '.hidden',
+  'a-b',
+  'a/1',
+  'a/b-c', // '-' sorts before '/'
+  'a/b/2',
+  'a/b/c/3',
+  'b',
+  'c/d/e/f/g',
+  'z/\u{1F600}',
+  'z/\uFF5E',
+];
+
+async function collect(store: ObjectStore, o: Partial<ListSideOptions>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const page of listSide(store, { followSymlinks: false, threads: 1, depth: 1, ...o })) for (const e of page) out.push(e.key);
+  return out;
+}
+
+const root = mkdtempSync(join(tmpdir(), 'ferry-list-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const stores: [string, () => ObjectStore][] = [
+  [
+    'mem',
+    () => {
+      const m = new MemStore('list');
+      for (const k of keys) m.set(k, Buffer.from(k));
+      return m;
+    },
+  ],
+  [
+    'file',
+    () => {
+      for (const k of keys) {
+        mkdirSync(join(root, k, '..'), { recursive: true });
+        writeFileSync(join(root, k), k);
+      }
+      return new FileStore(root + '/');
+    },
+  ],
+];
+
+describe.each(stores)('listSide on %s', (_name, make) => {
+  const store = make();
+  const files = (xs: string[]) => xs.filter((k) => !k.endsWith('/'));
+
+  it('lists in key order without .ferry/', async () => {
+    const seq = await collect(store, {});
+    expect(files(seq)).toEqual(keys.filter((k) => !k.startsWith('.ferry/')));
+  });
+
+  it('gives the same keys with parallel sub-tree listing, at every depth', async () => {
+    const seq = await collect(store, {});
+    for (const depth of [1, 2, 3]) {
+      for (const threads of [2, 4]) {
+        expect(await collect(store, { threads, depth, pagesAhead: 1 }), `threads ${threads} depth ${depth}`).toEqual(seq);
+      }
+    }
+  });
+
+  it('honours --start and --end, inclusive, sequential and parallel', async () => {
+    const want = ['a/b/2', 'a/b/c/3', 'b'];
+    expect(files(await collect(store, { start: 'a/b/2', end: 'b' }))).toEqual(want);
+    expect(files(await collect(store, { start: 'a/b/2', end: 'b', threads: 3, depth: 2 }))).toEqual(want);
+  });
+});
