@@ -69,15 +69,13 @@ type Unit = { entry: Entry } | { prefix: string };
 
 /** The keys of the top levels and the sub-trees below them, in order. */
 async function* units(store: ObjectStore, prefix: string, depth: number, o: ListSideOptions): AsyncIterable<Unit> {
-  const pages = store.list({
-    prefix,
-    delimiter: '/',
-    followSymlinks: o.followSymlinks,
-    ...(o.start !== undefined && compareKeys(o.start, prefix) > 0 ? { startAfter: o.start } : {}),
-    ...(o.signal ? { signal: o.signal } : {}),
-  });
+  // No startAfter here: a sub-prefix before --start ('a/' for 'a/b') still holds keys after it,
+  // and a delimiter listing would leave it out.
+  const pages = store.list({ prefix, delimiter: '/', followSymlinks: o.followSymlinks, ...(o.signal ? { signal: o.signal } : {}) });
+  const start = o.start;
   for await (const page of pages) {
     for (const e of page) {
+      if (start !== undefined && compareKeys(e.key, start) <= 0 && !(e.key.endsWith('/') && start.startsWith(e.key))) continue;
       if (e.isDir && e.key.endsWith('/')) {
         // Stores with real directories report them here with their attributes; on object stores a
         // common prefix is not an object (a directory marker, if any, is listed in the sub-tree).

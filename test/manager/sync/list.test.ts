@@ -17,8 +17,8 @@ const keys = [
   'a/b/c/3',
   'b',
   'c/d/e/f/g',
-  'z/\u{1F600}',
   'z/\uFF5E',
+  'z/\u{1F600}', // above U+FFFF: after U+FF5E in UTF-8 order, before it in UTF-16
 ];
 
 async function collect(store: ObjectStore, o: Partial<ListSideOptions>): Promise<string[]> {
