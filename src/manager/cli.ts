@@ -271,7 +271,7 @@ const ALIASES: Record<string, string> = {
 };
 
 /** Run the command line; resolves to the exit code. */
-export async function main(args: string[], out = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function main(args: string[], out: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream } = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const end = args.indexOf('--');
   const argv = args.map((a, i) => (end >= 0 && i > end ? a : (ALIASES[a] ?? a)));
   let parsed: ParsedSync | undefined;

@@ -280,6 +280,40 @@ describe('ferry sync between local directories', () => {
   });
 });
 
+describe('ferry sync failure handling and writing', () => {
+  it('--max-failure stops the run after that many failures', async () => {
+    const d = tmp();
+    mkdirSync(join(d, 'src'), { recursive: true });
+    mkdirSync(join(d, 'dst'));
+    for (let i = 0; i < 30; i++) {
+      mkdirSync(join(d, `src/d${String(i).padStart(2, '0')}`));
+      writeFileSync(join(d, `src/d${String(i).padStart(2, '0')}/f`), 'x');
+      writeFileSync(join(d, `dst/d${String(i).padStart(2, '0')}`), 'a file in the way');
+    }
+    const r = await ferry('sync', '--max-failure', '2', '--threads', '1', '--json', join(d, 'src') + '/', join(d, 'dst') + '/');
+    expect(r.code).toBe(1);
+    expect(r.json.failed).toBe(3);
+    expect(r.stderr).toContain('--max-failure');
+  });
+
+  it('--inplace writes the file under its own name; the default writes a temporary name and renames it', async () => {
+    const d = tmp();
+    mkdirSync(join(d, 'src'));
+    writeFileSync(join(d, 'src/f'), 'new content');
+    mkdirSync(join(d, 'dst'));
+    writeFileSync(join(d, 'dst/f'), 'old');
+    const inode = lstatSync(join(d, 'dst/f')).ino;
+    await ferry('sync', '--inplace', '--size-only', join(d, 'src') + '/', join(d, 'dst') + '/');
+    expect(readFileSync(join(d, 'dst/f'), 'utf8')).toBe('new content');
+    expect(lstatSync(join(d, 'dst/f')).ino).toBe(inode);
+    writeFileSync(join(d, 'src/f'), 'newer content!');
+    await ferry('sync', join(d, 'src') + '/', join(d, 'dst') + '/');
+    expect(readFileSync(join(d, 'dst/f'), 'utf8')).toBe('newer content!');
+    expect(lstatSync(join(d, 'dst/f')).ino).not.toBe(inode);
+    expect(readdirSync(join(d, 'dst'))).toEqual(['f']);
+  });
+});
+
 describe('ferry sync usage', () => {
   it('exits 2 naming a bad option or value', async () => {
     const bad = await ferry('sync', '--threads', 'many', '/a/', '/b/');

@@ -17,6 +17,8 @@ export class Executor {
   constructor(
     readonly run: (task: Task) => Promise<void>,
     readonly concurrency: number,
+    /** Once true, tasks still waiting for a slot are not started. */
+    readonly stopped: () => boolean = () => false,
   ) {}
 
   get inFlight(): number {
@@ -25,10 +27,10 @@ export class Executor {
 
   /**
    * Start a task once a slot is free. Returns nothing when it started at once, else a promise that
-   * resolves when it has started (not when it has finished): the planner's loop stays synchronous
-   * while there is room.
+   * resolves when it has started (not when it has finished), or with false when the executor was
+   * stopped meanwhile: the planner's loop stays synchronous while there is room.
    */
-  submit(task: Task): Promise<void> | undefined {
+  submit(task: Task): Promise<boolean> | undefined {
     if (this.#full()) return this.#submitLater(task);
     this.#start(task, false);
     return undefined;
@@ -38,9 +40,12 @@ export class Executor {
     return this.#running.size - (this.#deferredBusy ? 1 : 0) >= this.concurrency;
   }
 
-  async #submitLater(task: Task): Promise<void> {
+  /** Resolves to false when the executor was stopped while the task waited: it never ran. */
+  async #submitLater(task: Task): Promise<boolean> {
     while (this.#full()) await new Promise<void>((r) => this.#slotWaiters.push(r));
+    if (this.stopped()) return false;
     this.#start(task, false);
+    return true;
   }
 
   /** Run `task` after every task submitted so far has finished. */

@@ -133,7 +133,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
       }
     }
   };
-  const executor = new Executor(account, Math.max(1, o.threads));
+  const executor = new Executor(account, Math.max(1, o.threads), () => listAbort.signal.aborted);
   const features = sideFeatures(src.features, dst.features);
   let limit = o.limit;
   /** Directories whose deferred work waits for their sub-tree: only the ancestors of the current key. */
@@ -173,7 +173,8 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     } else if (o.filter && !o.filter(d.dst)) return true;
 
     const decision = decide(d, o, features);
-    let wait: Promise<void> | undefined;
+    /** A task that waits for a slot; if the run stops meanwhile it never starts and is not counted. */
+    let wait: Promise<unknown> | undefined;
     switch (decision) {
       case 'ignore':
         return true;
@@ -185,7 +186,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
         const e = (d as { dst: Entry }).dst;
         stats.deletions++;
         if (e.isDir) later(e.key, { v: 1, op: 'deleteDst', entry: e });
-        else wait = executor.submit({ v: 1, op: 'deleteDst', entry: e });
+        else wait = executor.submit({ v: 1, op: 'deleteDst', entry: e })?.then((started) => started || stats.deletions--);
         break;
       }
       default: {
@@ -203,7 +204,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
         } else if (decision === 'deleteSrc' && e.isDir) {
           later(e.key, { v: 1, op: 'deleteSrc', entry: e });
         } else {
-          wait = executor.submit({ v: 1, op: decision, entry: e });
+          wait = executor.submit({ v: 1, op: decision, entry: e })?.then((started) => started || stats.found--);
           if (decision === 'copy' && e.isDir) {
             if (dst.features.dirs) later(e.key, { v: 1, op: 'finishDir', entry: e });
             if (o.deleteSrcAfter) later(e.key, { v: 1, op: 'deleteSrc', entry: e });

@@ -213,8 +213,9 @@ function regExpMatches(rule: CompiledRule, key: string, from: number, limit: num
 }
 
 /**
- * In full-path mode the whole key is the text, a directory's trailing '/' included, so a pattern's
- * trailing '/' is an ordinary character there, and only "name" kinds look at one component.
+ * The cheapest Kind that decides one rule. In full-path mode the text is the whole key, a directory
+ * key's trailing '/' included: a pattern's trailing '/' is an ordinary character there, and only the
+ * name kinds (patterns without '/') look at a single component, the last one.
  */
 function compileRule(rule: Rule, fullPath: boolean): CompiledRule {
   const option = rule.include ? '--include' : '--exclude';

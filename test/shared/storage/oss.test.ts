@@ -127,13 +127,14 @@ describe('oss backend', () => {
     const s = open('no-such-bucket');
     const list = listAll(s, { prefix: 'x/' });
     await expect(list).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND', message: expect.stringContaining('bucket "no-such-bucket" does not exist') });
-    await expect(list).rejects.toThrow(/^oss LIST no-such-bucket\/x\/\* \(list\): .*\(404 NoSuchBucket\)$/);
+    await expect(list).rejects.toThrow(/^oss LIST no-such-bucket\/x\/\*: bucket "no-such-bucket" does not exist at 127\.0\.0\.1:\d+ \(404 NoSuchBucket\)$/);
     await expect(s.put('k', Buffer.from('x'))).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND', message: expect.stringContaining('bucket "no-such-bucket" does not exist') });
   });
 
   it('names operation, bucket and key in errors, and never the secret', async () => {
     const s = open('alpha');
-    await expect(s.head('missing/key.txt')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND', message: 'oss HEAD alpha/missing/key.txt: not found (404 NoSuchKey)' });
+    await expect(s.head('missing/key.txt')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND', message: 'oss HEAD alpha/missing/key.txt: not found (no such key, or no bucket "alpha") (404)' });
+    await expect(s.copyFrom('copied', s.copySource('missing/key.txt'), { size: 1 })).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND', message: 'oss COPY alpha/copied (from alpha/missing/key.txt): not found (404 NoSuchKey)' });
     await expect(s.get('missing/key.txt')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND', message: expect.stringMatching(/^oss GET alpha\/missing\/key\.txt: not found/) });
     const bad = open('alpha', { address: `${AK}:wrong-secret@` });
     for (const p of [bad.head('basic/x'), bad.put('basic/x', Buffer.from('x')), listAll(bad)]) {

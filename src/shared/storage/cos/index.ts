@@ -1,0 +1,529 @@
+import { Readable, Writable } from 'node:stream';
+import type COS from 'cos-nodejs-sdk-v5';
+import type { Address } from '../address.js';
+import { FatalError, type FerryError, ListOrderError, PermissionDeniedError, TransientError, UsageError } from '../errors.js';
+import { compareKeys } from '../keys.js';
+import type { Backend, OpenOptions } from '../registry.js';
+import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
+import { SliceReader } from './body.js';
+import { CosClient, type Attempt, type CosCredentials } from './client.js';
+
+const MiB = 1 << 20;
+const GiB = 1024 * MiB;
+/** COS's limits: parts of 1 MiB to 5 GiB (the last may be smaller), at most 10,000 of them. */
+const MIN_PART = MiB;
+const MAX_PART = 5 * GiB;
+const MAX_PARTS = 10_000;
+/** A single PUT or PUT Object - copy takes at most 5 GiB. */
+const MAX_SINGLE = 5 * GiB;
+const DELETE_BATCH = 1000;
+const COPY_PARTS_IN_FLIGHT = 4;
+
+/** Where a copy reads from: what `copySource()` hands to another store of the same scope. */
+interface CosLocation {
+  bucket: string;
+  endpoint: string;
+  key: string;
+}
+
+export interface CosConfig {
+  bucket: string;
+  region: string;
+  endpoint: string;
+  https: boolean;
+  credentials: CosCredentials;
+  storageClass?: string;
+  concurrency?: number;
+}
+
+/**
+ * Settings for tests and benchmarks. Nothing a user types reaches them: `cosBackend.open()` uses
+ * the defaults; tests call `openCosStore()` directly.
+ */
+export interface CosInternalOptions {
+  /**
+   * Connect to this `host:port` instead of the bucket's host name, still sending the real
+   * `Host: BUCKET-APPID.cos.REGION.myqcloud.com` (the SDK's `Ip` option). This is how tests reach a
+   * local COS server; combine with `noHttps`.
+   */
+  connectTo?: string;
+  /** Idle and connect timeout of one request (default 120 s). */
+  timeoutMs?: number;
+  /** Bodies larger than this go up in parts (default 64 MiB). */
+  multipartThreshold?: number;
+  /** Smallest part of a multipart upload (default 16 MiB; grows with the size to stay within 10,000 parts). */
+  partSize?: number;
+  /** Copies larger than this go through UploadPartCopy (default 5 GiB, COS's limit for one copy). */
+  multipartCopyThreshold?: number;
+  /** Smallest part of a multipart copy (default 1 GiB). */
+  copyPartSize?: number;
+}
+
+const ADDRESS_FORM = 'cos://[SECRETID:SECRETKEY[:TOKEN]@]BUCKET-APPID.cos.REGION.myqcloud.com[/PREFIX]';
+
+/** Read a `cos://` address and the run's options into what the store needs. */
+export function cosConfig(address: Address, options: OpenOptions): CosConfig {
+  const bucket = address.bucket.toLowerCase();
+  if (!/^[a-z0-9][a-z0-9-]*-\d+$/.test(bucket)) {
+    throw new UsageError(`${address.display}: the bucket must be named BUCKETNAME-APPID (e.g. examplebucket-1250000000); addresses read ${ADDRESS_FORM}`);
+  }
+  const endpoint = address.endpoint.toLowerCase();
+  if (endpoint === '') throw new UsageError(`${address.display}: no region; addresses read ${ADDRESS_FORM}`);
+  // cos.REGION.myqcloud.com, cos-internal.REGION.tencentcos.cn, cos.accelerate.myqcloud.com, ...
+  const m = /^[a-z0-9-]+\.([a-z0-9-]+)\.[a-z0-9.-]+(?::\d+)?$/.exec(endpoint);
+  if (!m) throw new UsageError(`${address.display}: cannot find the region in ${JSON.stringify(endpoint)}; addresses read ${ADDRESS_FORM}`);
+  const config: CosConfig = { bucket, region: m[1]!, endpoint, https: !options.noHttps, credentials: credentialsFor(address, options.env ?? process.env) };
+  if (options.storageClass !== undefined) config.storageClass = options.storageClass;
+  if (options.concurrency !== undefined) config.concurrency = options.concurrency;
+  return config;
+}
+
+/** The address's keys, else COS_SECRETID/COS_SECRETKEY, else the TENCENTCLOUD_* variables. */
+function credentialsFor(address: Address, env: NodeJS.ProcessEnv): CosCredentials {
+  if (address.accessKey !== undefined && address.accessKey !== '') {
+    if (!address.secretKey) throw new UsageError(`${address.display}: a SecretId without its SecretKey; write cos://SECRETID:SECRETKEY@...`);
+    return address.token ? { secretId: address.accessKey, secretKey: address.secretKey, token: address.token } : { secretId: address.accessKey, secretKey: address.secretKey };
+  }
+  if (env['COS_SECRETID'] && env['COS_SECRETKEY']) return { secretId: env['COS_SECRETID'], secretKey: env['COS_SECRETKEY'] };
+  if (env['TENCENTCLOUD_SECRETID'] && env['TENCENTCLOUD_SECRETKEY']) {
+    const token = env['TENCENTCLOUD_SESSIONTOKEN'];
+    return token
+      ? { secretId: env['TENCENTCLOUD_SECRETID'], secretKey: env['TENCENTCLOUD_SECRETKEY'], token }
+      : { secretId: env['TENCENTCLOUD_SECRETID'], secretKey: env['TENCENTCLOUD_SECRETKEY'] };
+  }
+  throw new UsageError(
+    `${address.display}: no credentials; put SECRETID:SECRETKEY@ in the address or set COS_SECRETID and COS_SECRETKEY (or TENCENTCLOUD_SECRETID, TENCENTCLOUD_SECRETKEY and TENCENTCLOUD_SESSIONTOKEN)`,
+  );
+}
+
+/** Percent-encode a key for `x-cos-copy-source`, keeping '/' (RFC 3986 unreserved characters stay). */
+function encodeKey(key: string): string {
+  return encodeURIComponent(key)
+    .replace(/[!'()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
+    .replace(/%2F/g, '/');
+}
+
+/** COS's `encoding-type=url` names: percent-encoded, and '+' may stand for a space (as Go's QueryUnescape reads them). */
+function decodeListed(s: string): string {
+  return decodeURIComponent(s.replace(/\+/g, ' '));
+}
+
+function stripQuotes(etag: string | undefined): string | undefined {
+  return etag === undefined ? undefined : etag.replace(/^"|"$/g, '');
+}
+
+function asArray<T>(v: T | T[] | undefined | ''): T[] {
+  if (v === undefined || v === '') return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+/** Tencent COS through cos-nodejs-sdk-v5, rooted at one bucket. */
+export class CosStore implements ObjectStore {
+  readonly scheme = 'cos';
+  readonly description: string;
+  readonly features: Features;
+  readonly region: string;
+  /** `https://BUCKET-APPID.cos.REGION.myqcloud.com`: where requests go. */
+  readonly baseUrl: string;
+  readonly #config: CosConfig;
+  readonly #client: CosClient;
+  readonly #scope: string;
+  readonly #multipartThreshold: number;
+  readonly #partSize: number;
+  readonly #copyThreshold: number;
+  readonly #copyPartSize: number;
+
+  constructor(config: CosConfig, internal: CosInternalOptions = {}) {
+    this.#config = config;
+    this.region = config.region;
+    this.description = `cos://${config.bucket}.${config.endpoint}`;
+    this.baseUrl = `${config.https ? 'https' : 'http'}://${config.bucket}.${config.endpoint}`;
+    this.#client = new CosClient({
+      bucket: config.bucket,
+      region: config.region,
+      endpoint: config.endpoint,
+      https: config.https,
+      credentials: config.credentials,
+      timeoutMs: internal.timeoutMs ?? 120_000,
+      maxSockets: Math.max(16, 2 * (config.concurrency ?? 8)),
+      ...(internal.connectTo ? { connectTo: internal.connectTo } : {}),
+    });
+    this.#multipartThreshold = Math.min(internal.multipartThreshold ?? 64 * MiB, MAX_SINGLE);
+    this.#partSize = Math.max(internal.partSize ?? 16 * MiB, MIN_PART);
+    this.#copyThreshold = Math.min(internal.multipartCopyThreshold ?? MAX_SINGLE, MAX_SINGLE);
+    this.#copyPartSize = Math.max(internal.copyPartSize ?? GiB, MIN_PART);
+    // Copies work between buckets of one endpoint, signed by one SecretId.
+    this.#scope = `cos:${config.endpoint}:${config.credentials.secretId}`;
+    this.features = {
+      copy: { scope: this.#scope },
+      multipart: { minPartSize: MIN_PART, maxPartSize: MAX_PART, maxParts: MAX_PARTS },
+    };
+  }
+
+  get #b(): { Bucket: string; Region: string } {
+    return { Bucket: this.#config.bucket, Region: this.#config.region };
+  }
+
+  // ---- list -----------------------------------------------------------------------------------
+
+  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    const prefix = options.prefix ?? '';
+    const after = options.startAfter;
+    const delimiter = options.delimiter;
+    let marker = after !== undefined && compareKeys(after, prefix) > 0 ? after : '';
+    let last: string | undefined;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const params: COS.GetBucketParams = { ...this.#b, Prefix: prefix, MaxKeys: 1000, EncodingType: 'url' };
+      if (marker !== '') params.Marker = marker;
+      if (delimiter !== undefined) params.Delimiter = delimiter;
+      const r = await this.#client.call<COS.GetBucketResult>({ op: 'LIST', key: prefix }, (cos, done) => cos.getBucket(params, done), { signal: options.signal });
+      const decode = r.EncodingType === 'url' ? decodeListed : (s: string) => s;
+      const found: Entry[] = [];
+      for (const c of asArray(r.Contents)) {
+        const key = decode(c.Key);
+        const isDir = key.endsWith('/');
+        const e: Entry = { key, size: isDir ? 0 : Number(c.Size), mtime: Date.parse(c.LastModified), isDir };
+        const etag = stripQuotes(c.ETag);
+        if (etag) e.etag = etag;
+        found.push(e);
+      }
+      for (const p of asArray(r.CommonPrefixes)) found.push({ key: decode(p.Prefix), size: 0, mtime: 0, isDir: true });
+      found.sort((a, b) => compareKeys(a.key, b.key));
+
+      const page: Entry[] = [];
+      let pageLast: string | undefined;
+      for (const e of found) {
+        if (pageLast !== undefined && compareKeys(e.key, pageLast) === 0) continue;
+        pageLast = e.key;
+        if (after !== undefined && compareKeys(e.key, after) <= 0) continue;
+        if (last !== undefined) {
+          const c = compareKeys(e.key, last);
+          // A common prefix may come again on the next page; anything else out of order is an error.
+          if (c === 0 && e.isDir) continue;
+          if (c <= 0) throw new ListOrderError(`${this.description} (prefix ${JSON.stringify(prefix)})`, last, e.key);
+        }
+        last = e.key;
+        page.push(e);
+      }
+      if (page.length > 0) yield page;
+      if (String(r.IsTruncated) !== 'true') return;
+      const next = r.NextMarker ? decode(r.NextMarker) : pageLast;
+      if (next === undefined || compareKeys(next, marker) <= 0) {
+        throw new FatalError(`cos LIST ${this.#client.where(prefix)}: the listing is truncated but does not move past ${JSON.stringify(marker)}`);
+      }
+      marker = next;
+    }
+  }
+
+  // ---- head / get -----------------------------------------------------------------------------
+
+  async head(key: string, options: { signal?: AbortSignal } = {}): Promise<Entry> {
+    const r = await this.#client.call<COS.HeadObjectResult>({ op: 'HEAD', key }, (cos, done) => cos.headObject({ ...this.#b, Key: key }, done), { signal: options.signal });
+    const h = (r.headers ?? {}) as Record<string, string | undefined>;
+    const isDir = key.endsWith('/');
+    const e: Entry = { key, size: isDir ? 0 : Number(h['content-length'] ?? 0), mtime: Date.parse(h['last-modified'] ?? '') || 0, isDir };
+    const etag = stripQuotes(h['etag']);
+    if (etag) e.etag = etag;
+    return e;
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    const offset = options.offset ?? 0;
+    const length = options.length;
+    if (length === 0) {
+      await this.head(key, options.signal ? { signal: options.signal } : {});
+      return Readable.from([]);
+    }
+    const range = offset > 0 || length !== undefined ? `bytes=${offset}-${length === undefined ? '' : offset + length - 1}` : undefined;
+    try {
+      return await this.#download(key, range, options.signal);
+    } catch (err) {
+      // Reading from the end of an object (or from 0 of an empty one) is empty, not an error.
+      if (range !== undefined && err instanceof FatalError && err.message.includes('(416')) {
+        const e = await this.head(key, options.signal ? { signal: options.signal } : {});
+        if (offset >= e.size) return Readable.from([]);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * The SDK writes the body into `sink` (its `Output`); the reader gets `out`. The two are apart so
+   * that the SDK's raw errors never reach the reader: it gets mapped ones, and a body shorter than
+   * its Content-Length fails instead of ending quietly. Resolves when the response headers say 2xx.
+   */
+  #download(key: string, range: string | undefined, signal: AbortSignal | undefined): Promise<Readable> {
+    const where = this.#client.where(key);
+    return new Promise<Readable>((resolve, reject) => {
+      const attempt: Attempt = { errorBody: [], streaming: true };
+      let ok = false;
+      let expected: number | undefined;
+      let received = 0;
+      let pending: (() => void) | null = null;
+      const out = new Readable({
+        highWaterMark: MiB,
+        read() {
+          const p = pending;
+          pending = null;
+          p?.();
+        },
+        destroy(err, cb) {
+          // The reader stopped early: drop the connection instead of reading the rest.
+          if (!finished) attempt.req?.destroy();
+          const p = pending;
+          pending = null;
+          p?.();
+          cb(err);
+        },
+      });
+      let finished = false;
+      const sink = new Writable({
+        highWaterMark: MiB,
+        write(chunk: Buffer, _enc, cb) {
+          // Before a 2xx answer, what arrives is the XML of an error: the mapped error says it.
+          if (!ok || out.destroyed) return cb();
+          received += chunk.length;
+          if (out.push(chunk)) cb();
+          else pending = () => cb();
+        },
+        final(cb) {
+          finished = true;
+          if (ok && !out.destroyed) {
+            if (expected !== undefined && received !== expected) {
+              out.destroy(new TransientError(`cos GET ${where}: the body ended after ${received} of ${expected} bytes`));
+            } else out.push(null);
+          }
+          cb();
+        },
+      });
+      // The SDK also emits its raw errors on its Output; the reader gets the mapped one from `call`.
+      sink.on('error', () => {});
+      attempt.onResponse = (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) return;
+        if (range !== undefined && status !== 206) {
+          attempt.req?.destroy();
+          reject(new FatalError(`cos GET ${this.#client.where(key)}: asked for ${range} and got the whole object (${status})`));
+          return;
+        }
+        ok = true;
+        const cl = res.headers['content-length'];
+        if (cl !== undefined) expected = Number(cl);
+        resolve(out);
+      };
+      const params: COS.GetObjectParams = { ...this.#b, Key: key, Output: sink };
+      if (range !== undefined) params.Range = range;
+      this.#client
+        .call<COS.GetObjectResult>({ op: 'GET', key }, (cos, done) => void cos.getObject(params, done), { signal, attempt })
+        .then(
+          () => {
+            finished = true;
+            if (!ok) reject(new FatalError(`cos GET ${this.#client.where(key)}: no body in the answer (${attempt.status ?? 'no status'})`));
+          },
+          (err: FerryError) => {
+            finished = true;
+            if (ok) out.destroy(err);
+            else reject(err);
+          },
+        );
+    });
+  }
+
+  // ---- put ------------------------------------------------------------------------------------
+
+  async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
+    const storageClass = options.storageClass ?? this.#config.storageClass;
+    const signal = options.signal;
+    if (Buffer.isBuffer(body)) {
+      if (body.length <= this.#multipartThreshold) return this.#putOnce(key, body, body.length, storageClass, signal);
+      const partSize = this.#choosePartSize(key, body.length);
+      let offset = 0;
+      return this.#multipart(key, storageClass, signal, async () => {
+        if (offset >= body.length) return null;
+        const part = body.subarray(offset, offset + partSize);
+        offset += part.length;
+        return { body: part, size: part.length };
+      });
+    }
+
+    const what = `cos PUT ${this.#client.where(key)}`;
+    const reader = new SliceReader(body, what);
+    const onAbort = (): void => reader.destroy();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const size = options.size;
+      if (size === 0) {
+        if (!(await reader.atEnd())) throw new FatalError(`${what}: the source holds bytes but its size was given as 0`);
+        return await this.#putOnce(key, Buffer.alloc(0), 0, storageClass, signal);
+      }
+      if (size !== undefined && size <= this.#multipartThreshold) {
+        return await this.#putOnce(key, reader.slice(size, { last: true, total: size }), size, storageClass, signal);
+      }
+      if (size !== undefined) {
+        const partSize = this.#choosePartSize(key, size);
+        return await this.#multipart(key, storageClass, signal, async () => {
+          const left = size - reader.offset;
+          if (left <= 0) return null;
+          const n = Math.min(partSize, left);
+          return { body: reader.slice(n, { last: n === left, total: size }), size: n };
+        });
+      }
+      // Unknown size: parts are read into memory one at a time (the SDK needs each part's length).
+      const first = await reader.read(this.#partSize);
+      if (first.length < this.#partSize) return await this.#putOnce(key, first, first.length, storageClass, signal);
+      let next: Buffer | null = first;
+      return await this.#multipart(key, storageClass, signal, async () => {
+        const part = next ?? (await reader.read(this.#partSize));
+        next = null;
+        return part.length === 0 ? null : { body: part, size: part.length };
+      });
+    } catch (err) {
+      reader.destroy();
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  #choosePartSize(key: string, size: number): number {
+    const needed = Math.ceil(size / MAX_PARTS / MiB) * MiB;
+    const partSize = Math.max(this.#partSize, needed);
+    if (partSize > MAX_PART) throw new FatalError(`cos PUT ${this.#client.where(key)}: ${size} bytes is more than COS holds in one object (${MAX_PARTS} parts of 5 GiB)`);
+    return partSize;
+  }
+
+  async #putOnce(key: string, body: Buffer | Readable, size: number, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<void> {
+    const params: COS.PutObjectParams & { SkipTask: boolean } = { ...this.#b, Key: key, Body: body, ContentLength: size, SkipTask: true };
+    if (storageClass !== undefined) params.StorageClass = storageClass as COS.StorageClass;
+    await this.#client.call<COS.PutObjectResult>({ op: 'PUT', key }, (cos, done) => cos.putObject(params, done), { signal });
+  }
+
+  /**
+   * Initiate, upload the parts `nextPart` gives one after the other (each streamed), complete; abort
+   * the upload on any failure so no parts are left behind.
+   */
+  async #multipart(
+    key: string,
+    storageClass: string | undefined,
+    signal: AbortSignal | undefined,
+    nextPart: () => Promise<{ body: Buffer | Readable; size: number } | null>,
+  ): Promise<void> {
+    const init: COS.MultipartInitParams = { ...this.#b, Key: key };
+    if (storageClass !== undefined) init.StorageClass = storageClass as COS.StorageClass;
+    const { UploadId } = await this.#client.call<COS.MultipartInitResult>({ op: 'INIT MULTIPART', key }, (cos, done) => cos.multipartInit(init, done), { signal });
+    if (!UploadId) throw new FatalError(`cos INIT MULTIPART ${this.#client.where(key)}: the answer has no UploadId`);
+    try {
+      const parts: COS.Part[] = [];
+      for (let n = 1; ; n++) {
+        const part = await nextPart();
+        if (!part) break;
+        if (n > MAX_PARTS) throw new FatalError(`cos PUT ${this.#client.where(key)}: more than ${MAX_PARTS} parts; give the size of a body this large`);
+        const r = await this.#client.call<COS.MultipartUploadResult>(
+          { op: 'UPLOAD PART', key, detail: `part ${n}` },
+          (cos, done) => cos.multipartUpload({ ...this.#b, Key: key, UploadId, PartNumber: n, Body: part.body, ContentLength: part.size }, done),
+          { signal },
+        );
+        parts.push({ PartNumber: n, ETag: r.ETag });
+      }
+      await this.#client.call({ op: 'COMPLETE MULTIPART', key }, (cos, done) => cos.multipartComplete({ ...this.#b, Key: key, UploadId, Parts: parts }, done), { signal });
+    } catch (err) {
+      await this.#client.call({ op: 'ABORT MULTIPART', key }, (cos, done) => cos.multipartAbort({ ...this.#b, Key: key, UploadId }, done)).catch(() => {});
+      throw err;
+    }
+  }
+
+  // ---- delete ---------------------------------------------------------------------------------
+
+  async delete(key: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const attempt: Attempt = { errorBody: [] };
+    await this.#client.call({ op: 'DELETE', key }, (cos, done) => cos.deleteObject({ ...this.#b, Key: key }, done), { signal: options.signal, attempt });
+    // The SDK reports a 404 (the bucket is missing: a missing key answers 204) as success.
+    if (attempt.status === 404) throw this.#client.toError({ op: 'DELETE', key }, undefined, attempt);
+  }
+
+  async deleteMany(keys: string[], options: { signal?: AbortSignal } = {}): Promise<void> {
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      const batch = keys.slice(i, i + DELETE_BATCH);
+      const r = await this.#client.call<COS.DeleteMultipleObjectResult>(
+        { op: 'DELETE MANY', detail: `${batch.length} keys from ${JSON.stringify(batch[0])}` },
+        (cos, done) => cos.deleteMultipleObject({ ...this.#b, Objects: batch.map((Key) => ({ Key })), Quiet: true }, done),
+        { signal: options.signal },
+      );
+      const failed = asArray(r.Error).filter((e) => e && e.Code !== 'NoSuchKey');
+      const first = failed[0];
+      if (first) {
+        const msg = `cos DELETE ${this.#client.where(first.Key)}: ${first.Message || 'failed'} (${first.Code}${failed.length > 1 ? `; ${failed.length - 1} more keys failed` : ''})`;
+        throw first.Code === 'AccessDenied' ? new PermissionDeniedError(msg) : new FatalError(msg);
+      }
+    }
+  }
+
+  // ---- server-side copy -----------------------------------------------------------------------
+
+  copySource(key: string): CopySource {
+    const location: CosLocation = { bucket: this.#config.bucket, endpoint: this.#config.endpoint, key };
+    return { scope: this.#scope, location };
+  }
+
+  async copyFrom(key: string, source: CopySource, options: PutOptions & { size: number } = { size: 0 }): Promise<void> {
+    if (source.scope !== this.#scope) throw new FatalError(`cos COPY ${this.#client.where(key)}: cannot copy server-side from ${source.scope}`);
+    const loc = source.location as CosLocation;
+    const from = `${loc.bucket}/${loc.key}`;
+    const copySource = `${loc.bucket}.${loc.endpoint}/${encodeKey(loc.key)}`;
+    const storageClass = options.storageClass ?? this.#config.storageClass;
+    const signal = options.signal;
+    if (options.size <= this.#copyThreshold) {
+      const params: COS.PutObjectCopyParams = { ...this.#b, Key: key, CopySource: copySource, MetadataDirective: 'Copy' };
+      if (storageClass !== undefined) params.StorageClass = storageClass as COS.StorageClass;
+      await this.#client.call({ op: 'COPY', key, detail: `from ${from}` }, (cos, done) => cos.putObjectCopy(params, done), { signal });
+      return;
+    }
+    const partSize = Math.max(this.#copyPartSize, Math.ceil(options.size / MAX_PARTS / MiB) * MiB);
+    if (partSize > MAX_PART) throw new FatalError(`cos COPY ${this.#client.where(key)}: ${options.size} bytes is more than COS holds in one object`);
+    const init: COS.MultipartInitParams = { ...this.#b, Key: key };
+    if (storageClass !== undefined) init.StorageClass = storageClass as COS.StorageClass;
+    const { UploadId } = await this.#client.call<COS.MultipartInitResult>({ op: 'INIT MULTIPART', key }, (cos, done) => cos.multipartInit(init, done), { signal });
+    try {
+      const count = Math.ceil(options.size / partSize);
+      const parts: COS.Part[] = new Array<COS.Part>(count);
+      let nextIndex = 0;
+      const worker = async (): Promise<void> => {
+        while (nextIndex < count) {
+          const i = nextIndex++;
+          const start = i * partSize;
+          const end = Math.min(options.size, start + partSize) - 1;
+          const r = await this.#client.call<COS.UploadPartCopyResult>(
+            { op: 'COPY PART', key, detail: `part ${i + 1} from ${from}` },
+            (cos, done) => cos.uploadPartCopy({ ...this.#b, Key: key, UploadId, PartNumber: i + 1, CopySource: copySource, CopySourceRange: `bytes=${start}-${end}` }, done),
+            { signal },
+          );
+          parts[i] = { PartNumber: i + 1, ETag: r.ETag };
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(COPY_PARTS_IN_FLIGHT, count) }, worker));
+      await this.#client.call({ op: 'COMPLETE MULTIPART', key }, (cos, done) => cos.multipartComplete({ ...this.#b, Key: key, UploadId, Parts: parts }, done), { signal });
+    } catch (err) {
+      await this.#client.call({ op: 'ABORT MULTIPART', key }, (cos, done) => cos.multipartAbort({ ...this.#b, Key: key, UploadId }, done)).catch(() => {});
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#client.close();
+  }
+}
+
+/** Open a COS store; `internal` is for tests and benchmarks (see CosInternalOptions). */
+export function openCosStore(address: Address, options: OpenOptions, internal: CosInternalOptions = {}): CosStore {
+  return new CosStore(cosConfig(address, options), internal);
+}
+
+export const cosBackend: Backend = {
+  scheme: 'cos',
+  summary: 'cos://[SECRETID:SECRETKEY[:TOKEN]@]BUCKET-APPID.cos.REGION.myqcloud.com[/PREFIX] — Tencent COS',
+  async open(address, options) {
+    return openCosStore(address, options);
+  },
+};
+

@@ -1,0 +1,552 @@
+import { createHash } from 'node:crypto';
+import { Readable, Transform } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+  type _Error as DeleteError,
+  type _Object as S3Object,
+  type CommonPrefix,
+  type StorageClass,
+} from '@aws-sdk/client-s3';
+import { AbortedError, FatalError, FerryError, ListOrderError, NotFoundError, PermissionDeniedError, SourceChangedError, ThrottledError, TransientError } from '../errors.js';
+import { compareKeys } from '../keys.js';
+import type { Backend } from '../registry.js';
+import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
+import { clientConfig, resolveSettings, type S3Settings } from './config.js';
+import { mapS3Error, type CallSite } from './errors.js';
+import {
+  copyRanges,
+  GiB,
+  MAX_OBJECT,
+  MAX_PART,
+  MAX_PARTS,
+  MiB,
+  MIN_PART,
+  partSizeFor,
+  partSizeForUnknown,
+  readParts,
+  runMultipart,
+  sliceParts,
+  type MultipartTarget,
+} from './multipart.js';
+
+export { resolveSettings, clientConfig, type S3Settings } from './config.js';
+
+/** Sizes and counts a store works with; tests shrink them to reach the multipart paths cheaply. */
+export interface S3Tuning {
+  /** Largest object sent with one PutObject; larger or unknown sizes go multipart. */
+  putThreshold: number;
+  /** Largest object copied with one CopyObject (S3 allows 5 GiB); larger ones use UploadPartCopy. */
+  copyThreshold: number;
+  /** Smallest part of a multipart copy (the part count stays within 10,000). */
+  copyPartSize: number;
+  /** Parts of one object in flight at once. */
+  partConcurrency: number;
+  /** Keys per ListObjectsV2 request (S3 returns at most 1,000). */
+  pageSize: number;
+}
+
+export const DEFAULT_TUNING: S3Tuning = {
+  putThreshold: 32 * MiB,
+  copyThreshold: 5 * GiB,
+  copyPartSize: 512 * MiB,
+  partConcurrency: 4,
+  pageSize: 1000,
+};
+
+/** DeleteObjects takes at most this many keys. */
+const DELETE_BATCH = 1000;
+const EMPTY = Buffer.alloc(0);
+
+interface S3Location {
+  bucket: string;
+  key: string;
+}
+
+/** `bucket/key` for x-amz-copy-source: each key segment percent-encoded. */
+function copySourceHeader(loc: S3Location): string {
+  return `${loc.bucket}/${loc.key.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+function withSignal(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+  return signal ? { abortSignal: signal } : {};
+}
+
+/** An AbortController that also fires when `outer` does; `dispose` unhooks it. */
+function linkedController(outer: AbortSignal | undefined): { controller: AbortController; dispose(): void } {
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(outer?.reason);
+  if (outer?.aborted) controller.abort(outer.reason);
+  else outer?.addEventListener('abort', onAbort, { once: true });
+  return { controller, dispose: () => outer?.removeEventListener('abort', onAbort) };
+}
+
+function asFerryError(err: unknown, what: string): FerryError {
+  if (err instanceof FerryError) return err;
+  return new TransientError(`${what}: reading the source failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+/**
+ * An S3 bucket (AWS or any S3-compatible service). Keys are object keys; a key ending in '/' is a
+ * directory marker. One SDK attempt per call: ferry's retry policy acts on the mapped error class.
+ */
+export class S3Store implements ObjectStore {
+  readonly scheme = 's3';
+  readonly description: string;
+  readonly features: Features;
+  readonly settings: S3Settings;
+  readonly #client: S3Client;
+  readonly #bucket: string;
+  readonly #storageClass: string | undefined;
+  readonly #tuning: S3Tuning;
+  readonly #endpointName: string;
+
+  constructor(
+    settings: S3Settings,
+    options: { description?: string; storageClass?: string; concurrency?: number; tuning?: Partial<S3Tuning> } = {},
+  ) {
+    this.settings = settings;
+    this.#bucket = settings.bucket;
+    this.#tuning = { ...DEFAULT_TUNING, ...options.tuning };
+    this.#storageClass = options.storageClass;
+    this.#endpointName = settings.endpoint ?? `https://s3.${settings.region}.amazonaws.com`;
+    this.description = options.description ?? `s3://${settings.bucket}`;
+    this.#client = new S3Client(clientConfig(settings, { ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }), partConcurrency: this.#tuning.partConcurrency }));
+    this.#addContentMd5();
+    this.features = {
+      copy: { scope: settings.scope },
+      multipart: { minPartSize: MIN_PART, maxPartSize: MAX_PART, maxParts: MAX_PARTS },
+    };
+  }
+
+  /**
+   * Since 2025 the SDK sends DeleteObjects with a CRC32 checksum only; many S3-compatible services
+   * still require Content-MD5 on it, which real S3 accepts too.
+   */
+  #addContentMd5(): void {
+    this.#client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const request = args.request as { headers?: Record<string, string>; body?: unknown } | undefined;
+        if (context.commandName === 'DeleteObjectsCommand' && request?.headers && (typeof request.body === 'string' || request.body instanceof Uint8Array)) {
+          request.headers['content-md5'] = createHash('md5').update(request.body as string | Uint8Array).digest('base64');
+        }
+        return next(args);
+      },
+      { step: 'build', name: 'ferryDeleteObjectsContentMd5' },
+    );
+  }
+
+  #site(op: string, key: string | undefined, signal: AbortSignal | undefined): CallSite {
+    return { op, bucket: this.#bucket, endpoint: this.#endpointName, ...(key === undefined ? {} : { key }), ...(signal ? { signal } : {}) };
+  }
+
+  async #call<T>(site: CallSite, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      throw mapS3Error(err, site);
+    }
+  }
+
+  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    const prefix = options.prefix ?? '';
+    const site = this.#site('LIST', prefix, options.signal);
+    let token: string | undefined;
+    let startAfter = options.startAfter;
+    let last: string | undefined;
+    for (;;) {
+      const out = await this.#call(site, () =>
+        this.#client.send(
+          new ListObjectsV2Command({
+            Bucket: this.#bucket,
+            MaxKeys: this.#tuning.pageSize,
+            ...(prefix ? { Prefix: prefix } : {}),
+            ...(options.delimiter ? { Delimiter: options.delimiter } : {}),
+            ...(token ? { ContinuationToken: token } : startAfter !== undefined ? { StartAfter: startAfter } : {}),
+          }),
+          withSignal(options.signal),
+        ),
+      );
+      const page = this.#mergePage(out.Contents ?? [], out.CommonPrefixes ?? [], last, `s3://${this.#bucket}/${prefix}`);
+      if (page.length > 0) {
+        last = page[page.length - 1]!.key;
+        yield page;
+      }
+      if (!out.IsTruncated) return;
+      token = out.NextContinuationToken;
+      // Services that page without continuation tokens: carry on after the last key seen.
+      if (!token) {
+        if (last === undefined) throw new FatalError(`s3 LIST ${this.#bucket}/${prefix}: the service says the listing is truncated but gives no way to continue`);
+        startAfter = last;
+      }
+    }
+  }
+
+  /**
+   * One page: objects and common prefixes (each sorted by the service in UTF-8 byte order) merged
+   * into one ordered list. A common prefix repeated from the previous page is dropped (some
+   * services end a page inside a prefix); anything else out of order is an error.
+   */
+  #mergePage(
+    contents: S3Object[],
+    prefixes: CommonPrefix[],
+    previous: string | undefined,
+    where: string,
+  ): Entry[] {
+    const page: Entry[] = [];
+    let last = previous;
+    let i = 0;
+    let j = 0;
+    while (i < contents.length || j < prefixes.length) {
+      const c = contents[i];
+      const p = prefixes[j];
+      let e: Entry;
+      if (c && (!p || compareKeys(c.Key ?? '', p.Prefix ?? '') <= 0)) {
+        i++;
+        const key = c.Key ?? '';
+        const isDir = key.endsWith('/');
+        e = { key, size: isDir ? 0 : (c.Size ?? 0), mtime: c.LastModified?.getTime() ?? 0, isDir };
+        if (c.ETag) e.etag = c.ETag.replace(/"/g, '');
+      } else {
+        j++;
+        e = { key: p!.Prefix ?? '', size: 0, mtime: 0, isDir: true };
+      }
+      if (last !== undefined) {
+        const order = compareKeys(last, e.key);
+        if (order === 0 && e.isDir) continue;
+        if (order >= 0) throw new ListOrderError(where, last, e.key);
+      }
+      page.push(e);
+      last = e.key;
+    }
+    return page;
+  }
+
+  async head(key: string, options: { signal?: AbortSignal } = {}): Promise<Entry> {
+    const out = await this.#call(this.#site('HEAD', key, options.signal), () =>
+      this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), withSignal(options.signal)),
+    );
+    const isDir = key.endsWith('/');
+    const e: Entry = { key, size: isDir ? 0 : (out.ContentLength ?? 0), mtime: out.LastModified?.getTime() ?? 0, isDir };
+    if (out.ETag) e.etag = out.ETag.replace(/"/g, '');
+    return e;
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    const site = this.#site('GET', key, options.signal);
+    const offset = options.offset ?? 0;
+    if (options.length === 0) {
+      await this.head(key, options.signal ? { signal: options.signal } : {});
+      return Readable.from([]);
+    }
+    const range = offset > 0 || options.length !== undefined ? `bytes=${offset}-${options.length === undefined ? '' : offset + options.length - 1}` : undefined;
+    let out;
+    try {
+      out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, ...(range ? { Range: range } : {}) }), withSignal(options.signal));
+    } catch (err) {
+      // A range starting at or past the end: the object exists, and there is nothing to read.
+      if ((err as { name?: string }).name === 'InvalidRange') return Readable.from([]);
+      throw mapS3Error(err, site);
+    }
+    const body = out.Body as Readable | undefined;
+    if (!body) return Readable.from([]);
+    if (range && !out.ContentRange) {
+      body.destroy();
+      throw new FatalError(`s3 GET ${this.#bucket}/${key}: the service ignored the range ${range} and sent the whole object`);
+    }
+    return checkedLength(body, out.ContentLength, site);
+  }
+
+  async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
+    const size = Buffer.isBuffer(body) ? body.length : options.size;
+    const storageClass = options.storageClass ?? this.#storageClass;
+    const what = `s3 PUT ${this.#bucket}/${key}`;
+    if (size !== undefined && size > MAX_OBJECT) throw new FatalError(`${what}: ${size} bytes is more than S3's 5 TiB limit`);
+    if (size !== undefined && size <= this.#tuning.putThreshold) return this.#putObject(key, body, size, storageClass, options.signal);
+    if (Buffer.isBuffer(body)) return void (await this.#uploadParts(key, sliceParts(body, partSizeFor(body.length)), storageClass, options.signal));
+
+    const sizeOf = size === undefined ? partSizeForUnknown : () => partSizeFor(size);
+    const parts = readParts(body, sizeOf);
+    try {
+      let items: AsyncIterable<Buffer> = parts;
+      if (size === undefined) {
+        // A stream of unknown size that fits in one part goes up with one PutObject.
+        const first = await parts.next();
+        if (first.done || first.value.length < sizeOf(0)) {
+          const data = first.done ? EMPTY : first.value;
+          return await this.#putObject(key, data, data.length, storageClass, options.signal);
+        }
+        items = prepend(first.value, parts);
+      } else {
+        items = exactly(parts, size, what);
+      }
+      await this.#uploadParts(key, items, storageClass, options.signal);
+    } catch (err) {
+      if (options.signal?.aborted) throw new AbortedError(`${what}: interrupted`);
+      throw asFerryError(err, what);
+    } finally {
+      await parts.return(undefined);
+      body.destroy();
+    }
+  }
+
+  async #putObject(key: string, body: Readable | Buffer, size: number, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<void> {
+    const site = this.#site('PUT', key, signal);
+    const request = { Bucket: this.#bucket, Key: key, ContentLength: size, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) };
+    if (Buffer.isBuffer(body)) {
+      await this.#call(site, () => this.#client.send(new PutObjectCommand({ ...request, Body: body }), withSignal(signal)));
+      return;
+    }
+    // A failing or wrongly sized body would leave the request waiting: abort it with the reason.
+    const { controller, dispose } = linkedController(signal);
+    const checked = lengthChecked(body, size, `s3 PUT ${this.#bucket}/${key}`, (err) => controller.abort(err));
+    try {
+      await this.#call(site, () => this.#client.send(new PutObjectCommand({ ...request, Body: checked }), { abortSignal: controller.signal }));
+    } finally {
+      dispose();
+      checked.destroy();
+      body.destroy();
+    }
+  }
+
+  async #uploadParts(key: string, parts: AsyncIterable<Buffer> | Iterable<Buffer>, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<number> {
+    const target: MultipartTarget<Buffer> = {
+      create: async () => {
+        const out = await this.#call(this.#site('CreateMultipartUpload', key, signal), () =>
+          this.#client.send(
+            new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: key, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }),
+            withSignal(signal),
+          ),
+        );
+        if (!out.UploadId) throw new FatalError(`s3 CreateMultipartUpload ${this.#bucket}/${key}: the service returned no upload id`);
+        return out.UploadId;
+      },
+      part: async (uploadId, partNumber, data, partSignal) => {
+        const out = await this.#call(this.#site(`UploadPart #${partNumber}`, key, signal), () =>
+          this.#client.send(
+            new UploadPartCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: data, ContentLength: data.length }),
+            { abortSignal: partSignal },
+          ),
+        );
+        return out.ETag ?? '';
+      },
+      complete: (uploadId, done) => this.#complete(key, uploadId, done, signal),
+      abort: (uploadId) => this.#abortUpload(key, uploadId),
+    };
+    return runMultipart(target, parts, { concurrency: this.#tuning.partConcurrency, what: `s3 PUT ${this.#bucket}/${key}`, ...(signal ? { signal } : {}) });
+  }
+
+  async #complete(key: string, uploadId: string, parts: { PartNumber: number; ETag: string }[], signal: AbortSignal | undefined): Promise<void> {
+    await this.#call(this.#site('CompleteMultipartUpload', key, signal), () =>
+      this.#client.send(
+        new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+        withSignal(signal),
+      ),
+    );
+  }
+
+  /** Best effort, without the run's signal: an interrupted upload should still be cleaned up. */
+  async #abortUpload(key: string, uploadId: string): Promise<void> {
+    await this.#call(this.#site('AbortMultipartUpload', key, undefined), () =>
+      this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId })),
+    );
+  }
+
+  async delete(key: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    try {
+      await this.#call(this.#site('DELETE', key, options.signal), () =>
+        this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }), withSignal(options.signal)),
+      );
+    } catch (err) {
+      // S3 answers 204 for a missing key; some compatible services say 404 NoSuchKey.
+      if (err instanceof NotFoundError && (err.cause as { name?: string } | undefined)?.name !== 'NoSuchBucket') return;
+      throw err;
+    }
+  }
+
+  /** Batched deletes, 1,000 keys a request. Keys the service could not delete are reported together. */
+  async deleteMany(keys: string[], options: { signal?: AbortSignal } = {}): Promise<void> {
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      const batch = keys.slice(i, i + DELETE_BATCH);
+      const site = this.#site('DeleteObjects', batch.length === 1 ? batch[0] : undefined, options.signal);
+      const out = await this.#call(site, () =>
+        this.#client.send(
+          new DeleteObjectsCommand({ Bucket: this.#bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+          withSignal(options.signal),
+        ),
+      );
+      const failed = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+      if (failed.length > 0) throw deleteErrors(this.#bucket, batch.length, failed);
+    }
+  }
+
+  copySource(key: string): CopySource {
+    const location: S3Location = { bucket: this.#bucket, key };
+    return { scope: this.settings.scope, location };
+  }
+
+  async copyFrom(key: string, source: CopySource, options: PutOptions & { size: number }): Promise<void> {
+    const from = source.location as S3Location;
+    if (source.scope !== this.settings.scope) throw new FatalError(`s3 COPY ${from.bucket}/${from.key} to ${this.#bucket}/${key}: the source is on another endpoint or account (${source.scope})`);
+    const storageClass = options.storageClass ?? this.#storageClass;
+    const signal = options.signal;
+    const header = copySourceHeader(from);
+    if (options.size <= this.#tuning.copyThreshold) {
+      await this.#call(this.#site(`COPY from ${from.bucket}/${from.key} to`, key, signal), () =>
+        this.#client.send(
+          new CopyObjectCommand({ Bucket: this.#bucket, Key: key, CopySource: header, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }),
+          withSignal(signal),
+        ),
+      );
+      return;
+    }
+    if (options.size > MAX_OBJECT) throw new FatalError(`s3 COPY ${from.bucket}/${from.key}: ${options.size} bytes is more than S3's 5 TiB limit`);
+    const partSize = Math.min(MAX_PART, Math.max(this.#tuning.copyPartSize, partSizeFor(options.size)));
+    const target: MultipartTarget<{ first: number; last: number }> = {
+      create: async () => {
+        const out = await this.#call(this.#site('CreateMultipartUpload', key, signal), () =>
+          this.#client.send(
+            new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: key, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }),
+            withSignal(signal),
+          ),
+        );
+        if (!out.UploadId) throw new FatalError(`s3 CreateMultipartUpload ${this.#bucket}/${key}: the service returned no upload id`);
+        return out.UploadId;
+      },
+      part: async (uploadId, partNumber, range, partSignal) => {
+        const out = await this.#call(this.#site(`UploadPartCopy #${partNumber} from ${from.bucket}/${from.key} to`, key, signal), () =>
+          this.#client.send(
+            new UploadPartCopyCommand({
+              Bucket: this.#bucket,
+              Key: key,
+              UploadId: uploadId,
+              PartNumber: partNumber,
+              CopySource: header,
+              CopySourceRange: `bytes=${range.first}-${range.last}`,
+            }),
+            { abortSignal: partSignal },
+          ),
+        );
+        return out.CopyPartResult?.ETag ?? '';
+      },
+      complete: (uploadId, done) => this.#complete(key, uploadId, done, signal),
+      abort: (uploadId) => this.#abortUpload(key, uploadId),
+    };
+    await runMultipart(target, copyRanges(options.size, partSize), {
+      concurrency: this.#tuning.partConcurrency,
+      what: `s3 COPY ${from.bucket}/${from.key} to ${this.#bucket}/${key}`,
+      ...(signal ? { signal } : {}),
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#client.destroy();
+  }
+}
+
+async function* prepend<T>(first: T, rest: AsyncIterator<T>): AsyncGenerator<T> {
+  yield first;
+  for (;;) {
+    const r = await rest.next();
+    if (r.done) return;
+    yield r.value;
+  }
+}
+
+/** Pass parts through, failing before the upload completes if the stream is not `size` bytes long. */
+async function* exactly(parts: AsyncIterable<Buffer>, size: number, what: string): AsyncGenerator<Buffer> {
+  let total = 0;
+  for await (const p of parts) {
+    total += p.length;
+    if (total > size) throw new SourceChangedError(`${what}: the source has more than the ${size} bytes announced`);
+    yield p;
+  }
+  if (total !== size) throw new SourceChangedError(`${what}: the source ended after ${total} of the ${size} bytes announced`);
+}
+
+/**
+ * The body of a PutObject whose length was announced: fails (through `fail`, which aborts the
+ * request) when the source errors or turns out longer or shorter than `size`.
+ */
+function lengthChecked(body: Readable, size: number, what: string, fail: (err: FerryError) => void): Readable {
+  let seen = 0;
+  const out = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen > size) return callback(new SourceChangedError(`${what}: the source has more than the ${size} bytes announced`));
+      callback(null, chunk);
+    },
+    flush(callback) {
+      callback(seen === size ? null : new SourceChangedError(`${what}: the source ended after ${seen} of the ${size} bytes announced`));
+    },
+  });
+  out.on('error', (err) => fail(asFerryError(err, what)));
+  body.on('error', (err) => out.destroy(asFerryError(err, what)));
+  body.pipe(out);
+  return out;
+}
+
+/** The body of a GetObject, with network errors mapped and a short body reported as transient. */
+function checkedLength(body: Readable, expected: number | undefined, site: CallSite): Readable {
+  let seen = 0;
+  const out = new Transform({
+    highWaterMark: MiB,
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      callback(null, chunk);
+    },
+    flush(callback) {
+      if (expected !== undefined && seen !== expected) {
+        return callback(new TransientError(`s3 ${site.op} ${site.bucket}/${site.key ?? ''}: the response ended after ${seen} of ${expected} bytes`));
+      }
+      callback();
+    },
+  });
+  body.on('error', (err) => out.destroy(mapS3Error(err, site)));
+  // A reader that stops early must free the connection.
+  out.on('close', () => {
+    if (!body.readableEnded) body.destroy();
+  });
+  body.pipe(out);
+  return out;
+}
+
+function deleteErrors(bucket: string, total: number, failed: DeleteError[]): FerryError {
+  const shown = failed
+    .slice(0, 5)
+    .map((e) => `${e.Key ?? '?'} (${e.Code ?? 'error'}${e.Message ? ': ' + e.Message : ''})`)
+    .join(', ');
+  const more = failed.length > 5 ? ` and ${failed.length - 5} more` : '';
+  const message = `s3 DeleteObjects ${bucket}: ${failed.length} of ${total} keys were not deleted: ${shown}${more}`;
+  // The batch is retried whole when every failure is worth retrying; deleting twice is harmless.
+  const codes = failed.map((e) => e.Code ?? '');
+  if (codes.every((c) => c === 'SlowDown' || c === 'ServiceUnavailable')) return new ThrottledError(message);
+  if (codes.every((c) => c === 'InternalError' || c === 'SlowDown' || c === 'ServiceUnavailable')) return new TransientError(message);
+  if (codes.some((c) => c === 'AccessDenied')) return new PermissionDeniedError(message);
+  return new FatalError(message);
+}
+
+export const s3Backend: Backend = {
+  scheme: 's3',
+  aliases: ['minio'],
+  summary: 's3://[AK:SK[:TOKEN]@]BUCKET[.ENDPOINT][/PREFIX], minio://[AK:SK@]ENDPOINT/BUCKET[/PREFIX] — Amazon S3 and S3-compatible stores',
+  async open(address, options) {
+    const settings = resolveSettings(address, options);
+    return new S3Store(settings, {
+      description: address.display,
+      ...(options.storageClass ? { storageClass: options.storageClass } : {}),
+      ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+    });
+  },
+};

@@ -1,0 +1,370 @@
+import { createServer } from 'node:net';
+import { userInfo } from 'node:os';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAddress } from '../../../src/shared/storage/address.js';
+import { batchStart, hdfsBackend, HdfsStore, hdfsUser } from '../../../src/shared/storage/hdfs/index.js';
+import { encodePath } from '../../../src/shared/storage/hdfs/webhdfs.js';
+import { compareKeys } from '../../../src/shared/storage/keys.js';
+import { WebHdfsServer, type WebHdfsServerOptions } from '../../support/webhdfs-server.js';
+import { describeConformance, listAll, readAll } from './conformance.js';
+
+const HOME = '/user/ferry';
+
+async function startServer(options: WebHdfsServerOptions = {}): Promise<WebHdfsServer> {
+  const server = await WebHdfsServer.start({ groups: { ferry: ['ferry', 'staff'] }, ...options });
+  server.mkdir(HOME, 'ferry', 0o700);
+  return server;
+}
+
+function storeOn(server: WebHdfsServer, root: string, extra: Partial<ConstructorParameters<typeof HdfsStore>[0]> = {}): HdfsStore {
+  return new HdfsStore({ host: '127.0.0.1', port: server.namenodePort, user: 'ferry', root, ...extra });
+}
+
+describe('hdfs backend', () => {
+  let server: WebHdfsServer;
+  let s: HdfsStore;
+  const root = `${HOME}/t/`;
+
+  beforeAll(async () => {
+    server = await startServer();
+    s = storeOn(server, root);
+  });
+  afterAll(async () => {
+    await s?.close();
+    await server?.stop();
+  });
+
+  const countOps = (op: string, from: number) => server.requests.slice(from).filter((r) => r.op === op).length;
+
+  it('opens hdfs:// addresses: user, namenode, port 9870 by default, directory as the root', async () => {
+    const a = parseAddress(`hdfs://alice@127.0.0.1:${server.namenodePort}/user/ferry/t/sub`);
+    expect(a).toMatchObject({ scheme: 'hdfs', host: '127.0.0.1', port: server.namenodePort, user: 'alice', bucket: '/user/ferry/t/', prefix: 'sub' });
+    const st = await hdfsBackend.open(a, {});
+    expect(st.description).toBe(`hdfs://alice@127.0.0.1:${server.namenodePort}/user/ferry/t/`);
+    await st.close?.();
+    const d = await hdfsBackend.open(parseAddress('hdfs://bob@namenode.example/data/'), {});
+    expect(d.description).toBe('hdfs://bob@namenode.example:9870/data/');
+    await d.close?.();
+  });
+
+  it('acts as the address user, else HADOOP_USER_NAME, else the login name, sent as user.name', async () => {
+    expect(hdfsUser('alice', { HADOOP_USER_NAME: 'bob' })).toBe('alice');
+    expect(hdfsUser(undefined, { HADOOP_USER_NAME: 'bob' })).toBe('bob');
+    expect(hdfsUser(undefined, {})).toBe(userInfo().username);
+
+    const from = server.requests.length;
+    const st = await hdfsBackend.open(parseAddress(`hdfs://127.0.0.1:${server.namenodePort}/user/ferry/t/`), { env: { HADOOP_USER_NAME: 'ferry' } });
+    await st.put('who/f', Buffer.from('x'), { size: 1 });
+    expect((await readAll(await st.get('who/f'))).toString()).toBe('x');
+    await st.close?.();
+    const sent = server.requests.slice(from);
+    expect(sent.length).toBeGreaterThanOrEqual(5);
+    // Every request, to the namenode and to the datanode, carries the user.
+    for (const r of sent) expect(r.user, `${r.server} ${r.op}`).toBe('ferry');
+    expect(server.stat(`${root}who/f`)?.owner).toBe('ferry');
+  });
+
+  it('reads and writes through the 307 redirect to the datanode', async () => {
+    const before = { ...server.redirects };
+    const dn = { ...server.datanodeRequests };
+    const data = Buffer.from('0123456789'.repeat(1000));
+    await s.put('flow/obj', Readable.from([data.subarray(0, 4000), data.subarray(4000)]), { size: data.length });
+    expect(server.redirects.CREATE - before.CREATE).toBe(1);
+    expect(server.datanodeRequests.CREATE - dn.CREATE).toBe(1);
+    expect(await server.read(`${root}flow/obj`)).toEqual(data);
+
+    expect(await readAll(await s.get('flow/obj', { offset: 9995, length: 10 }))).toEqual(data.subarray(9995, 10005));
+    expect(server.redirects.OPEN - before.OPEN).toBe(1);
+    expect(server.datanodeRequests.OPEN - dn.OPEN).toBe(1);
+    const open = server.requests.filter((r) => r.server === 'datanode' && r.op === 'OPEN').at(-1)!;
+    expect(open.params).toMatchObject({ offset: '9995', length: '10', 'user.name': 'ferry' });
+  });
+
+  it('writes to a temporary name and renames it into place (not with inplace)', async () => {
+    const from = server.requests.length;
+    await s.put('tmp/a', Buffer.from('a'), { size: 1 });
+    const creates = server.requests.slice(from).filter((r) => r.op === 'CREATE' && r.server === 'namenode');
+    expect(creates).toHaveLength(1);
+    expect(creates[0]!.path).toMatch(new RegExp(`^${root}tmp/\\.ferry-tmp-`));
+    const rename = server.requests.slice(from).find((r) => r.op === 'RENAME')!;
+    expect(rename.params).toMatchObject({ destination: `${root}tmp/a`, renameoptions: 'OVERWRITE' });
+    expect(server.names(`${root}tmp`)).toEqual(['a']);
+
+    const inplace = storeOn(server, root, { inplace: true });
+    const from2 = server.requests.length;
+    await inplace.put('tmp/b', Buffer.from('b'), { size: 1 });
+    expect(server.requests.slice(from2).map((r) => `${r.server} ${r.op} ${r.path}`)).toEqual([
+      `namenode CREATE ${root}tmp/b`,
+      `datanode CREATE ${root}tmp/b`,
+    ]);
+    // Temporary names of other writers never show in listings.
+    await inplace.client.create(`${root}tmp/.ferry-tmp-other`, Buffer.from('partial'));
+    await inplace.close();
+    expect((await listAll(s, { prefix: 'tmp/' })).map((e) => e.key)).toEqual(['tmp/a', 'tmp/b']);
+  });
+
+  it('removes the temporary file when the body fails, and refuses a body of the wrong size', async () => {
+    let reads = 0;
+    const failing = new Readable({
+      read() {
+        if (reads++ === 0) this.push(Buffer.alloc(1000, 1));
+        else setImmediate(() => this.destroy(Object.assign(new Error('disk read failed'), { code: 'EIO' })));
+      },
+    });
+    await expect(s.put('bad/f', failing, { size: 5000 })).rejects.toMatchObject({ code: 'FERRY_TRANSIENT' });
+    await expect(s.put('bad/g', Readable.from([Buffer.alloc(10)]), { size: 20 })).rejects.toMatchObject({ code: 'FERRY_SOURCE_CHANGED' });
+    await expect(s.put('bad/h', Readable.from([Buffer.alloc(30)]), { size: 20 })).rejects.toMatchObject({ code: 'FERRY_SOURCE_CHANGED' });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(server.names(`${root}bad`)).toEqual([]);
+  });
+
+  // Regression: the `webhdfs` npm package handed a datanode's 503 body to the caller as file content.
+  it('never hands an error body to the caller as content', async () => {
+    await s.put('busy/f', Buffer.from('the real content'), { size: 16 });
+    server.injectDatanodeRead('busy', 1);
+    const err = await s.get('busy/f').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'FERRY_THROTTLED' });
+    expect(String((err as Error).message)).toContain('BUSY');
+    expect((await readAll(await s.get('busy/f'))).toString()).toBe('the real content');
+
+    // A connection lost midway is an error on the stream, never a short file.
+    const big = Buffer.alloc(200_000, 7);
+    await s.put('busy/big', big, { size: big.length });
+    server.injectDatanodeRead('cut', 1);
+    const stream = await s.get('busy/big');
+    await expect(readAll(stream)).rejects.toMatchObject({ code: 'FERRY_TRANSIENT' });
+
+    // Namenode failures reject before any stream exists.
+    await expect(s.get('busy/missing')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND' });
+    server.inject('throttle', 1);
+    await expect(s.get('busy/f')).rejects.toMatchObject({ code: 'FERRY_THROTTLED' });
+  });
+
+  it('classifies RemoteExceptions by name: a 403 StandbyException is transient, AccessControlException denied', async () => {
+    await s.put('cls/f', Buffer.from('x'), { size: 1 });
+    server.inject('standby', 1);
+    await expect(s.head('cls/f')).rejects.toMatchObject({ code: 'FERRY_TRANSIENT' });
+    const other = storeOn(server, root, { user: 'mallory' });
+    const err = (await other.head('cls/f').catch((e: unknown) => e)) as Error;
+    expect(err).toMatchObject({ code: 'FERRY_PERMISSION_DENIED' });
+    expect(err.message).toContain(`127.0.0.1:${server.namenodePort}${root}cls/f`);
+    expect(err.message).toContain('user=mallory');
+    await expect(other.put('cls/g', Buffer.from('x'), { size: 1 })).rejects.toMatchObject({ code: 'FERRY_PERMISSION_DENIED' });
+    await other.close();
+    // A non-empty directory is not removed by delete(): a fatal refusal, not a silent success.
+    await expect(s.delete('cls/')).rejects.toMatchObject({ code: 'FERRY_FATAL' });
+    const missing = (await s.head('cls/nothing').catch((e: unknown) => e)) as Error;
+    expect(missing).toMatchObject({ code: 'FERRY_NOT_FOUND' });
+    expect(missing.message).toContain(`127.0.0.1:${server.namenodePort}${root}cls/nothing`);
+  });
+
+  it('shows SETTIMES and SETPERMISSION results in listings and on the server', async () => {
+    await s.put('attrs/f', Buffer.from('abc'), { size: 3 });
+    const mtime = Date.UTC(2021, 5, 6, 7, 8, 9, 123);
+    await s.setAttrs('attrs/f', { mtime, mode: 0o640, uid: 1234, gid: 1234 });
+    expect(server.stat(`${root}attrs/f`)).toMatchObject({ mtime, permission: 0o640, owner: 'ferry' });
+    const [e] = await listAll(s, { prefix: 'attrs/' });
+    expect(e).toMatchObject({ key: 'attrs/f', size: 3, mtime, mode: 0o640, isDir: false });
+    // put() with mode and mtime sets both exactly (CREATE alone would be masked by the umask).
+    await s.put('attrs/g', Buffer.from('y'), { size: 1, mode: 0o777, mtime });
+    expect(server.stat(`${root}attrs/g`)).toMatchObject({ mtime, permission: 0o777 });
+    await s.mkdir('attrs/d/', { mode: 0o750 });
+    expect((await s.head('attrs/d/')).mode).toBe(0o750);
+  });
+
+  it('changes owner and group by name with SETOWNER (superuser for the owner)', async () => {
+    await s.put('own/f', Buffer.from('x'), { size: 1 });
+    await s.setOwner('own/f', { group: 'staff' });
+    expect(server.stat(`${root}own/f`)).toMatchObject({ owner: 'ferry', group: 'staff' });
+    await expect(s.setOwner('own/f', { owner: 'alice' })).rejects.toMatchObject({ code: 'FERRY_PERMISSION_DENIED' });
+    const su = storeOn(server, root, { user: 'hdfs' });
+    await su.setOwner('own/f', { owner: 'alice', group: 'analysts' });
+    await su.close();
+    expect(server.stat(`${root}own/f`)).toMatchObject({ owner: 'alice', group: 'analysts' });
+    expect(s.features.attrs?.owner).toBe(false);
+  });
+
+  it('maps awkward names to the right server paths, segment by segment', async () => {
+    const names = ['100%', '%41', 'a+b', 'hash#tag', 'what?', 'with space', 'ü', '日本語', 'emoji😀', 'semi;colon', 'amp&eq='];
+    for (const n of names) await s.put(`awk/${n}/${n}`, Buffer.from(n), { size: Buffer.byteLength(n) });
+    expect(server.names(`${root}awk`)).toEqual([...names].sort(compareKeys));
+    for (const n of names) {
+      expect((await server.read(`${root}awk/${n}/${n}`)).toString()).toBe(n);
+      expect((await readAll(await s.get(`awk/${n}/${n}`))).toString()).toBe(n);
+    }
+    // The query's destination decodes to the same name: '+' went out as %2B, not as a space.
+    const rename = server.requests.find((r) => r.op === 'RENAME' && r.params.destination === `${root}awk/a+b/a+b`);
+    expect(rename?.url).toMatch(/^\/webhdfs\/v1\/user\/ferry\/t\/awk\/a%2Bb\/\.ferry-tmp-[^/?]+\?/);
+    expect(encodePath('/a b/100%/日')).toBe('/a%20b/100%25/%E6%97%A5');
+    // HDFS refuses ':' in names: a fatal error, not a different file.
+    await expect(s.put('awk/a:b', Buffer.from('x'), { size: 1 })).rejects.toMatchObject({ code: 'FERRY_FATAL' });
+  });
+
+  it('pages LISTSTATUS_BATCH with startAfter and skips ahead for prefixes and startAfter', async () => {
+    const keys = Array.from({ length: 250 }, (_, i) => `page/k${String(i).padStart(3, '0')}`);
+    for (let i = 0; i < keys.length; i += 25) await Promise.all(keys.slice(i, i + 25).map((k) => s.put(k, Buffer.from('p'), { size: 1 })));
+    let from = server.requests.length;
+    expect((await listAll(s, { prefix: 'page/' })).map((e) => e.key)).toEqual(keys);
+    // 100 per batch: three batches, each after the last name of the one before.
+    const batches = server.requests.slice(from).filter((r) => r.op === 'LISTSTATUS_BATCH');
+    expect(batches.map((r) => r.params.startafter)).toEqual([undefined, 'k099', 'k199']);
+
+    from = server.requests.length;
+    expect((await listAll(s, { prefix: 'page/k24' })).map((e) => e.key)).toEqual(keys.slice(240));
+    expect(server.requests.slice(from).filter((r) => r.op === 'LISTSTATUS_BATCH').map((r) => r.params.startafter)).toEqual(['k2']);
+
+    from = server.requests.length;
+    expect((await listAll(s, { prefix: 'page/', startAfter: 'page/k230' })).map((e) => e.key)).toEqual(keys.slice(231));
+    expect(server.requests.slice(from).filter((r) => r.op === 'LISTSTATUS_BATCH').map((r) => r.params.startafter)).toEqual(['k23']);
+    expect(countOps('LISTSTATUS', from)).toBe(0);
+  });
+
+  it('never skips what it must list when it asks the namenode to start late', () => {
+    // 'a' as a directory sorts after 'a-b' ('a/' > 'a-b'): the namenode must still return 'a'.
+    expect(batchStart('', 'a-b')).toBeUndefined();
+    expect(batchStart('', 'ab-c/x')).toBe('a');
+    expect(batchStart('', 'abc')).toBe('ab');
+    expect(batchStart('te', undefined)).toBe('t');
+    expect(batchStart('te', 'tf')).toBe('t');
+    expect(batchStart('t', 'tzz')).toBe('tz');
+    expect(batchStart('x😀', undefined)).toBe('x');
+    // Against a real tree: startAfter 'a-b' must still reach the directory 'a/'.
+  });
+
+  it('lists directories before their longer siblings exactly as S3 would', async () => {
+    for (const k of ['ord/a-b', 'ord/a/x', 'ord/a0', 'ord/a.txt', 'ord/a']) {
+      if (k === 'ord/a') continue;
+      await s.put(k, Buffer.from('1'), { size: 1 });
+    }
+    const all = (await listAll(s, { prefix: 'ord/' })).map((e) => e.key);
+    expect(all).toEqual(['ord/a-b', 'ord/a.txt', 'ord/a/', 'ord/a/x', 'ord/a0']);
+    expect((await listAll(s, { prefix: 'ord/', startAfter: 'ord/a-b' })).map((e) => e.key)).toEqual(['ord/a.txt', 'ord/a/', 'ord/a/x', 'ord/a0']);
+    expect((await listAll(s, { prefix: 'ord/', startAfter: 'ord/a.txt' })).map((e) => e.key)).toEqual(['ord/a/', 'ord/a/x', 'ord/a0']);
+    expect((await listAll(s, { prefix: 'ord/', startAfter: 'ord/a/' })).map((e) => e.key)).toEqual(['ord/a/x', 'ord/a0']);
+    expect((await listAll(s, { prefix: 'ord/a' })).map((e) => e.key)).toEqual(all);
+    expect((await listAll(s, { prefix: 'ord/a/' })).map((e) => e.key)).toEqual(['ord/a/x']);
+    expect(await listAll(s, { prefix: 'ord/a-b/' })).toEqual([]);
+    expect(await listAll(s, { prefix: 'nothing/here/' })).toEqual([]);
+  });
+
+  it('works with stream.pipeline in both directions (no "Premature close")', async () => {
+    const data = Buffer.alloc(3 << 20, 3);
+    const t0 = Date.now();
+    console.log('start');
+    await s.put('pipe/src', data, { size: data.length });
+    console.log('put', Date.now() - t0, server.requests.slice(-5).map((r) => `${r.server} ${r.op}`));
+    const chunks: Buffer[] = [];
+    let g;
+    try { g = await s.get('pipe/src'); } catch (e) { console.log('get failed', Date.now() - t0, e, server.requests.slice(-5).map((r) => `${r.server} ${r.op}`)); throw e; }
+    console.log('got', Date.now() - t0);
+    await pipeline(
+      g,
+      new Writable({
+        write(c: Buffer, _e, cb) {
+          chunks.push(c);
+          cb();
+        },
+      }),
+    );
+    console.log('piped', Date.now() - t0);
+    expect(Buffer.concat(chunks)).toEqual(data);
+    console.log('compared', Date.now() - t0);
+    // HDFS to HDFS: a get() stream straight into put().
+    const through = new PassThrough();
+    const copying = s.put('pipe/dst', through, { size: data.length });
+    await pipeline(await s.get('pipe/src'), through);
+    console.log('pipe2', Date.now() - t0);
+    await copying;
+    console.log('copied', Date.now() - t0);
+    expect(await server.read(`${root}pipe/dst`)).toEqual(data);
+    // Destroying a read early releases it without an error.
+    const early = await s.get('pipe/src');
+    early.destroy();
+    await new Promise((r) => early.once('close', r));
+  });
+
+  it('falls back to LISTSTATUS and GETFILESTATUS on namenodes without the newer ops', async () => {
+    const old = await startServer({ listStatusBatch: false, fileLinkStatus: false });
+    const st = storeOn(old, `${HOME}/old/`);
+    try {
+      for (const k of ['x/1', 'x/2', 'y']) await st.put(k, Buffer.from(k), { size: k.length });
+      expect((await listAll(st)).map((e) => e.key)).toEqual(['x/', 'x/1', 'x/2', 'y']);
+      expect((await listAll(st, { startAfter: 'x/1' })).map((e) => e.key)).toEqual(['x/2', 'y']);
+      expect((await st.head('y')).size).toBe(1);
+      expect((await st.head('x/')).isDir).toBe(true);
+      // Each unknown op is asked once, then avoided.
+      expect(old.ops.get('LISTSTATUS_BATCH')).toBe(1);
+      expect(old.ops.get('GETFILELINKSTATUS')).toBe(1);
+      expect(old.ops.get('LISTSTATUS')).toBeGreaterThanOrEqual(3);
+    } finally {
+      await st.close();
+      await old.stop();
+    }
+  });
+
+  it('makes symlinks only where the namenode allows them, with absolute targets', async () => {
+    expect(s.features.symlinks).toBe(false);
+    await expect(s.symlink('ln/l', '/user/ferry/t/flow/obj')).rejects.toMatchObject({ code: 'FERRY_FATAL', message: expect.stringContaining('Symlinks not supported') });
+
+    const linky = await startServer({ symlinks: true });
+    const st = storeOn(linky, `${HOME}/ln/`, { symlinks: true });
+    try {
+      expect(st.features.symlinks).toBe(true);
+      await st.put('dir/f', Buffer.from('hello'), { size: 5 });
+      await st.symlink('links/to-f', `${HOME}/ln/dir/f`);
+      await st.symlink('links/to-dir', `${HOME}/ln/dir`);
+      await st.symlink('links/broken', `${HOME}/ln/none`);
+      await expect(st.symlink('links/rel', '../dir/f')).rejects.toMatchObject({ code: 'FERRY_FATAL' });
+      expect(await st.head('links/to-f')).toMatchObject({ isSymlink: true, target: `${HOME}/ln/dir/f` });
+      expect(await st.head('links/to-f', { followSymlinks: true })).toMatchObject({ size: 5, isDir: false });
+      expect((await listAll(st, { prefix: 'links/' })).map((e) => [e.key, e.isSymlink, e.target])).toEqual([
+        ['links/broken', true, `${HOME}/ln/none`],
+        ['links/to-dir', true, `${HOME}/ln/dir`],
+        ['links/to-f', true, `${HOME}/ln/dir/f`],
+      ]);
+      const followed = await listAll(st, { prefix: 'links/', followSymlinks: true });
+      expect(followed.map((e) => [e.key, e.isDir, e.size, e.isSymlink ?? false])).toEqual([
+        ['links/broken', false, 0, true],
+        ['links/to-dir/', true, 0, false],
+        ['links/to-dir/f', false, 5, false],
+        ['links/to-f', false, 5, false],
+      ]);
+      expect((await readAll(await st.get('links/to-f'))).toString()).toBe('hello');
+    } finally {
+      await st.close();
+      await linky.stop();
+    }
+  });
+
+  it('says FERRY_TRANSIENT naming host:port when the namenode refuses connections, and does not crash', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer();
+      srv.listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const dead = new HdfsStore({ host: '127.0.0.1', port, user: 'ferry', root: '/x/' });
+    for (const attempt of [
+      () => dead.head('a'),
+      () => listAll(dead),
+      () => dead.get('a'),
+      () => dead.put('a', Readable.from([Buffer.from('abc')]), { size: 3 }),
+      () => dead.delete('a'),
+    ]) {
+      const err = await attempt().then(
+        () => undefined,
+        (e: unknown) => e as Error & { code?: string },
+      );
+      expect(err?.code).toBe('FERRY_TRANSIENT');
+      expect(err?.message).toContain(`127.0.0.1:${port}`);
+      expect(err?.message).toContain('ECONNREFUSED');
+    }
+    await dead.close();
+  });
+});
