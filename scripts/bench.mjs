@@ -48,10 +48,10 @@ const median = (xs) => {
   return s[Math.floor(s.length / 2)];
 };
 
-function measure(name, setup, cmd, argv, opts) {
+function measure(name, setup, cmd, argv, opts, count = runs) {
   const times = [];
   let rss = 0;
-  for (let i = 0; i < runs; i++) {
+  for (let i = 0; i < count; i++) {
     setup();
     const r = timed(cmd, argv, opts);
     times.push(r.seconds);
@@ -146,8 +146,8 @@ try {
     results.push({ workload: 'd', rows: [{ name: 'ferry', seconds: median(times), keysPerSecond: median(kps), rss }] });
   }
   if (only.has('s3')) {
-    const { benchS3 } = await import('./bench-s3.mjs').catch(() => ({}));
-    if (benchS3) await benchS3({ work, ferry, runs, measure, report, peers, env });
+    const { benchS3 } = await import('./bench-s3.mjs');
+    await benchS3({ work, ferry, runs, measure, report, peers });
   }
 } finally {
   rmSync(work, { recursive: true, force: true });

@@ -208,7 +208,7 @@ async function runSyncCommand(p: ParsedSync, out: { stdout: NodeJS.WriteStream; 
   for (const secret of [...secretsOf(srcAddr), ...secretsOf(dstAddr)]) redactor.add(secret);
   const con = new Console(redactor, p.verbosity, out.stderr);
   const o = p.options;
-  const storeOptions = { noHttps: p.noHttps, inplace: o.inplace, concurrency: o.threads };
+  const storeOptions = { noHttps: p.noHttps, inplace: o.inplace, concurrency: o.threads, ...(o.storageClass ? { storageClass: o.storageClass } : {}) };
   let src: ObjectStore | undefined;
   let dst: ObjectStore | undefined;
   const stopListing = new AbortController();

@@ -25,5 +25,6 @@ export function defaultRegistry(options: { mem?: MemSpace } = {}): BackendRegist
   const r = new BackendRegistry();
   r.register(fileBackend);
   r.register(memBackend(options.mem));
+  r.register(lazy('s3', 's3://[AK:SK[:TOKEN]@]BUCKET[.ENDPOINT][/PREFIX] — Amazon S3 and S3-compatible stores; minio://ENDPOINT/BUCKET (path style)', async () => (await import('./s3/index.js')).s3Backend, ['minio']));
   return r;
 }
