@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { compileRules, type Rule } from '../shared/filter/rules.js';
 import { makeEntryFilter, parseDuration, parseSize, parseTime } from '../shared/filter/limits.js';
@@ -213,6 +214,8 @@ async function runSyncCommand(p: ParsedSync, out: { stdout: NodeJS.WriteStream; 
   let dst: ObjectStore | undefined;
   const stopListing = new AbortController();
   const stopNow = new AbortController();
+  // Every request of the run listens on these: more than the default ten listeners is normal.
+  setMaxListeners(0, stopListing.signal, stopNow.signal);
   let interrupts = 0;
   const onSigint = () => {
     interrupts++;

@@ -250,8 +250,9 @@ export interface ClientFiles {
  * A temporary ~/.ssh for a test: `config` (the given text) and `known_hosts` (the given lines, or
  * empty). The default identity is the server's client key unless `identityFiles` says otherwise.
  */
-export async function writeClientFiles(sshd: Pick<Sshd, 'clientKey'>, options: { config?: string; knownHosts?: string[]; identityFiles?: string[] } = {}): Promise<ClientFiles> {
-  const dir = await fsp.mkdtemp(join(tmpdir(), 'ferry-ssh-client-'));
+export async function writeClientFiles(sshd: Pick<Sshd, 'clientKey' | 'dir'>, options: { config?: string; knownHosts?: string[]; identityFiles?: string[] } = {}): Promise<ClientFiles> {
+  // Inside the server's directory, so that cleanup() removes it too.
+  const dir = await fsp.mkdtemp(join(sshd.dir, 'client-'));
   const configPath = join(dir, 'config');
   const knownHostsPath = join(dir, 'known_hosts');
   await fsp.writeFile(configPath, options.config ?? '', { mode: 0o600 });

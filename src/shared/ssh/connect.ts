@@ -1,13 +1,18 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
 import type { AnyAuthMethod, AuthenticationType, Client as SshClient, ConnectConfig, ParsedKey, SFTPWrapper, ServerHostKeyAlgorithm } from 'ssh2';
 import { AbortedError, FatalError, FerryError, PermissionDeniedError, TransientError, retryClassOf } from '../storage/errors.js';
 import { expandTokens, localUserName, readSshConfig } from './config.js';
 import { addKnownHost, checkHostKey, fingerprint, hostKeyAlgorithmsFor, keyTypeOf, knownHostLines, knownHostName } from './known-hosts.js';
 
-const { Client, utils } = ssh2;
+type Ssh2 = typeof import('ssh2');
+
+/** ssh2 takes ~70 ms to load: only runs that use SSH pay for it. */
+async function loadSsh2(): Promise<Ssh2> {
+  const m = (await import('ssh2')) as Ssh2 & { default?: Ssh2 };
+  return m.default ?? m;
+}
 
 /** Where to connect: what the user wrote (an address or a Host alias of ~/.ssh/config). */
 export interface SshTarget {
@@ -147,7 +152,7 @@ interface LoadedKeys {
   skipped: string[];
 }
 
-async function loadIdentities(files: string[]): Promise<LoadedKeys> {
+async function loadIdentities(files: string[], utils: Ssh2['utils']): Promise<LoadedKeys> {
   const out: LoadedKeys = { keys: [], skipped: [] };
   for (const file of files) {
     let data: Buffer;
@@ -237,13 +242,17 @@ export class SshConnection {
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     return new Promise((resolve) => {
-      this.onClose(() => resolve());
-      this.client.end();
       // A peer that never answers the disconnect must not hold close() forever.
-      setTimeout(() => {
+      const timer = setTimeout(() => {
         this.client.destroy();
         resolve();
-      }, 2000).unref();
+      }, 2000);
+      timer.unref();
+      this.onClose(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.client.end();
     });
   }
 }
@@ -261,7 +270,8 @@ export async function connectSsh(target: SshTarget, options: SshOptions = {}): P
 
 export async function connectResolved(r: ResolvedSshTarget, options: SshOptions = {}): Promise<SshConnection> {
   options.signal?.throwIfAborted();
-  const identities = await loadIdentities(r.identityFiles);
+  const { Client, utils } = await loadSsh2();
+  const identities = await loadIdentities(r.identityFiles, utils);
   const knownFiles = [...r.knownHostsFiles, ...r.globalKnownHostsFiles];
   const onRecord = await knownHostLines(knownFiles, r.knownHostName);
 

@@ -34,6 +34,8 @@ export interface GetOptions {
   offset?: number;
   /** Bytes to read from `offset`; omitted means to the end. */
   length?: number;
+  /** The size the caller expects (from the listing): sizes read buffers, never limits the read. */
+  sizeHint?: number;
   signal?: AbortSignal;
 }
 

@@ -166,8 +166,8 @@ export class Transfer {
       await this.dst.copyFrom!(e.key, this.src.copySource!(e.key), put);
       this.o.onBytes?.(e.size);
     } else {
-      const body = await this.src.get(e.key, { signal: this.o.signal });
-      const tap = new DigestTap(this.o.onBytes);
+      const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size });
+      const tap = new DigestTap(this.o.onBytes, this.o.checkNew);
       const stages: NodeJS.ReadWriteStream[] = [];
       if (this.o.limiter) stages.push(throttle(this.o.limiter, this.o.signal));
       let failure: Error | undefined;

@@ -6,9 +6,10 @@ import { promisify } from 'node:util';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addKnownHost, checkHostKey, fingerprint, hashHostName, keyTypeOf, knownHostName } from '../../../src/shared/ssh/known-hosts.js';
-import { SSH_KEYGEN, sshdMissing } from '../../support/sshd.js';
+import { SSH_KEYGEN, sshdMissing, warnIfSshdMissing } from '../../support/sshd.js';
 
 const run = promisify(execFile);
+warnIfSshdMissing();
 
 /** A fresh public key blob and its `type base64` text. */
 function newKey(type: 'ed25519' | 'ecdsa' = 'ed25519'): { blob: Buffer; text: string } {

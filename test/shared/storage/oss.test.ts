@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseAddress } from '../../../src/shared/storage/address.js';
 import { compareKeys } from '../../../src/shared/storage/keys.js';
 import { resolveCredentials, resolveEndpoint } from '../../../src/shared/storage/oss/config.js';
@@ -278,6 +278,8 @@ describe('oss backend', () => {
   });
 
   it('refuses a source that is shorter or longer than announced', async () => {
+    // A request body cut mid-request made urllib print "callback twice" warnings on the user's terminal.
+    const warn = vi.spyOn(console, 'warn');
     const s = open('alpha', { limits: { multipartThreshold: 1024 * 1024, partSize: 256 * 1024 } });
     await expect(s.put('short/single', patternStream(1000, 1), { size: 2000 })).rejects.toMatchObject({ code: 'FERRY_SOURCE_CHANGED' });
     await expect(s.put('short/multi', patternStream(1_500_000, 1), { size: 2_000_000 })).rejects.toMatchObject({ code: 'FERRY_SOURCE_CHANGED' });
@@ -285,6 +287,32 @@ describe('oss backend', () => {
     await expect(s.put('short/buffer', Buffer.alloc(10), { size: 11 })).rejects.toMatchObject({ code: 'FERRY_SOURCE_CHANGED' });
     expect(await listAll(s, { prefix: 'short/' })).toEqual([]);
     expect(server.pendingUploads()).toBe(0);
+    expect(warn).not.toHaveBeenCalled();
+    warn.mockRestore();
+  });
+
+  it('stops an upload when its signal aborts, and aborts the multipart upload on the server', async () => {
+    const s = open('alpha', { limits: { multipartThreshold: 1024 * 1024, partSize: 256 * 1024 } });
+    const ac = new AbortController();
+    const source = Readable.from(
+      (async function* () {
+        for (let i = 0; i < 32; i++) {
+          if (i === 6) ac.abort();
+          yield Buffer.alloc(128 * 1024, i);
+        }
+      })(),
+    );
+    const n = server.requests.length;
+    await expect(s.put('abort/x', source, { signal: ac.signal })).rejects.toMatchObject({ name: 'AbortError' });
+    const ops = since(n).map((r) => r.op);
+    expect([ops[0], ops.at(-1), ops.includes('CompleteMultipartUpload')]).toEqual(['InitiateMultipartUpload', 'AbortMultipartUpload', false]);
+    expect(source.destroyed).toBe(true);
+    expect(server.pendingUploads()).toBe(0);
+    await s.put('abort/y', Buffer.from('0123456789'));
+    const reading = new AbortController();
+    const stream = await s.get('abort/y', { signal: reading.signal });
+    reading.abort();
+    await expect(readAll(stream)).rejects.toMatchObject({ name: 'AbortError' });
   });
 
   it('sends the storage class to the server', async () => {

@@ -83,6 +83,9 @@ describe.skipIf(sshdMissing !== undefined)('sftp backend', () => {
       expect(st.mtimeMs).toBe(Date.UTC(2021, 5, 6, 7, 8, 9));
       const [e] = await listAll(store, { prefix: 'meta/' });
       expect(e).toMatchObject({ key: 'meta/f', size: 3, mode: 0o640, uid: st.uid, gid: st.gid, mtime: Date.UTC(2021, 5, 6, 7, 8, 9) });
+      // SFTP version 3 keeps whole seconds: a fractional mtime is truncated, never rounded up.
+      await store.setAttrs('meta/f', { mtime: 1_600_000_000_999 });
+      expect((await store.head('meta/f')).mtime).toBe(1_600_000_000_000);
     });
 
     it('lists symlinks as links, or what they point to with followSymlinks, without looping', async () => {
@@ -153,7 +156,7 @@ describe.skipIf(sshdMissing !== undefined)('sftp backend', () => {
         expect(a).toMatchObject({ scheme: 'sftp', host: 'sshtest', bucket: `${rel}/` });
         const st = await openSftp(a, { ssh: c2.sshOptions });
         try {
-          expect(st.description).toBe(`sftp://${s.user}@127.0.0.1:${s.port}/${rel}/`);
+          expect(st.description).toBe(`sftp://${s.user}@127.0.0.1:${s.port}/~/${rel}/`);
           expect((await readAll(await st.get('f'))).toString()).toBe('home file');
         } finally {
           await st.close();

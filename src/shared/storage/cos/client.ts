@@ -1,4 +1,4 @@
-import { Agent as HttpAgent, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { Agent as HttpAgent, type ClientRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import COS from 'cos-nodejs-sdk-v5';
 import { AbortedError, FatalError, FerryError, NotFoundError, PermissionDeniedError, ThrottledError, TransientError } from '../errors.js';
@@ -48,9 +48,7 @@ export interface Operation {
 /** What the one attempt of a call saw on the wire. */
 export interface Attempt {
   req?: ClientRequest;
-  res?: IncomingMessage;
   status?: number;
-  headers?: IncomingHttpHeaders;
   /** Start of the response body when it may hold an XML error (always but for object data), at most 64 KiB. */
   errorBody: Buffer[];
   socketError?: NodeJS.ErrnoException;
@@ -88,7 +86,8 @@ export class CosClient {
       Protocol: config.https ? 'https:' : 'http:',
       // Keys are sent as they are: without this the SDK drops a leading '/'.
       UseRawKey: true,
-      Timeout: config.timeoutMs,
+      // Timeouts are set on each request below, where the error they raise can be seen.
+      Timeout: 0,
       KeepAlive: true,
       AutoSwitchHost: false,
       CorrectClockSkew: false,
@@ -171,14 +170,19 @@ export class CosClient {
   /** A view of the store's agent that records the attempt's request, response and socket errors. */
   #watchingAgent(attempt: Attempt): HttpAgent {
     const agent = this.#agent;
+    const timeoutMs = this.#config.timeoutMs;
     return Object.create(agent, {
       addRequest: {
         value(req: ClientRequest, options: unknown) {
           attempt.req = req;
+          // Connect and idle timeout: a silent server fails the call instead of hanging it.
+          req.setTimeout(timeoutMs, () => {
+            const e: NodeJS.ErrnoException = Object.assign(new Error(`no answer within ${timeoutMs / 1000} s`), { code: 'ETIMEDOUT' });
+            attempt.socketError ??= e;
+            req.destroy(e);
+          });
           req.once('response', (res: IncomingMessage) => {
-            attempt.res = res;
             if (res.statusCode !== undefined) attempt.status = res.statusCode;
-            attempt.headers = res.headers;
             if (!attempt.streaming || (res.statusCode ?? 0) >= 300) {
               let n = 0;
               res.on('data', (c: Buffer) => {

@@ -1,7 +1,7 @@
 import { Readable, Writable } from 'node:stream';
 import type COS from 'cos-nodejs-sdk-v5';
 import type { Address } from '../address.js';
-import { FatalError, type FerryError, ListOrderError, PermissionDeniedError, TransientError, UsageError } from '../errors.js';
+import { FatalError, type FerryError, ListOrderError, PermissionDeniedError, SourceChangedError, TransientError, UsageError } from '../errors.js';
 import { compareKeys } from '../keys.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
@@ -208,7 +208,9 @@ export class CosStore implements ObjectStore {
       }
       if (page.length > 0) yield page;
       if (String(r.IsTruncated) !== 'true') return;
-      const next = r.NextMarker ? decode(r.NextMarker) : pageLast;
+      // The next page starts after this page's last entry: that is what NextMarker holds, and
+      // the decoded entry does not depend on whether the service URL-encodes NextMarker too.
+      const next = pageLast ?? (r.NextMarker ? decode(r.NextMarker) : undefined);
       if (next === undefined || compareKeys(next, marker) <= 0) {
         throw new FatalError(`cos LIST ${this.#client.where(prefix)}: the listing is truncated but does not move past ${JSON.stringify(marker)}`);
       }
@@ -236,28 +238,26 @@ export class CosStore implements ObjectStore {
       return Readable.from([]);
     }
     const range = offset > 0 || length !== undefined ? `bytes=${offset}-${length === undefined ? '' : offset + length - 1}` : undefined;
-    try {
-      return await this.#download(key, range, options.signal);
-    } catch (err) {
-      // Reading from the end of an object (or from 0 of an empty one) is empty, not an error.
-      if (range !== undefined && err instanceof FatalError && err.message.includes('(416')) {
-        const e = await this.head(key, options.signal ? { signal: options.signal } : {});
-        if (offset >= e.size) return Readable.from([]);
-      }
-      throw err;
-    }
+    const body = await this.#download(key, range, options.signal);
+    if (body) return body;
+    // 416: reading from the end of an object (or from 0 of an empty one) is empty, not an error.
+    const e = await this.head(key, options.signal ? { signal: options.signal } : {});
+    if (offset >= e.size) return Readable.from([]);
+    throw new SourceChangedError(`cos GET ${this.#client.where(key)}: ${range} was refused as unsatisfiable, yet the object holds ${e.size} bytes`);
   }
 
   /**
    * The SDK writes the body into `sink` (its `Output`); the reader gets `out`. The two are apart so
    * that the SDK's raw errors never reach the reader: it gets mapped ones, and a body shorter than
-   * its Content-Length fails instead of ending quietly. Resolves when the response headers say 2xx.
+   * its Content-Length fails instead of ending quietly. Resolves when the response headers say 2xx,
+   * or with null when the range is not satisfiable (416).
    */
-  #download(key: string, range: string | undefined, signal: AbortSignal | undefined): Promise<Readable> {
+  #download(key: string, range: string | undefined, signal: AbortSignal | undefined): Promise<Readable | null> {
     const where = this.#client.where(key);
-    return new Promise<Readable>((resolve, reject) => {
+    return new Promise<Readable | null>((resolve, reject) => {
       const attempt: Attempt = { errorBody: [], streaming: true };
       let ok = false;
+      let finished = false;
       let expected: number | undefined;
       let received = 0;
       let pending: (() => void) | null = null;
@@ -277,7 +277,6 @@ export class CosStore implements ObjectStore {
           cb(err);
         },
       });
-      let finished = false;
       const sink = new Writable({
         highWaterMark: MiB,
         write(chunk: Buffer, _enc, cb) {
@@ -304,7 +303,7 @@ export class CosStore implements ObjectStore {
         if (status < 200 || status >= 300) return;
         if (range !== undefined && status !== 206) {
           attempt.req?.destroy();
-          reject(new FatalError(`cos GET ${this.#client.where(key)}: asked for ${range} and got the whole object (${status})`));
+          reject(new FatalError(`cos GET ${where}: asked for ${range} and got the whole object (${status})`));
           return;
         }
         ok = true;
@@ -319,11 +318,12 @@ export class CosStore implements ObjectStore {
         .then(
           () => {
             finished = true;
-            if (!ok) reject(new FatalError(`cos GET ${this.#client.where(key)}: no body in the answer (${attempt.status ?? 'no status'})`));
+            if (!ok) reject(new FatalError(`cos GET ${where}: no body in the answer (${attempt.status ?? 'no status'})`));
           },
           (err: FerryError) => {
             finished = true;
             if (ok) out.destroy(err);
+            else if (attempt.status === 416 && range !== undefined) resolve(null);
             else reject(err);
           },
         );
@@ -354,7 +354,7 @@ export class CosStore implements ObjectStore {
     try {
       const size = options.size;
       if (size === 0) {
-        if (!(await reader.atEnd())) throw new FatalError(`${what}: the source holds bytes but its size was given as 0`);
+        if (!(await reader.atEnd())) throw new SourceChangedError(`${what}: the source holds more than the 0 bytes expected`);
         return await this.#putOnce(key, Buffer.alloc(0), 0, storageClass, signal);
       }
       if (size !== undefined && size <= this.#multipartThreshold) {
@@ -488,20 +488,29 @@ export class CosStore implements ObjectStore {
       const count = Math.ceil(options.size / partSize);
       const parts: COS.Part[] = new Array<COS.Part>(count);
       let nextIndex = 0;
+      let failed = false;
       const worker = async (): Promise<void> => {
-        while (nextIndex < count) {
-          const i = nextIndex++;
-          const start = i * partSize;
-          const end = Math.min(options.size, start + partSize) - 1;
-          const r = await this.#client.call<COS.UploadPartCopyResult>(
-            { op: 'COPY PART', key, detail: `part ${i + 1} from ${from}` },
-            (cos, done) => cos.uploadPartCopy({ ...this.#b, Key: key, UploadId, PartNumber: i + 1, CopySource: copySource, CopySourceRange: `bytes=${start}-${end}` }, done),
-            { signal },
-          );
-          parts[i] = { PartNumber: i + 1, ETag: r.ETag };
+        try {
+          while (nextIndex < count && !failed) {
+            const i = nextIndex++;
+            const start = i * partSize;
+            const end = Math.min(options.size, start + partSize) - 1;
+            const r = await this.#client.call<COS.UploadPartCopyResult>(
+              { op: 'COPY PART', key, detail: `part ${i + 1} from ${from}` },
+              (cos, done) => cos.uploadPartCopy({ ...this.#b, Key: key, UploadId, PartNumber: i + 1, CopySource: copySource, CopySourceRange: `bytes=${start}-${end}` }, done),
+              { signal },
+            );
+            parts[i] = { PartNumber: i + 1, ETag: r.ETag };
+          }
+        } catch (err) {
+          failed = true;
+          throw err;
         }
       };
-      await Promise.all(Array.from({ length: Math.min(COPY_PARTS_IN_FLIGHT, count) }, worker));
+      // The first failure stops the others taking new parts; all settle before the upload is aborted.
+      const results = await Promise.allSettled(Array.from({ length: Math.min(COPY_PARTS_IN_FLIGHT, count) }, worker));
+      const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failure) throw failure.reason;
       await this.#client.call({ op: 'COMPLETE MULTIPART', key }, (cos, done) => cos.multipartComplete({ ...this.#b, Key: key, UploadId, Parts: parts }, done), { signal });
     } catch (err) {
       await this.#client.call({ op: 'ABORT MULTIPART', key }, (cos, done) => cos.multipartAbort({ ...this.#b, Key: key, UploadId }, done)).catch(() => {});

@@ -190,7 +190,10 @@ export class FileStore implements ObjectStore {
       return Readable.from([]);
     }
     const end = options.length === undefined ? undefined : start + options.length - 1;
-    return fh.createReadStream({ start, ...(end === undefined ? {} : { end }), highWaterMark: 1 << 20, autoClose: true });
+    // Small files get small buffers: a 1 MiB buffer per 4 KiB file is mostly garbage to collect.
+    const expected = options.length ?? options.sizeHint;
+    const highWaterMark = expected === undefined ? 1 << 20 : Math.min(1 << 20, Math.max(16 << 10, expected + 1));
+    return fh.createReadStream({ start, ...(end === undefined ? {} : { end }), highWaterMark, autoClose: true });
   }
 
   #tmpPath(p: string): string {

@@ -46,6 +46,11 @@ const ERROR_BODY_LIMIT = 64 * 1024;
 const JSON_LIMIT = 16 * 1024 * 1024;
 /** LISTSTATUS (the fallback without paging) returns a whole directory in one body. */
 const LISTING_LIMIT = 512 * 1024 * 1024;
+/**
+ * Idle pooled connections are closed after this long, before servers close them: Node's servers
+ * close at 5 s (and announce it; the agent then uses 4 s), Hadoop's Jetty later.
+ */
+const IDLE_SOCKET_MS = 4000;
 
 /** One entry of a WebHDFS listing or GETFILESTATUS (the fields ferry reads). */
 export interface FileStatus {
@@ -287,7 +292,7 @@ export class WebHdfsClient {
     this.#protocol = o.protocol ?? 'http:';
     this.#timeoutMs = o.timeoutMs ?? 120_000;
     this.endpoint = hostPort(o.host, o.port);
-    const agentOptions = { keepAlive: true, maxSockets: o.maxSockets ?? Infinity, scheduling: 'lifo' as const };
+    const agentOptions = { keepAlive: true, maxSockets: o.maxSockets ?? Infinity, scheduling: 'lifo' as const, timeout: IDLE_SOCKET_MS };
     this.#agent = this.#protocol === 'https:' ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
   }
 
@@ -342,13 +347,16 @@ export class WebHdfsClient {
     return { req, response };
   }
 
-  async #call(op: string, method: string, path: string, params: Params, signal?: AbortSignal): Promise<IncomingMessage> {
-    const { req, response } = this.#send(this.#target(op, path, params), method, this.#what(op, path), {
-      signal,
-      headers: method === 'GET' || method === 'DELETE' ? {} : { 'content-length': 0 },
-    });
+  /** A request without a body: one attempt (a dropped connection is a TransientError). */
+  #bodyless(t: Target, method: string, what: string, signal?: AbortSignal): Promise<IncomingMessage> {
+    const headers = method === 'GET' || method === 'DELETE' ? {} : { 'content-length': 0 };
+    const { req, response } = this.#send(t, method, what, { signal, headers });
     req.end();
     return response;
+  }
+
+  #call(op: string, method: string, path: string, params: Params, signal?: AbortSignal): Promise<IncomingMessage> {
+    return this.#bodyless(this.#target(op, path, params), method, this.#what(op, path), signal);
   }
 
   /** A metadata op answered with 200 and a JSON body (or an empty one). */
@@ -432,9 +440,7 @@ export class WebHdfsClient {
     let what = this.#what(op, path);
     let t = this.#target(op, path, { offset: options.offset || undefined, length: options.length });
     for (let hop = 0; ; hop++) {
-      const { req, response } = this.#send(t, 'GET', what, { signal: options.signal });
-      req.end();
-      const res = await response;
+      const res = await this.#bodyless(t, 'GET', what, options.signal);
       const status = res.statusCode ?? 0;
       if (status === 307 && hop < MAX_REDIRECTS) {
         res.resume();
@@ -462,9 +468,7 @@ export class WebHdfsClient {
       overwrite: options.overwrite ?? true,
       permission: options.permission === undefined ? undefined : (options.permission & 0o1777).toString(8),
     });
-    const { req, response } = this.#send(first, 'PUT', what, { signal: options.signal, headers: { 'content-length': 0 } });
-    req.end();
-    const res = await response;
+    const res = await this.#bodyless(first, 'PUT', what, options.signal);
     if (res.statusCode !== 307) {
       if ((res.statusCode ?? 0) < 300) {
         res.resume();

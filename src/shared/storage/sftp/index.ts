@@ -183,7 +183,9 @@ export class SftpStore implements ObjectStore {
     this.#inplace = options.inplace ?? false;
     const host = target.host.includes(':') ? `[${target.host}]` : target.host;
     this.#where = `${target.user}@${host}:${target.port}`;
-    this.description = `sftp://${this.#where}${bucket.startsWith('/') ? '' : '/'}${bucket}`;
+    // A relative directory is under the login's home: written /~/dir/ as curl and OpenSSH's sftp do.
+    const shown = bucket.startsWith('/') ? bucket : '/~/' + bucket.replace(/^~\/?/, '');
+    this.description = `sftp://${this.#where}${shown}`;
     this.features = {
       copy: { scope: this.#scope() },
       attrs: { mode: true, owner: target.user === 'root', mtime: true },
@@ -493,8 +495,9 @@ export class SftpStore implements ObjectStore {
     const a: InputAttributes = {};
     if (o.mode !== undefined) a.mode = o.mode;
     if (o.mtime !== undefined) {
-      a.mtime = o.mtime / 1000;
-      a.atime = o.mtime / 1000;
+      // SFTP version 3 keeps whole seconds.
+      a.mtime = Math.floor(o.mtime / 1000);
+      a.atime = a.mtime;
     }
     return a;
   }
@@ -550,7 +553,7 @@ export class SftpStore implements ObjectStore {
       }
       if (attrs.mode !== undefined && !options.isSymlink) await call<void>(sftp, (done) => sftp.setstat(p, { mode: attrs.mode! }, done));
       if (attrs.mtime !== undefined) {
-        const t = attrs.mtime / 1000;
+        const t = Math.floor(attrs.mtime / 1000);
         if (options.isSymlink) await this.#lsetstat(sftp, p, { atime: t, mtime: t });
         else await call<void>(sftp, (done) => sftp.setstat(p, { atime: t, mtime: t }, done));
       }
