@@ -18,7 +18,8 @@ await build({
   sourcemap: 'linked',
   logLevel: 'warning',
   // ssh2's optional native add-ons: it falls back to pure JavaScript without them.
-  external: ['cpu-features', '*.node'],
+  // Optional requires of the SDKs' HTTP clients that ferry never takes (proxies).
+  external: ['cpu-features', '*.node', 'proxy-agent'],
   define: { FERRY_VERSION: JSON.stringify(pkg.version) },
   banner: {
     js: [

@@ -5,6 +5,7 @@ import { makeEntryFilter, parseDuration, parseSize, parseTime } from '../shared/
 import { Redactor } from '../shared/redact.js';
 import { parseAddress, secretsOf, type Address } from '../shared/storage/address.js';
 import { defaultRegistry } from '../shared/storage/all.js';
+import type { BackendRegistry, OpenOptions } from '../shared/storage/registry.js';
 import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/storage/errors.js';
 import type { Entry, ObjectStore } from '../shared/storage/types.js';
 import { Console, type Verbosity } from './output.js';
@@ -198,11 +199,17 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
   };
 }
 
-async function openStore(address: Address, options: { noHttps: boolean; inplace: boolean; concurrency: number }): Promise<ObjectStore> {
-  return defaultRegistry().open(address, options);
+/** What main() runs against: the process's streams and the storage backends. */
+export interface CliEnvironment {
+  stdout: NodeJS.WriteStream;
+  stderr: NodeJS.WriteStream;
+  /** The backends addresses open with (tests point cloud backends at local servers). */
+  registry?: BackendRegistry;
 }
 
-async function runSyncCommand(p: ParsedSync, out: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream }): Promise<number> {
+async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<number> {
+  const registry = out.registry ?? defaultRegistry();
+  const openStore = (a: Address, options: OpenOptions) => registry.open(a, options);
   const redactor = new Redactor();
   const srcAddr = parseAddress(p.src);
   const dstAddr = parseAddress(p.dst);
@@ -274,7 +281,7 @@ const ALIASES: Record<string, string> = {
 };
 
 /** Run the command line; resolves to the exit code. */
-export async function main(args: string[], out: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream } = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function main(args: string[], out: CliEnvironment = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const end = args.indexOf('--');
   const argv = args.map((a, i) => (end >= 0 && i > end ? a : (ALIASES[a] ?? a)));
   let parsed: ParsedSync | undefined;

@@ -260,8 +260,8 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   } catch (err) {
     if (!(listAbort.signal.aborted && isAbort(err))) {
       fatal = err;
-      stopped ??= undefined;
-      log.error(`${(err as Error).message ?? err}; waiting for the tasks already started`);
+      const running = executor.inFlight > 0 ? `; waiting for the ${executor.inFlight} tasks already started` : '';
+      log.error(`${(err as Error).message ?? err}${running}`);
     }
   }
   if (fatal !== undefined || stopped) executor.dropDeferred();

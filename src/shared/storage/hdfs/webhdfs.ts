@@ -491,7 +491,10 @@ export class WebHdfsClient {
     let sent = false;
     const sending = (
       Buffer.isBuffer(body)
-        ? new Promise<void>((resolve) => req.end(body, () => resolve()))
+        ? // end()'s callback waits for 'finish' only; a failed request ends with 'close'.
+          new Promise<void>((resolve) => {
+            req.end(body, resolve);
+          })
         : pipeline(size === undefined ? [body, req] : [body, sizeGuard(size, what), req])
     ).then(
       () => {
@@ -508,7 +511,9 @@ export class WebHdfsClient {
       res = await response;
     } catch (err) {
       await sending;
-      throw sendError !== undefined ? fromSending() : err;
+      // The body's own failure explains more than the connection it broke; a connection failure
+      // seen by both keeps the message that names the endpoint.
+      throw sendError !== undefined && (err as FerryError).cause !== sendError ? fromSending() : err;
     }
     const status = res.statusCode ?? 0;
     if (status !== 200 && status !== 201) {
