@@ -33,6 +33,8 @@ export interface WebHdfsServerOptions {
   /** Allow CREATESYMLINK (Hadoop's test-only FileSystem.enableSymlinks). */
   symlinks?: boolean;
   umask?: number;
+  /** Break the namenode's byte order in listings (a broken or foreign server), to test the guard. */
+  unsortedListings?: boolean;
 }
 
 interface INode {
@@ -119,6 +121,7 @@ export class WebHdfsServer {
       fileLinkStatus: o.fileLinkStatus ?? true,
       symlinks: o.symlinks ?? false,
       umask: o.umask ?? 0o022,
+      unsortedListings: o.unsortedListings ?? false,
     };
     this.#root = this.#newNode('DIRECTORY', this.#o.superuser, 'supergroup', 0o755);
     this.#namenode = http.createServer((req, res) => void this.#serve('namenode', req, res));
@@ -137,10 +140,17 @@ export class WebHdfsServer {
 
   async stop(): Promise<void> {
     for (const srv of [this.#namenode, this.#datanode]) {
+      if (!srv.listening) continue;
       srv.closeAllConnections();
       await new Promise<void>((resolve) => srv.close(() => resolve()));
     }
     await fsp.rm(this.#dataDir, { recursive: true, force: true });
+  }
+
+  /** Stop the datanode (its port then refuses connections); the namenode still redirects to it. */
+  async stopDatanode(): Promise<void> {
+    this.#datanode.closeAllConnections();
+    await new Promise<void>((resolve) => this.#datanode.close(() => resolve()));
   }
 
   /** Fail the next `count` namenode requests. */
@@ -429,6 +439,7 @@ export class WebHdfsServer {
         else {
           this.#check(user, node, 5, path);
           let names = [...node.children!.keys()].sort(byteCompare);
+          if (this.#o.unsortedListings) names.reverse();
           const after = p.startafter;
           if (op === 'LISTSTATUS_BATCH') {
             if (after !== undefined && after !== '') names = names.filter((n) => byteCompare(n, after) > 0);

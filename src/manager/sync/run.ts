@@ -133,7 +133,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
       }
     }
   };
-  const executor = new Executor(account, Math.max(1, o.threads), () => listAbort.signal.aborted);
+  const executor = new Executor(account, Math.max(1, o.threads) * transfer.depth, () => listAbort.signal.aborted);
   const features = sideFeatures(src.features, dst.features);
   let limit = o.limit;
   /** Directories whose deferred work waits for their sub-tree: only the ancestors of the current key. */

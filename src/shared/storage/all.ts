@@ -28,5 +28,6 @@ export function defaultRegistry(options: { mem?: MemSpace } = {}): BackendRegist
   r.register(lazy('s3', 's3://[AK:SK[:TOKEN]@]BUCKET[.ENDPOINT][/PREFIX] — Amazon S3 and S3-compatible stores; minio://ENDPOINT/BUCKET (path style)', async () => (await import('./s3/index.js')).s3Backend, ['minio']));
   r.register(lazy('oss', 'oss://[AK:SK[:TOKEN]@]BUCKET.ENDPOINT[/PREFIX] — Aliyun OSS', async () => (await import('./oss/index.js')).ossBackend));
   r.register(lazy('sftp', '[user@]host:/path, sftp://user@host[:port]/path — SFTP over SSH (keys, agent, ~/.ssh/config)', async () => (await import('./sftp/index.js')).sftpBackend));
+  r.register(lazy('hdfs', 'hdfs://[user@]namenode[:port]/path — HDFS over WebHDFS (port 9870 by default)', async () => (await import('./hdfs/index.js')).hdfsBackend));
   return r;
 }

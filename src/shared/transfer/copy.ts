@@ -41,6 +41,15 @@ export class Transfer {
     this.#mtime = Boolean(dst.features.attrs?.mtime);
   }
 
+  /**
+   * Tasks worth keeping in flight per `--threads`: disk-to-disk copies are batched onto a few
+   * file-system threads, and each costs microseconds, so ten at a time would leave those threads
+   * idle between round trips; network transfers run one per thread.
+   */
+  get depth(): number {
+    return this.#serverSide() && this.dst.features.copy?.local ? 32 : 1;
+  }
+
   /** Run one task with retries of transient failures; throws what finally failed. */
   run(task: Task): Promise<Outcome> {
     const retry = { ...(this.o.retry ?? DEFAULT_RETRY), signal: this.o.signal };

@@ -493,6 +493,7 @@ export class WebHdfsClient {
       Buffer.isBuffer(body)
         ? // end()'s callback waits for 'finish' only; a failed request ends with 'close'.
           new Promise<void>((resolve) => {
+            req.once('close', resolve);
             req.end(body, resolve);
           })
         : pipeline(size === undefined ? [body, req] : [body, sizeGuard(size, what), req])
