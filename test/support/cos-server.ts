@@ -18,7 +18,8 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { compareKeys } from '../../src/shared/storage/keys.js';
 
-export type CosFault = 'throttle' | 'error' | 'drop';
+/** 503 SlowDown, 500 InternalError, a dropped connection, or a request read and never answered. */
+export type CosFault = 'throttle' | 'error' | 'drop' | 'stall';
 
 export interface CosCredential {
   secretId: string;
@@ -203,6 +204,8 @@ export class CosServer {
   readonly #uploads = new Map<string, Upload>();
   readonly #faults: CosFault[] = [];
   readonly #sockets = new Set<Socket>();
+  /** TCP connections accepted so far. */
+  connections = 0;
   readonly #pageLimit: number;
   readonly #maxKeyBytes: number;
   readonly #minPartSize: number;
@@ -225,6 +228,7 @@ export class CosServer {
     // Longer than any test: a keep-alive socket closed under the client would look like a fault.
     this.#server.keepAliveTimeout = 120_000;
     this.#server.on('connection', (socket: Socket) => {
+      this.connections++;
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
     });
@@ -263,7 +267,7 @@ export class CosServer {
     return this.#uploads.size;
   }
 
-  /** Fail the next `count` requests: 503 SlowDown, 500 InternalError, or a dropped connection. */
+  /** Fail the next `count` requests: 503 SlowDown, 500 InternalError, a dropped connection, or no answer. */
   inject(fault: CosFault, count = 1): void {
     for (let i = 0; i < count; i++) this.#faults.push(fault);
   }
@@ -305,6 +309,10 @@ export class CosServer {
 
     if (fault === 'drop') {
       req.socket.destroy();
+      return;
+    }
+    if (fault === 'stall') {
+      req.resume();
       return;
     }
     if (fault) {

@@ -23,11 +23,12 @@ function lazy(scheme: string, summary: string, load: () => Promise<Backend>, ali
  */
 export function defaultRegistry(options: { mem?: MemSpace } = {}): BackendRegistry {
   const r = new BackendRegistry();
-  r.register(fileBackend);
+  r.register(fileBackend());
   r.register(memBackend(options.mem));
   r.register(lazy('s3', 's3://[AK:SK[:TOKEN]@]BUCKET[.ENDPOINT][/PREFIX] — Amazon S3 and S3-compatible stores; minio://ENDPOINT/BUCKET (path style)', async () => (await import('./s3/index.js')).s3Backend, ['minio']));
   r.register(lazy('oss', 'oss://[AK:SK[:TOKEN]@]BUCKET.ENDPOINT[/PREFIX] — Aliyun OSS', async () => (await import('./oss/index.js')).ossBackend));
   r.register(lazy('sftp', '[user@]host:/path, sftp://user@host[:port]/path — SFTP over SSH (keys, agent, ~/.ssh/config)', async () => (await import('./sftp/index.js')).sftpBackend));
   r.register(lazy('hdfs', 'hdfs://[user@]namenode[:port]/path — HDFS over WebHDFS (port 9870 by default)', async () => (await import('./hdfs/index.js')).hdfsBackend));
+  r.register(lazy('cos', 'cos://[AK:SK[:TOKEN]@]BUCKET-APPID.cos.REGION.myqcloud.com[/PREFIX] — Tencent COS', async () => (await import('./cos/index.js')).cosBackend));
   return r;
 }

@@ -278,6 +278,13 @@ describe('cos backend against the test server', () => {
     expect(parts.every((r) => r.headers['content-length'] === '0')).toBe(true);
     expect(server.object(dst, 'copy/big-dest')?.etag).toMatch(/-4$/);
     expect(await sha256(await b.get('copy/big-dest'))).toEqual(await sha256(patternStream(size, 5)));
+    // A part that cannot be copied aborts the whole upload.
+    await expect(b.copyFrom!('copy/big-none', a.copySource('copy/big-missing'), { size })).rejects.toMatchObject({
+      code: 'FERRY_NOT_FOUND',
+      message: expect.stringMatching(/^cos COPY PART target-1250000000\/copy\/big-none \(part \d from source-1250000000\/copy\/big-missing\): the source object does not exist \(404 NoSuchKey\)$/),
+    });
+    expect(server.object(dst, 'copy/big-none')).toBeUndefined();
+    expect(server.pendingUploads).toBe(0);
   });
 
   it('reads credentials from the environment, with a session token', async () => {
@@ -353,6 +360,30 @@ describe('cos backend against the test server', () => {
       }
     })();
     await expect(read).rejects.toMatchObject({ code: 'FERRY_TRANSIENT', message: expect.stringContaining('cos GET source-1250000000/cut/obj') });
+  });
+
+  it('gives up on a silent server after the timeout', async () => {
+    const s = open({ bucket: src, internal: { timeoutMs: 300 } });
+    await s.put('silent/k', Buffer.from('k'));
+    const before = server.requests.length;
+    server.inject('stall', 1);
+    await expect(s.head('silent/k')).rejects.toMatchObject({
+      code: 'FERRY_TRANSIENT',
+      message: `cos HEAD source-1250000000/silent/k: no answer from source-1250000000.cos.ap-beijing.myqcloud.com via ${server.ip} within 0.3 s (ETIMEDOUT)`,
+    });
+    server.inject('stall', 1);
+    await expect(s.get('silent/k')).rejects.toMatchObject({ code: 'FERRY_TRANSIENT' });
+    expect(server.requests.length - before).toBe(2);
+    expect((await s.head('silent/k')).size).toBe(1);
+  });
+
+  it('keeps connections alive between calls', async () => {
+    const s = open({ bucket: src });
+    await s.put('alive/k', Buffer.from('k'));
+    const before = server.connections;
+    for (let i = 0; i < 20; i++) await s.head('alive/k');
+    for (let i = 0; i < 5; i++) await readAll(await s.get('alive/k'));
+    expect(server.connections - before).toBeLessThanOrEqual(1);
   });
 
   it('interrupts a call when its signal fires', async () => {

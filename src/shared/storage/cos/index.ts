@@ -178,7 +178,14 @@ export class CosStore implements ObjectStore {
       if (marker !== '') params.Marker = marker;
       if (delimiter !== undefined) params.Delimiter = delimiter;
       const r = await this.#client.call<COS.GetBucketResult>({ op: 'LIST', key: prefix }, (cos, done) => cos.getBucket(params, done), { signal: options.signal });
-      const decode = r.EncodingType === 'url' ? decodeListed : (s: string) => s;
+      const decode = (s: string): string => {
+        if (r.EncodingType !== 'url') return s;
+        try {
+          return decodeListed(s);
+        } catch {
+          throw new FatalError(`cos LIST ${this.#client.where(prefix)}: the service sent a key that is not URL-encoded: ${JSON.stringify(s)}`);
+        }
+      };
       const found: Entry[] = [];
       for (const c of asArray(r.Contents)) {
         const key = decode(c.Key);

@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,9 +7,11 @@ import { fromSystemError, NotFoundError } from '../errors.js';
 import { compareKeys } from '../keys.js';
 import type { Backend } from '../registry.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
-import { FsPool, type DirRecord } from './pool.js';
+import { FsPool, listDirSync, type DirRecord } from './pool.js';
 
 const PAGE = 1000;
+/** Directories up to this many names are read on the calling thread. */
+const SYNC_LIST_MAX = 256;
 const TMP = '.ferry-tmp-';
 const SCOPE = 'file:local';
 
@@ -44,10 +46,20 @@ export class FileStore implements ObjectStore {
   readonly #pool: FsPool;
   readonly #inplace: boolean;
 
-  constructor(readonly root: string, options: { inplace?: boolean; threads?: number } = {}) {
+  readonly #release: () => Promise<void>;
+
+  /** `pool`: file-system threads shared with other stores (the caller closes it); else its own. */
+  constructor(readonly root: string, options: { inplace?: boolean; pool?: { pool: FsPool; release(): Promise<void> } } = {}) {
     this.description = root;
     this.#inplace = options.inplace ?? false;
-    this.#pool = new FsPool(options.threads ?? Math.max(2, Math.min(4, availableParallelism())));
+    if (options.pool) {
+      this.#pool = options.pool.pool;
+      this.#release = options.pool.release;
+    } else {
+      const own = new FsPool(defaultThreads());
+      this.#pool = own;
+      this.#release = () => own.close();
+    }
     const isRoot = process.getuid?.() === 0;
     this.features = {
       copy: { scope: SCOPE, local: true },
@@ -76,15 +88,19 @@ export class FileStore implements ObjectStore {
 
   async #readDir(dir: string, follow: boolean, signal?: AbortSignal): Promise<DirRecord[]> {
     signal?.throwIfAborted();
+    const path = this.root + dir;
     let records: DirRecord[];
     try {
-      records = await this.#pool.listDir(this.root + dir, follow);
+      // The names come in one system call; a small directory's attributes are read right here
+      // (well under a millisecond), a large one's on a file-system thread, so the event loop
+      // never stalls for long and small trees need no thread at all.
+      const names = fs.readdirSync(path);
+      records = names.length <= SYNC_LIST_MAX ? listDirSync(fs, path, follow, names) : await this.#pool.listDir(path, follow);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return [];
-      throw fromSystemError(err, `list ${this.root + dir}`);
+      throw fromSystemError(err, `list ${path}`);
     }
-    // A broken link cannot be followed: report it as the link it is.
     const keyed = records.map((r) => ({ r, k: sortKey(r, follow) }));
     keyed.sort((a, b) => compareKeys(a.k, b.k));
     return keyed.map((x) => x.r);
@@ -312,14 +328,44 @@ export class FileStore implements ObjectStore {
   }
 
   async close(): Promise<void> {
-    await this.#pool.close();
+    await this.#release();
   }
 }
 
-export const fileBackend: Backend = {
-  scheme: 'file',
-  summary: '/path, ./relative, ~/home, file:///path — the local disk',
-  async open(address, options) {
-    return new FileStore(address.bucket, { inplace: options.inplace ?? false });
-  },
-};
+/** Threads enough to keep two cores busy; starting one costs ~20 ms, so not one per core beyond. */
+function defaultThreads(): number {
+  return Math.max(2, Math.min(4, availableParallelism()));
+}
+
+/**
+ * The local-disk backend. The stores it opens (source and destination of a disk-to-disk sync)
+ * share one set of file-system threads, closed with the last store.
+ */
+export function fileBackend(): Backend {
+  let shared: FsPool | undefined;
+  let users = 0;
+  const acquire = () => {
+    shared ??= new FsPool(defaultThreads());
+    users++;
+    const pool = shared;
+    let released = false;
+    return {
+      pool,
+      async release() {
+        if (released) return;
+        released = true;
+        if (--users === 0 && shared === pool) {
+          shared = undefined;
+          await pool.close();
+        }
+      },
+    };
+  };
+  return {
+    scheme: 'file',
+    summary: '/path, ./relative, ~/home, file:///path — the local disk',
+    async open(address, options) {
+      return new FileStore(address.bucket, { inplace: options.inplace ?? false, pool: acquire() });
+    },
+  };
+}

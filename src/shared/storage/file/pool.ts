@@ -5,40 +5,46 @@ import { Worker } from 'node:worker_threads';
  * files costs one message round trip instead of one thread-pool round trip per system call, which
  * is where the time of a many-small-files sync goes.
  *
- * The thread's code is plain JavaScript run with `eval`, so it works the same from the sources
- * (tests) and from the bundle.
+ * The thread runs the source text of the functions below with `eval`, so it works the same from
+ * the sources (tests) and from the bundle.
  */
-const THREAD_SOURCE = String.raw`
-const { parentPort } = require('node:worker_threads');
-const fs = require('node:fs');
-const path = require('node:path');
+type Fs = typeof import('node:fs');
 
 const TMP = '.ferry-tmp-';
 
-function errorOf(e) {
-  return { code: e && e.code ? String(e.code) : 'EIO', message: e && e.message ? String(e.message) : String(e) };
-}
-
-// One directory: names with their attributes, in readdir order. Symlinks are reported as links,
-// and also with their target's attributes when follow is set.
-function listDir(dir, follow) {
-  const names = fs.readdirSync(dir);
-  const out = [];
-  for (const name of names) {
-    if (name.startsWith(TMP)) continue;
+/**
+ * One directory: names with their attributes, in readdir order. Symlinks are reported as links,
+ * and also with their target's attributes when `follow` is set. Runs on the main thread for small
+ * directories and on a file-system thread for large ones, so it takes its modules as arguments
+ * and is sent to the thread as source text: it must use nothing from outside its own body.
+ */
+export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string[]): DirRecord[] {
+  const out: DirRecord[] = [];
+  for (const name of names ?? fs.readdirSync(dir)) {
+    if (name.startsWith('.ferry-tmp-')) continue;
     const p = dir + name;
     let st;
-    try { st = fs.lstatSync(p); } catch (e) { if (e.code === 'ENOENT') continue; throw e; }
-    const rec = { name, kind: st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFile() ? 'f' : 'o',
-      size: st.size, mtime: st.mtimeMs, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, dev: st.dev, ino: st.ino };
-    if (rec.kind === 'l') {
-      try { rec.target = fs.readlinkSync(p); } catch (e) { rec.target = ''; }
+    try {
+      st = fs.lstatSync(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw e;
+    }
+    const kind = st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFile() ? 'f' : 'o';
+    const rec: DirRecord = { name, kind, size: st.size, mtime: st.mtimeMs, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, dev: st.dev, ino: st.ino };
+    if (kind === 'l') {
+      try {
+        rec.target = fs.readlinkSync(p);
+      } catch {
+        rec.target = '';
+      }
       if (follow) {
         try {
           const t = fs.statSync(p);
-          rec.follow = { kind: t.isDirectory() ? 'd' : t.isFile() ? 'f' : 'o', size: t.size, mtime: t.mtimeMs,
-            mode: t.mode & 0o7777, uid: t.uid, gid: t.gid, dev: t.dev, ino: t.ino };
-        } catch (e) { rec.follow = null; }
+          rec.follow = { kind: t.isDirectory() ? 'd' : t.isFile() ? 'f' : 'o', size: t.size, mtime: t.mtimeMs, mode: t.mode & 0o7777, uid: t.uid, gid: t.gid, dev: t.dev, ino: t.ino };
+        } catch {
+          rec.follow = null;
+        }
       }
     }
     out.push(rec);
@@ -46,44 +52,50 @@ function listDir(dir, follow) {
   return out;
 }
 
-let seq = 0;
-function tmpName(dst) {
-  return path.dirname(dst) + '/' + TMP + process.pid.toString(36) + '-' + (seq++).toString(36) + '-' + Math.random().toString(36).slice(2, 8);
-}
-
-function copyOne(job) {
-  const target = job.inplace ? job.dst : tmpName(job.dst);
-  try {
-    fs.copyFileSync(job.src, target);
-  } catch (e) {
-    if (e.code !== 'ENOENT' || !fs.existsSync(job.src)) throw e;
-    fs.mkdirSync(path.dirname(job.dst), { recursive: true });
-    fs.copyFileSync(job.src, target);
-  }
-  try {
-    if (job.uid !== undefined) fs.chownSync(target, job.uid, job.gid);
-    if (job.mode !== undefined) fs.chmodSync(target, job.mode);
-    if (job.mtime !== undefined) fs.utimesSync(target, job.mtime / 1000, job.mtime / 1000);
-    if (target !== job.dst) fs.renameSync(target, job.dst);
-  } catch (e) {
-    if (target !== job.dst) try { fs.unlinkSync(target); } catch {}
-    throw e;
-  }
-}
-
-function copyBatch(jobs) {
+/** Copy files, each to a temporary name renamed into place (unless inplace); an error per job. */
+function copyBatchSync(fs: Fs, jobs: CopyJob[], tmpName: (dst: string) => string): (SystemErrorRecord | null)[] {
+  const parent = (p: string) => p.slice(0, p.lastIndexOf('/'));
   return jobs.map((job) => {
-    try { copyOne(job); return null; } catch (e) { return errorOf(e); }
+    const target = job.inplace ? job.dst : tmpName(job.dst);
+    try {
+      try {
+        fs.copyFileSync(job.src, target);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || !fs.existsSync(job.src)) throw e;
+        fs.mkdirSync(parent(job.dst), { recursive: true });
+        fs.copyFileSync(job.src, target);
+      }
+      try {
+        if (job.uid !== undefined && job.gid !== undefined) fs.chownSync(target, job.uid, job.gid);
+        if (job.mode !== undefined) fs.chmodSync(target, job.mode);
+        if (job.mtime !== undefined) fs.utimesSync(target, job.mtime / 1000, job.mtime / 1000);
+        if (target !== job.dst) fs.renameSync(target, job.dst);
+      } catch (e) {
+        if (target !== job.dst) fs.rmSync(target, { force: true });
+        throw e;
+      }
+      return null;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      return { code: err?.code ? String(err.code) : 'EIO', message: err?.message ? String(err.message) : String(e) };
+    }
   });
 }
 
+const THREAD_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+const listDirSync = ${listDirSync.toString()};
+const copyBatchSync = ${copyBatchSync.toString()};
+let seq = 0;
+const tmpName = (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + ${JSON.stringify(TMP)} + process.pid.toString(36) + '-' + (seq++).toString(36) + '-' + Math.random().toString(36).slice(2, 8);
 parentPort.on('message', (m) => {
   let reply;
   try {
-    const result = m.op === 'listDir' ? listDir(m.dir, m.follow) : copyBatch(m.jobs);
+    const result = m.op === 'listDir' ? listDirSync(fs, m.dir, m.follow) : copyBatchSync(fs, m.jobs, tmpName);
     reply = { id: m.id, result };
   } catch (e) {
-    reply = { id: m.id, error: errorOf(e) };
+    reply = { id: m.id, error: { code: e && e.code ? String(e.code) : 'EIO', message: String(e && e.message ? e.message : e) } };
   }
   parentPort.postMessage(reply);
 });
