@@ -2,9 +2,8 @@ import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/manager/cli.js';
+import { ferry as runFerry } from './cli-harness.js';
 
 const roots: string[] = [];
 afterAll(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
@@ -14,19 +13,7 @@ function tmp(): string {
   return d;
 }
 
-export async function ferry(...args: string[]): Promise<{ code: number; stdout: string; stderr: string; json: Record<string, number> }> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = '';
-  let stderr = '';
-  out.on('data', (c) => (stdout += c));
-  err.on('data', (c) => (stderr += c));
-  const code = await main(args, { stdout: out as unknown as NodeJS.WriteStream, stderr: err as unknown as NodeJS.WriteStream });
-  let json: Record<string, number> = {};
-  const line = stdout.trim().split('\n').pop();
-  if (line?.startsWith('{')) json = JSON.parse(line);
-  return { code, stdout, stderr, json };
-}
+const ferry = (...args: string[]) => runFerry(args);
 
 type Node = { type: string; mode?: number; mtime?: number; size?: number; sha?: string; target?: string };
 
