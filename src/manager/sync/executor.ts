@@ -1,4 +1,3 @@
-import type { Task } from '../../shared/transfer/task.js';
 
 /**
  * Runs tasks with bounded concurrency, plus deferred tasks that wait for everything issued before
@@ -6,16 +5,16 @@ import type { Task } from '../../shared/transfer/task.js';
  * it is done. Deferred tasks run one at a time, in the order they were deferred (deepest first,
  * since a directory closes after its sub-directories).
  */
-export class Executor {
+export class Executor<Work> {
   readonly #running = new Set<number>();
   #seq = 0;
-  readonly #deferred: { after: number; task: Task }[] = [];
+  readonly #deferred: { after: number; task: Work }[] = [];
   #deferredBusy = false;
   readonly #slotWaiters: (() => void)[] = [];
   readonly #idleWaiters: (() => void)[] = [];
 
   constructor(
-    readonly run: (task: Task) => Promise<void>,
+    readonly run: (work: Work) => Promise<void>,
     readonly concurrency: number,
     /** Once true, tasks still waiting for a slot are not started. */
     readonly stopped: () => boolean = () => false,
@@ -30,7 +29,7 @@ export class Executor {
    * resolves when it has started (not when it has finished), or with false when the executor was
    * stopped meanwhile: the planner's loop stays synchronous while there is room.
    */
-  submit(task: Task): Promise<boolean> | undefined {
+  submit(task: Work): Promise<boolean> | undefined {
     if (this.#full()) return this.#submitLater(task);
     this.#start(task, false);
     return undefined;
@@ -41,7 +40,7 @@ export class Executor {
   }
 
   /** Resolves to false when the executor was stopped while the task waited: it never ran. */
-  async #submitLater(task: Task): Promise<boolean> {
+  async #submitLater(task: Work): Promise<boolean> {
     while (this.#full()) await new Promise<void>((r) => this.#slotWaiters.push(r));
     if (this.stopped()) return false;
     this.#start(task, false);
@@ -49,7 +48,7 @@ export class Executor {
   }
 
   /** Run `task` after every task submitted so far has finished. */
-  defer(task: Task): void {
+  defer(task: Work): void {
     this.#deferred.push({ after: this.#seq, task });
     this.#pump();
   }
@@ -68,7 +67,7 @@ export class Executor {
     return new Promise<void>((r) => this.#idleWaiters.push(r));
   }
 
-  #start(task: Task, deferred: boolean): void {
+  #start(task: Work, deferred: boolean): void {
     const id = ++this.#seq;
     this.#running.add(id);
     if (deferred) this.#deferredBusy = true;

@@ -5,12 +5,18 @@ import { isUnder } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { ByteRateLimiter } from '../../shared/throttle/bucket.js';
 import { Transfer } from '../../shared/transfer/copy.js';
-import type { Task } from '../../shared/transfer/task.js';
+import type { Outcome, Task } from '../../shared/transfer/task.js';
 import { decide, sideFeatures, type DecisionOptions } from './decide.js';
 import { Executor } from './executor.js';
 import { listSide } from './list.js';
 import { mergeListings, type Diff } from './merge.js';
 import { SyncStats } from './stats.js';
+
+/** What the executor runs: one task, or a batch of file copies. */
+type Work = Task | Entry[];
+
+/** File copies per batch, when the stores copy in batches. */
+const BATCH = 256;
 
 export interface Logger {
   error(message: string): void;
@@ -92,60 +98,102 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     onBytes: (n) => (stats.transferredBytes += n),
   });
 
-  const account = async (task: Task): Promise<void> => {
+  const record = (task: Task, out: Outcome): void => {
     const e = task.entry;
-    try {
-      const out = await transfer.run(task);
-      if (out.warning) log.warn(out.warning);
-      if (out.checked) {
-        stats.checked++;
-        stats.checkedBytes += e.size;
-      }
-      if (task.op === 'finishDir') return;
-      stats.handled++;
-      switch (out.result) {
-        case 'copied':
-          stats.copied++;
-          stats.copiedBytes += out.bytes;
-          log.debug(`${o.dry ? 'would copy' : 'copied'} ${e.key} (${out.bytes} bytes)`);
-          break;
-        case 'skipped':
-          stats.skipped++;
-          stats.skippedBytes += e.size;
-          break;
-        case 'deleted':
-          stats.deleted++;
-          log.debug(`${o.dry ? 'would delete' : 'deleted'} ${e.key} from the ${task.op === 'deleteDst' ? 'destination' : 'source'}`);
-          break;
-        case 'kept':
-          stats.extra++;
-          break;
-      }
-    } catch (err) {
-      if (control.stopNow.aborted) return; // counted as lost
-      if (task.op !== 'finishDir') stats.handled++;
-      stats.failed++;
-      log.error(`failed to ${describeOp(task)} ${JSON.stringify(e.key)}: ${(err as Error).message ?? err}`);
-      if (o.maxFailure >= 0 && stats.failed > o.maxFailure && !stopped) {
-        stopped = 'maxFailure';
-        log.error(`more than ${o.maxFailure} failures (--max-failure): stopping`);
-        listAbort.abort();
-      }
+    if (out.warning) log.warn(out.warning);
+    if (out.checked) {
+      stats.checked++;
+      stats.checkedBytes += e.size;
+    }
+    if (task.op === 'finishDir') return;
+    stats.handled++;
+    switch (out.result) {
+      case 'copied':
+        stats.copied++;
+        stats.copiedBytes += out.bytes;
+        log.debug(`${o.dry ? 'would copy' : 'copied'} ${e.key} (${out.bytes} bytes)`);
+        break;
+      case 'skipped':
+        stats.skipped++;
+        stats.skippedBytes += e.size;
+        break;
+      case 'deleted':
+        stats.deleted++;
+        log.debug(`${o.dry ? 'would delete' : 'deleted'} ${e.key} from the ${task.op === 'deleteDst' ? 'destination' : 'source'}`);
+        break;
+      case 'kept':
+        stats.extra++;
+        break;
     }
   };
-  const executor = new Executor(account, Math.max(1, o.threads) * transfer.depth, () => listAbort.signal.aborted);
+  const fail = (task: Task, err: unknown): void => {
+    if (control.stopNow.aborted) return; // counted as lost
+    if (task.op !== 'finishDir') stats.handled++;
+    stats.failed++;
+    log.error(`failed to ${describeOp(task)} ${JSON.stringify(task.entry.key)}: ${(err as Error).message ?? err}`);
+    if (o.maxFailure >= 0 && stats.failed > o.maxFailure && !stopped) {
+      stopped = 'maxFailure';
+      log.error(`more than ${o.maxFailure} failures (--max-failure): stopping`);
+      listAbort.abort();
+    }
+  };
+  /** Run a task, or a batch of file copies, and count the outcome of each key; never throws. */
+  const account = async (work: Work): Promise<void> => {
+    if (Array.isArray(work)) {
+      let results: (Outcome | { error: unknown })[];
+      try {
+        results = await transfer.runCopies(work);
+      } catch (err) {
+        results = work.map(() => ({ error: err }));
+      }
+      results.forEach((r, i) => {
+        const task: Task = { v: 1, op: 'copy', entry: work[i]! };
+        if ('error' in r) fail(task, r.error);
+        else record(task, r);
+      });
+      return;
+    }
+    try {
+      record(work, await transfer.run(work));
+    } catch (err) {
+      fail(work, err);
+    }
+  };
+  /** File copies waiting to go out as one batch (disk-to-disk syncs): see Transfer.batchable. */
+  const batchable = transfer.batchable;
+  let batch: Entry[] = [];
+  const flushBatch = (): Promise<boolean> | undefined => {
+    if (batch.length === 0) return undefined;
+    const b = batch;
+    batch = [];
+    return executor.submit(b)?.then((started) => {
+      if (!started) stats.found -= b.length;
+      return started;
+    });
+  };
+  const executor = new Executor<Work>(account, Math.max(1, o.threads) * (batchable ? 1 : transfer.depth), () => listAbort.signal.aborted);
   const features = sideFeatures(src.features, dst.features);
   let limit = o.limit;
   /** Directories whose deferred work waits for their sub-tree: only the ancestors of the current key. */
   const open: { key: string; tasks: Task[] }[] = [];
 
-  const closeDirs = (key: string | undefined) => {
-    while (open.length > 0) {
-      const top = open[open.length - 1]!;
-      if (key !== undefined && isUnder(key, top.key)) break;
-      open.pop();
-      for (const t of top.tasks) executor.defer(t);
-    }
+  /** Close the open directories that `key` is not under; returns a wait if a batch had to go out first. */
+  const closeDirs = (key: string | undefined): Promise<unknown> | undefined => {
+    const top = open[open.length - 1];
+    if (!top || (key !== undefined && isUnder(key, top.key))) return undefined;
+    // Deferred work waits for what was issued before it: the pending batch must be issued first.
+    const wait = flushBatch();
+    const close = () => {
+      while (open.length > 0) {
+        const t = open[open.length - 1]!;
+        if (key !== undefined && isUnder(key, t.key)) break;
+        open.pop();
+        for (const task of t.tasks) executor.defer(task);
+      }
+    };
+    if (wait) return wait.then(close);
+    close();
+    return undefined;
   };
   const later = (key: string, task: Task) => {
     const top = open[open.length - 1];
@@ -159,7 +207,10 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
    */
   const plan = (d: Diff): boolean | Promise<boolean> => {
     const key = d.kind === 'dstOnly' ? d.dst.key : d.src.key;
-    if (open.length > 0) closeDirs(key);
+    if (open.length > 0) {
+      const wait = closeDirs(key);
+      if (wait) return wait.then(() => plan(d));
+    }
     if (d.kind !== 'dstOnly') {
       stats.scanned++;
       if (o.filter && !o.filter(d.src)) {
@@ -203,6 +254,9 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
           log.warn(`skipping broken symlink ${JSON.stringify(e.key)} (use --links to copy links as links)`);
         } else if (decision === 'deleteSrc' && e.isDir) {
           later(e.key, { v: 1, op: 'deleteSrc', entry: e });
+        } else if (batchable && decision === 'copy' && !e.isDir && !(o.links && e.isSymlink)) {
+          batch.push(e);
+          if (batch.length >= BATCH) wait = flushBatch();
         } else {
           wait = executor.submit({ v: 1, op: decision, entry: e })?.then((started) => started || stats.found--);
           if (decision === 'copy' && e.isDir) {
@@ -234,8 +288,11 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
         if (more !== true && more !== false) more = await more;
         if (!more) return false;
       }
+      // A batch never waits for the next page of a slow listing.
+      await flushBatch();
     }
-    closeDirs(undefined);
+    await closeDirs(undefined);
+    await flushBatch();
     return true;
   };
 
@@ -264,8 +321,14 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
       log.error(`${(err as Error).message ?? err}${running}`);
     }
   }
-  if (fatal !== undefined || stopped) executor.dropDeferred();
-  else closeDirs(undefined);
+  if (fatal !== undefined || stopped) {
+    executor.dropDeferred();
+    stats.found -= batch.length;
+    batch = [];
+  } else {
+    await closeDirs(undefined);
+    await flushBatch();
+  }
   await executor.idle();
   control.stopListing.removeEventListener('abort', onStopListing);
   control.stopNow.removeEventListener('abort', onStopNow);

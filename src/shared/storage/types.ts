@@ -110,6 +110,11 @@ export interface ObjectStore {
   copySource?(key: string): CopySource;
   /** features.copy: copy from a store of the same scope without moving the bytes through ferry. */
   copyFrom?(key: string, source: CopySource, options?: PutOptions & { size: number }): Promise<void>;
+  /**
+   * features.copy: many copyFrom()s at once, for stores where one call per key costs more than the
+   * copy itself (local disks). One result per item, in order: undefined for success.
+   */
+  copyFromMany?(items: { key: string; source: CopySource; options: PutOptions & { size: number } }[]): Promise<(Error | undefined)[]>;
   /** Batched deletes; the caller falls back to delete() when absent. */
   deleteMany?(keys: string[], options?: { signal?: AbortSignal }): Promise<void>;
   close?(): Promise<void>;

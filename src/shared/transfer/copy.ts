@@ -50,6 +50,43 @@ export class Transfer {
     return this.#serverSide() && this.dst.features.copy?.local ? 32 : 1;
   }
 
+  /**
+   * Whether file copies can go in batches (runCopies): a store that copies many keys in one call,
+   * and no per-key step (checks, moves, owners) around the copy.
+   */
+  get batchable(): boolean {
+    const o = this.o;
+    return this.#serverSide() && Boolean(this.dst.copyFromMany) && !o.dry && !o.checkNew && !o.checkChange && !o.deleteSrcAfter && !this.#owner;
+  }
+
+  /**
+   * Copy many files at once (see `batchable`); a key whose batched copy failed is run again on its
+   * own, with retries. One outcome or error per entry, in order.
+   */
+  async runCopies(entries: Entry[]): Promise<(Outcome | { error: unknown })[]> {
+    const items = entries.map((e) => {
+      const options: PutOptions & { size: number } = { size: e.size };
+      if (this.#mtime) options.mtime = e.mtime;
+      if (this.#perms && e.mode !== undefined) options.mode = e.mode;
+      return { key: e.key, source: this.src.copySource!(e.key), options };
+    });
+    const results = await this.dst.copyFromMany!(items);
+    return Promise.all(
+      results.map(async (err, i) => {
+        const e = entries[i]!;
+        if (!err) {
+          this.o.onBytes?.(e.size);
+          return { result: 'copied' as const, bytes: e.size, checked: false };
+        }
+        try {
+          return await this.run({ v: 1, op: 'copy', entry: e });
+        } catch (error) {
+          return { error };
+        }
+      }),
+    );
+  }
+
   /** Run one task with retries of transient failures; throws what finally failed. */
   run(task: Task): Promise<Outcome> {
     const retry = { ...(this.o.retry ?? DEFAULT_RETRY), signal: this.o.signal };

@@ -9,7 +9,7 @@ describe('Executor', () => {
   it('never runs more than its concurrency', async () => {
     let running = 0;
     let peak = 0;
-    const ex = new Executor(async () => {
+    const ex = new Executor<Task>(async () => {
       running++;
       peak = Math.max(peak, running);
       await tick(5);
@@ -22,7 +22,7 @@ describe('Executor', () => {
 
   it('runs deferred directory work after everything issued before it, deepest first', async () => {
     const log: string[] = [];
-    const ex = new Executor(async (t) => {
+    const ex = new Executor<Task>(async (t) => {
       await tick(t.op === 'copy' ? 20 : 1);
       log.push(`${t.op}:${t.entry.key}`);
     }, 4);

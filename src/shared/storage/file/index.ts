@@ -327,6 +327,19 @@ export class FileStore implements ObjectStore {
     }
   }
 
+  async copyFromMany(items: { key: string; source: CopySource; options: PutOptions & { size: number } }[]): Promise<(Error | undefined)[]> {
+    const results = await this.#pool.copyMany(
+      items.map(({ key, source, options }) => ({
+        src: source.location as string,
+        dst: this.root + key,
+        inplace: this.#inplace,
+        ...(options.mtime === undefined ? {} : { mtime: options.mtime }),
+        ...(options.mode === undefined ? {} : { mode: options.mode }),
+      })),
+    );
+    return results.map((err, i) => (err ? fromSystemError(err, `copy ${String(items[i]!.source.location)} to ${this.root + items[i]!.key}`) : undefined));
+  }
+
   async close(): Promise<void> {
     await this.#release();
   }

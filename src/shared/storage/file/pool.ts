@@ -202,6 +202,16 @@ export class FsPool {
     return this.#call<DirRecord[]>({ op: 'listDir', dir, follow });
   }
 
+  /** Copy files in one message per thread; one error (or null) per job, in order. */
+  async copyMany(jobs: CopyJob[]): Promise<(NodeJS.ErrnoException | null)[]> {
+    const n = Math.min(this.size, Math.ceil(jobs.length / 32));
+    const per = Math.ceil(jobs.length / n);
+    const parts: Promise<(SystemErrorRecord | null)[]>[] = [];
+    for (let i = 0; i < jobs.length; i += per) parts.push(this.#call({ op: 'copyBatch', jobs: jobs.slice(i, i + per) }));
+    const results = (await Promise.all(parts)).flat();
+    return results.map((r) => (r ? toSystemError(r) : null));
+  }
+
   /** Copy one file; jobs issued in the same tick travel to a thread together. */
   copy(job: CopyJob): Promise<void> {
     return new Promise<void>((resolve, reject) => {
