@@ -71,20 +71,19 @@ export class Transfer {
       return { key: e.key, source: this.src.copySource!(e.key), options };
     });
     const results = await this.dst.copyFromMany!(items);
-    return Promise.all(
-      results.map(async (err, i) => {
-        const e = entries[i]!;
-        if (!err) {
-          this.o.onBytes?.(e.size);
-          return { result: 'copied' as const, bytes: e.size, checked: false };
-        }
-        try {
-          return await this.run({ v: 1, op: 'copy', entry: e });
-        } catch (error) {
-          return { error };
-        }
-      }),
-    );
+    const out: (Outcome | { error: unknown })[] = new Array(entries.length);
+    const retries: Promise<void>[] = [];
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      if (!results[i]) {
+        this.o.onBytes?.(e.size);
+        out[i] = { result: 'copied', bytes: e.size, checked: false };
+      } else {
+        retries.push(this.run({ v: 1, op: 'copy', entry: e }).then((r) => void (out[i] = r), (error: unknown) => void (out[i] = { error })));
+      }
+    }
+    if (retries.length > 0) await Promise.all(retries);
+    return out;
   }
 
   /** Run one task with retries of transient failures; throws what finally failed. */

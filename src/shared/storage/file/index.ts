@@ -4,40 +4,21 @@ import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fromSystemError, NotFoundError } from '../errors.js';
-import { compareKeys } from '../keys.js';
 import type { Backend } from '../registry.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { FsPool, listDirSync, type DirRecord } from './pool.js';
+import { walkTree } from './walk.js';
 
 const PAGE = 1000;
 /** Directories up to this many names are read on the calling thread. */
-const SYNC_LIST_MAX = 256;
+const SYNC_LIST_MAX = 1024;
 const TMP = '.ferry-tmp-';
 const SCOPE = 'file:local';
 
-interface Level {
-  /** Directory key ('' for the root), ending in '/'. */
-  dir: string;
-  records: DirRecord[];
-  next: number;
-  /** Records up to here were considered for reading ahead. */
-  scan: number;
-  /** dev:ino of this directory and its ancestors, to stop symlink cycles when following links. */
-  seen: Set<string>;
-}
-
-function sortKey(r: DirRecord, follow: boolean): string {
-  return isDirRecord(r, follow) ? r.name + '/' : r.name;
-}
-
-function isDirRecord(r: DirRecord, follow: boolean): boolean {
-  return r.kind === 'd' || (follow && r.kind === 'l' && r.follow?.kind === 'd');
-}
-
 /**
  * The local disk. Keys are paths relative to `root` (which ends in '/'); directories are keys ending
- * in '/'. Each directory is read whole, sorted by name with '/' appended to sub-directories (so
- * 'a-b' sorts before 'a/', as in S3), and held only while it is being walked.
+ * in '/'. Listings walk the tree in key order (walk.ts); large directories and copies between local
+ * stores run on file-system threads (pool.ts).
  */
 export class FileStore implements ObjectStore {
   readonly scheme = 'file';
@@ -74,105 +55,42 @@ export class FileStore implements ObjectStore {
     return this.root + key;
   }
 
-  #entry(key: string, r: DirRecord, follow: boolean): Entry {
-    const f = follow && r.kind === 'l' && r.follow ? r.follow : null;
-    const kind = f ? f.kind : r.kind;
-    const src = f ?? r;
-    const e: Entry = { key, size: kind === 'd' ? 0 : src.size, mtime: src.mtime, isDir: kind === 'd', mode: src.mode, uid: src.uid, gid: src.gid };
-    if (!f && r.kind === 'l') {
-      e.isSymlink = true;
-      e.target = r.target ?? '';
+  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    if (options.delimiter !== undefined && options.delimiter !== '/') throw new Error(`file store lists only with delimiter '/'`);
+    const follow = options.followSymlinks ?? false;
+    const walk = walkTree({
+      prefix: options.prefix ?? '',
+      ...(options.startAfter === undefined ? {} : { startAfter: options.startAfter }),
+      shallow: options.delimiter !== undefined,
+      follow,
+      pageSize: PAGE,
+    });
+    let step = walk.next();
+    while (!step.done) {
+      const s = step.value;
+      if ('page' in s) {
+        yield s.page;
+        step = walk.next();
+      } else step = walk.next(await this.#readDir(s.read, follow, options.signal));
     }
-    return e;
   }
 
+  /**
+   * One directory's records. The names come in one system call; a small directory's attributes
+   * are read right here (well under a millisecond: no thread round trip, no thread to start), a
+   * large one's on a file-system thread, so the event loop never stalls for long.
+   */
   async #readDir(dir: string, follow: boolean, signal?: AbortSignal): Promise<DirRecord[]> {
     signal?.throwIfAborted();
     const path = this.root + dir;
-    let records: DirRecord[];
     try {
-      // The names come in one system call; a small directory's attributes are read right here
-      // (well under a millisecond), a large one's on a file-system thread, so the event loop
-      // never stalls for long and small trees need no thread at all.
       const names = fs.readdirSync(path);
-      records = names.length <= SYNC_LIST_MAX ? listDirSync(fs, path, follow, names) : await this.#pool.listDir(path, follow);
+      return names.length <= SYNC_LIST_MAX ? listDirSync(fs, path, follow, names) : await this.#pool.listDir(path, follow);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return [];
       throw fromSystemError(err, `list ${path}`);
     }
-    const keyed = records.map((r) => ({ r, k: sortKey(r, follow) }));
-    keyed.sort((a, b) => compareKeys(a.k, b.k));
-    return keyed.map((x) => x.r);
-  }
-
-  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
-    const prefix = options.prefix ?? '';
-    const follow = options.followSymlinks ?? false;
-    const after = options.startAfter;
-    const slash = prefix.lastIndexOf('/');
-    const startDir = prefix.slice(0, slash + 1);
-    const namePrefix = prefix.slice(slash + 1);
-    const recursive = options.delimiter === undefined;
-    if (options.delimiter !== undefined && options.delimiter !== '/') throw new Error(`file store lists only with delimiter '/'`);
-    const wanted = (key: string) => after === undefined || compareKeys(key, after) > 0 || after.startsWith(key);
-
-    // Directories are read ahead on the file-system threads, in the order the walk will enter
-    // them, so the walk rarely waits: a bounded number of them are held at once.
-    const ahead = new Map<string, Promise<DirRecord[]>>();
-    const maxAhead = 8;
-    const read = (dir: string) => {
-      const p = this.#readDir(dir, follow, options.signal);
-      p.catch(() => {}); // awaited when the walk gets there
-      return p;
-    };
-    const topUp = (stack: Level[]) => {
-      for (let s = stack.length - 1; s >= 0 && ahead.size < maxAhead; s--) {
-        const level = stack[s]!;
-        for (let j = Math.max(level.next, level.scan); j < level.records.length && ahead.size < maxAhead; j++) {
-          level.scan = j + 1;
-          const r = level.records[j]!;
-          if (!isDirRecord(r, follow)) continue;
-          const key = level.dir + r.name + '/';
-          if (wanted(key)) ahead.set(key, read(key));
-        }
-      }
-    };
-
-    const top = await this.#readDir(startDir, follow, options.signal);
-    const stack: Level[] = [{ dir: startDir, records: namePrefix ? top.filter((r) => sortKey(r, follow).startsWith(namePrefix)) : top, next: 0, scan: 0, seen: new Set() }];
-    if (recursive) topUp(stack);
-    let page: Entry[] = [];
-    while (stack.length > 0) {
-      const level = stack[stack.length - 1]!;
-      const r = level.records[level.next++];
-      if (!r) {
-        stack.pop();
-        continue;
-      }
-      const isDir = isDirRecord(r, follow);
-      const key = level.dir + r.name + (isDir ? '/' : '');
-      if (after !== undefined && compareKeys(key, after) <= 0) {
-        // A directory before startAfter may still hold keys after it.
-        if (!(isDir && recursive && after.startsWith(key))) continue;
-      } else {
-        page.push(this.#entry(key, r, follow));
-        if (page.length >= PAGE) {
-          yield page;
-          page = [];
-        }
-      }
-      if (isDir && recursive) {
-        const pending = ahead.get(key);
-        ahead.delete(key);
-        const id = r.kind === 'l' && r.follow ? `${r.follow.dev}:${r.follow.ino}` : `${r.dev}:${r.ino}`;
-        if (level.seen.has(id)) continue;
-        const seen = new Set(level.seen).add(id);
-        stack.push({ dir: key, records: await (pending ?? read(key)), next: 0, scan: 0, seen });
-        topUp(stack);
-      }
-    }
-    if (page.length > 0) yield page;
   }
 
   async head(key: string, options: { followSymlinks?: boolean } = {}): Promise<Entry> {

@@ -87,6 +87,7 @@ const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
 const listDirSync = ${listDirSync.toString()};
 const copyBatchSync = ${copyBatchSync.toString()};
+
 let seq = 0;
 const tmpName = (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + ${JSON.stringify(TMP)} + process.pid.toString(36) + '-' + (seq++).toString(36) + '-' + Math.random().toString(36).slice(2, 8);
 parentPort.on('message', (m) => {
