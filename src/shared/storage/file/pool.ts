@@ -82,18 +82,76 @@ function copyBatchSync(fs: Fs, jobs: CopyJob[], tmpName: (dst: string) => string
   });
 }
 
+export interface WriteJob {
+  /** Final path. */
+  path: string;
+  data: Uint8Array;
+  inplace?: boolean;
+  mtime?: number;
+  mode?: number;
+}
+
+/** Write small files whole, each to a temporary name renamed into place (unless inplace). */
+function writeBatchSync(fs: Fs, jobs: WriteJob[], tmpName: (dst: string) => string): (SystemErrorRecord | null)[] {
+  const parent = (p: string) => p.slice(0, p.lastIndexOf('/'));
+  return jobs.map((job) => {
+    const target = job.inplace ? job.path : tmpName(job.path);
+    try {
+      try {
+        fs.writeFileSync(target, job.data);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        fs.mkdirSync(parent(job.path), { recursive: true });
+        fs.writeFileSync(target, job.data);
+      }
+      try {
+        if (job.mode !== undefined) fs.chmodSync(target, job.mode);
+        if (job.mtime !== undefined) fs.utimesSync(target, job.mtime / 1000, job.mtime / 1000);
+        if (target !== job.path) fs.renameSync(target, job.path);
+      } catch (e) {
+        if (target !== job.path) fs.rmSync(target, { force: true });
+        throw e;
+      }
+      return null;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      return { code: err?.code ? String(err.code) : 'EIO', message: err?.message ? String(err.message) : String(e) };
+    }
+  });
+}
+
+/** Read small files whole: the bytes, or an error, per path. */
+function readBatchSync(fs: Fs, paths: string[]): (Uint8Array | SystemErrorRecord)[] {
+  return paths.map((p) => {
+    try {
+      return fs.readFileSync(p);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      return { code: err?.code ? String(err.code) : 'EIO', message: err?.message ? String(err.message) : String(e) };
+    }
+  });
+}
+
 const THREAD_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
 const listDirSync = ${listDirSync.toString()};
 const copyBatchSync = ${copyBatchSync.toString()};
+const writeBatchSync = ${writeBatchSync.toString()};
+const readBatchSync = ${readBatchSync.toString()};
+const ops = {
+  listDir: (m) => listDirSync(fs, m.dir, m.follow),
+  copyBatch: (m) => copyBatchSync(fs, m.jobs, tmpName),
+  writeBatch: (m) => writeBatchSync(fs, m.jobs, tmpName),
+  readBatch: (m) => readBatchSync(fs, m.jobs),
+};
 
 let seq = 0;
 const tmpName = (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + ${JSON.stringify(TMP)} + process.pid.toString(36) + '-' + (seq++).toString(36) + '-' + Math.random().toString(36).slice(2, 8);
 parentPort.on('message', (m) => {
   let reply;
   try {
-    const result = m.op === 'listDir' ? listDirSync(fs, m.dir, m.follow) : copyBatchSync(fs, m.jobs, tmpName);
+    const result = ops[m.op](m);
     reply = { id: m.id, result };
   } catch (e) {
     reply = { id: m.id, error: { code: e && e.code ? String(e.code) : 'EIO', message: String(e && e.message ? e.message : e) } };
@@ -159,14 +217,16 @@ function toSystemError(r: SystemErrorRecord): NodeJS.ErrnoException {
   return e;
 }
 
+type BatchOp = 'copyBatch' | 'writeBatch' | 'readBatch';
+
 export class FsPool {
   readonly #threads: PoolThread[] = [];
   #next = 0;
   #id = 0;
   #closed = false;
-  /** Copy jobs waiting for the current batch to be sent. */
-  #batch: { job: CopyJob; resolve: () => void; reject: (e: unknown) => void }[] = [];
-  #flushScheduled = false;
+  /** Jobs waiting for their batch to be sent, by kind. */
+  #queues: Record<BatchOp, { job: unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[]> = { copyBatch: [], writeBatch: [], readBatch: [] };
+  readonly #scheduled = new Set<BatchOp>();
 
   constructor(readonly size: number) {}
 
@@ -215,27 +275,43 @@ export class FsPool {
 
   /** Copy one file; jobs issued in the same tick travel to a thread together. */
   copy(job: CopyJob): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.#batch.push({ job, resolve, reject });
-      if (this.#batch.length >= 64) this.#flush();
-      else if (!this.#flushScheduled) {
-        this.#flushScheduled = true;
-        setImmediate(() => this.#flush());
+    return this.#batched('copyBatch', job).then(() => undefined);
+  }
+
+  /** Write a small file whole (temporary name, attributes, rename) in one round trip. */
+  writeSmall(job: WriteJob): Promise<void> {
+    return this.#batched('writeBatch', job).then(() => undefined);
+  }
+
+  /** Read a small file whole in one round trip. */
+  readSmall(path: string): Promise<Buffer> {
+    return this.#batched('readBatch', path).then((r) => Buffer.from((r as Uint8Array).buffer, (r as Uint8Array).byteOffset, (r as Uint8Array).byteLength));
+  }
+
+  /** Jobs of one kind issued in the same tick travel to a thread in one message. */
+  #batched(op: BatchOp, job: unknown): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const queue = this.#queues[op];
+      queue.push({ job, resolve, reject });
+      if (queue.length >= 64) this.#flush(op);
+      else if (!this.#scheduled.has(op)) {
+        this.#scheduled.add(op);
+        setImmediate(() => this.#flush(op));
       }
     });
   }
 
-  #flush(): void {
-    this.#flushScheduled = false;
-    const batch = this.#batch;
+  #flush(op: BatchOp): void {
+    this.#scheduled.delete(op);
+    const batch = this.#queues[op];
     if (batch.length === 0) return;
-    this.#batch = [];
-    this.#call<(SystemErrorRecord | null)[]>({ op: 'copyBatch', jobs: batch.map((b) => b.job) }).then(
+    this.#queues[op] = [];
+    this.#call<unknown[]>({ op, jobs: batch.map((b) => b.job) }).then(
       (results) => {
         batch.forEach((b, i) => {
           const r = results[i];
-          if (r) b.reject(toSystemError(r));
-          else b.resolve();
+          if (r && typeof r === 'object' && 'code' in r && 'message' in r) b.reject(toSystemError(r as SystemErrorRecord));
+          else b.resolve(r);
         });
       },
       (err) => {
