@@ -26,14 +26,19 @@ export interface Backend {
   open(address: Address, options: OpenOptions): Promise<ObjectStore>;
 }
 
-/** Schemes a later version of ferry brings: they get "not supported yet", not "unknown". */
+/** Schemes of juicefs's address syntax that ferry does not have yet: "not supported yet", not "unknown". */
 const PLANNED: Record<string, string> = {
-  s3: 'Amazon S3 and S3-compatible stores',
-  minio: 'MinIO',
-  oss: 'Aliyun OSS',
-  cos: 'Tencent COS',
-  hdfs: 'HDFS',
-  sftp: 'SFTP',
+  gs: 'Google Cloud Storage',
+  wasb: 'Azure Blob Storage',
+  azure: 'Azure Blob Storage',
+  webdav: 'WebDAV',
+  obs: 'Huawei OBS',
+  bos: 'Baidu BOS',
+  ks3: 'Kingsoft KS3',
+  qingstor: 'QingStor',
+  b2: 'Backblaze B2',
+  nfs: 'NFS',
+  jfs: 'JuiceFS volumes',
 };
 
 export class BackendRegistry {

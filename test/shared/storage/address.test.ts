@@ -86,3 +86,13 @@ describe('parseAddress: more forms', () => {
     expect(() => p('')).toThrow(expect.objectContaining({ code: 'FERRY_USAGE' }));
   });
 });
+
+describe('the registry', () => {
+  it('knows every scheme of the address syntax it ships, and says which are not supported yet', async () => {
+    const { defaultRegistry } = await import('../../../src/shared/storage/all.js');
+    const r = defaultRegistry();
+    expect(r.schemes()).toEqual(['cos', 'file', 'hdfs', 'mem', 'minio', 'oss', 's3', 'sftp']);
+    await expect(r.open('gs://bucket/x')).rejects.toMatchObject({ code: 'FERRY_NOT_SUPPORTED_YET', message: expect.stringContaining('gs://') });
+    await expect(r.open('gopher://bucket/x')).rejects.toMatchObject({ code: 'FERRY_UNSUPPORTED_SCHEME', message: expect.stringContaining('s3://') });
+  });
+});
