@@ -6,8 +6,8 @@ import { pipeline } from 'node:stream/promises';
 import { fromSystemError, NotFoundError } from '../errors.js';
 import type { Backend } from '../registry.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
-import { FsPool, listDirSync, type DirRecord } from './pool.js';
-import { walkTree } from './walk.js';
+import { listTree, type WalkRecord } from '../tree.js';
+import { FsPool, listDirSync } from './pool.js';
 
 const PAGE = 1000;
 /** Files up to this size are read and written whole, in one round trip to a file-system thread. */
@@ -57,24 +57,13 @@ export class FileStore implements ObjectStore {
     return this.root + key;
   }
 
-  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
-    if (options.delimiter !== undefined && options.delimiter !== '/') throw new Error(`file store lists only with delimiter '/'`);
-    const follow = options.followSymlinks ?? false;
-    const walk = walkTree({
-      prefix: options.prefix ?? '',
-      ...(options.startAfter === undefined ? {} : { startAfter: options.startAfter }),
-      shallow: options.delimiter !== undefined,
-      follow,
-      pageSize: PAGE,
+  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    return listTree(options, PAGE, async (req, follow) => {
+      const records = await this.#readDir(req.read, follow, options.signal);
+      if (!req.identify) return { records };
+      const st = await fsp.stat(this.root + req.read).catch(() => undefined);
+      return st ? { records, id: `${st.dev}:${st.ino}` } : { records };
     });
-    let step = walk.next();
-    while (!step.done) {
-      const s = step.value;
-      if ('page' in s) {
-        yield s.page;
-        step = walk.next();
-      } else step = walk.next(await this.#readDir(s.read, follow, options.signal));
-    }
   }
 
   /**
@@ -82,7 +71,7 @@ export class FileStore implements ObjectStore {
    * are read right here (well under a millisecond: no thread round trip, no thread to start), a
    * large one's on a file-system thread, so the event loop never stalls for long.
    */
-  async #readDir(dir: string, follow: boolean, signal?: AbortSignal): Promise<DirRecord[]> {
+  async #readDir(dir: string, follow: boolean, signal?: AbortSignal): Promise<WalkRecord[]> {
     signal?.throwIfAborted();
     const path = this.root + dir;
     try {

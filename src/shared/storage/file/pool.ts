@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import type { WalkRecord } from '../tree.js';
 
 /**
  * Synchronous file-system calls on worker threads. Listing a directory or copying a batch of small
@@ -18,8 +19,8 @@ const TMP = '.ferry-tmp-';
  * directories and on a file-system thread for large ones, so it takes its modules as arguments
  * and is sent to the thread as source text: it must use nothing from outside its own body.
  */
-export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string[]): DirRecord[] {
-  const out: DirRecord[] = [];
+export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string[]): WalkRecord[] {
+  const out: WalkRecord[] = [];
   for (const name of names ?? fs.readdirSync(dir)) {
     if (name.startsWith('.ferry-tmp-')) continue;
     const p = dir + name;
@@ -31,7 +32,8 @@ export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string
       throw e;
     }
     const kind = st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFile() ? 'f' : 'o';
-    const rec: DirRecord = { name, kind, size: st.size, mtime: st.mtimeMs, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, dev: st.dev, ino: st.ino };
+    const rec: WalkRecord = { name, kind, size: st.size, mtime: st.mtimeMs, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    if (kind === 'd') rec.id = st.dev + ':' + st.ino;
     if (kind === 'l') {
       try {
         rec.target = fs.readlinkSync(p);
@@ -41,7 +43,8 @@ export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string
       if (follow) {
         try {
           const t = fs.statSync(p);
-          rec.follow = { kind: t.isDirectory() ? 'd' : t.isFile() ? 'f' : 'o', size: t.size, mtime: t.mtimeMs, mode: t.mode & 0o7777, uid: t.uid, gid: t.gid, dev: t.dev, ino: t.ino };
+          const tk = t.isDirectory() ? 'd' : t.isFile() ? 'f' : 'o';
+          rec.follow = { kind: tk, size: t.size, mtime: t.mtimeMs, mode: t.mode & 0o7777, uid: t.uid, gid: t.gid, id: t.dev + ':' + t.ino };
         } catch {
           rec.follow = null;
         }
@@ -160,20 +163,6 @@ parentPort.on('message', (m) => {
 });
 `;
 
-export interface DirRecord {
-  name: string;
-  kind: 'd' | 'l' | 'f' | 'o';
-  size: number;
-  mtime: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  dev: number;
-  ino: number;
-  target?: string;
-  /** With follow: what a symlink points at, or null when it is broken. */
-  follow?: Omit<DirRecord, 'name' | 'target' | 'follow'> | null;
-}
 
 export interface CopyJob {
   src: string;
@@ -259,8 +248,8 @@ export class FsPool {
     });
   }
 
-  listDir(dir: string, follow: boolean): Promise<DirRecord[]> {
-    return this.#call<DirRecord[]>({ op: 'listDir', dir, follow });
+  listDir(dir: string, follow: boolean): Promise<WalkRecord[]> {
+    return this.#call<WalkRecord[]>({ op: 'listDir', dir, follow });
   }
 
   /** Copy files in one message per thread; one error (or null) per job, in order. */

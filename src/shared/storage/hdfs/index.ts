@@ -4,6 +4,7 @@ import { FatalError, ListOrderError, NotFoundError, UsageError } from '../errors
 import { compareKeys } from '../keys.js';
 import type { Backend } from '../registry.js';
 import type { Attrs, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
+import { listTree, type NodeAttrs, type WalkRecord } from '../tree.js';
 import { DEFAULT_WEBHDFS_PORT, WebHdfsClient, type FileStatus } from './webhdfs.js';
 
 const PAGE = 1000;
@@ -28,22 +29,7 @@ export interface HdfsStoreOptions {
   maxSockets?: number;
 }
 
-interface DirRecord {
-  name: string;
-  /** The entry as listed, or what a followed symlink points to. */
-  st: FileStatus;
-  /** Set when `st` was listed as a symlink and not followed (or could not be). */
-  link?: FileStatus;
-}
 
-interface Level {
-  /** Directory key ('' for the root), ending in '/'. */
-  dir: string;
-  records: DirRecord[];
-  next: number;
-  /** fileIds of this directory and its ancestors, to stop symlink cycles when following links. */
-  seen: Set<number>;
-}
 
 /** Drop the last code point (never half of a surrogate pair). */
 function dropLast(s: string): string {
@@ -82,6 +68,14 @@ export function batchStart(namePrefix: string, afterRest: string | undefined): s
 
 function isDirStatus(st: FileStatus): boolean {
   return st.type === 'DIRECTORY';
+}
+
+/** A listed status as the tree walk sees it; the file id tells directories apart (no cycles). */
+function nodeOf(st: FileStatus): NodeAttrs {
+  const kind = st.type === 'DIRECTORY' ? 'd' : st.type === 'SYMLINK' ? 'l' : 'f';
+  const n: NodeAttrs = { kind, size: kind === 'd' ? 0 : Number(st.length) || 0, mtime: Number(st.modificationTime) || 0, mode: parseInt(st.permission, 8) };
+  if (st.fileId !== undefined) n.id = String(st.fileId);
+  return n;
 }
 
 /**
@@ -129,20 +123,19 @@ export class HdfsStore implements ObjectStore {
     return `${path.slice(0, path.lastIndexOf('/') + 1)}${TMP}${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
   }
 
-  #entry(key: string, r: DirRecord): Entry {
-    const st = r.st;
+  #entry(key: string, st: FileStatus): Entry {
     const isDir = isDirStatus(st);
     const e: Entry = { key, size: isDir ? 0 : Number(st.length) || 0, mtime: Number(st.modificationTime) || 0, isDir, mode: parseInt(st.permission, 8) };
-    if (r.link) {
+    if (st.type === 'SYMLINK') {
       e.isSymlink = true;
-      e.target = r.link.symlink ?? '';
+      e.target = st.symlink ?? '';
     }
     return e;
   }
 
-  async #readDir(dir: string, namePrefix: string, afterRest: string | undefined, follow: boolean, signal?: AbortSignal): Promise<DirRecord[]> {
+  async #readDir(dir: string, namePrefix: string, afterRest: string | undefined, follow: boolean, signal?: AbortSignal): Promise<WalkRecord[]> {
     const path = this.#path(dir);
-    const records: DirRecord[] = [];
+    const records: { name: string; st: FileStatus }[] = [];
     let start = batchStart(namePrefix, afterRest);
     let previous: string | undefined;
     try {
@@ -175,75 +168,40 @@ export class HdfsStore implements ObjectStore {
       if (err instanceof NotFoundError) return [];
       throw err;
     }
-    if (follow) {
-      for (const r of records) {
-        if (r.st.type !== 'SYMLINK') continue;
-        try {
-          r.st = await this.client.getFileStatus(`${path === '/' ? '' : path}/${r.name}`, signal);
-        } catch (err) {
-          if (!(err instanceof NotFoundError)) throw err;
-          // A broken link cannot be followed: report it as the link it is.
-          r.link = r.st;
+    return Promise.all(
+      records.map(async (r) => {
+        const rec: WalkRecord = { name: r.name, ...nodeOf(r.st) };
+        if (r.st.type === 'SYMLINK') {
+          rec.target = r.st.symlink ?? '';
+          if (follow) {
+            try {
+              rec.follow = nodeOf(await this.client.getFileStatus(`${path === '/' ? '' : path}/${r.name}`, signal));
+            } catch (err) {
+              if (!(err instanceof NotFoundError)) throw err;
+              // A broken link cannot be followed: it is reported as the link it is.
+              rec.follow = null;
+            }
+          }
         }
-      }
-    } else {
-      for (const r of records) if (r.st.type === 'SYMLINK') r.link = r.st;
-    }
-    const keyed = records.map((r) => ({ r, k: isDirStatus(r.st) ? r.name + '/' : r.name }));
-    keyed.sort((a, b) => compareKeys(a.k, b.k));
-    return keyed.map((x) => x.r);
+        return rec;
+      }),
+    );
   }
 
-  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
-    const prefix = options.prefix ?? '';
-    const follow = options.followSymlinks ?? false;
-    const after = options.startAfter;
-    const signal = options.signal;
-    if (options.delimiter !== undefined && options.delimiter !== '/') throw new FatalError(`hdfs lists only with delimiter '/'`);
-    const recursive = options.delimiter === undefined;
-    // Every key starts with the prefix: a startAfter past all of them leaves nothing.
-    if (after !== undefined && compareKeys(after, prefix) >= 0 && !after.startsWith(prefix)) return;
-    const restOf = (dir: string): string | undefined => (after !== undefined && after.startsWith(dir) ? after.slice(dir.length) : undefined);
-    const slash = prefix.lastIndexOf('/');
-    const startDir = prefix.slice(0, slash + 1);
-    const namePrefix = prefix.slice(slash + 1);
-
-    const stack: Level[] = [{ dir: startDir, records: await this.#readDir(startDir, namePrefix, restOf(startDir), follow, signal), next: 0, seen: new Set() }];
-    let page: Entry[] = [];
-    while (stack.length > 0) {
-      const level = stack[stack.length - 1]!;
-      const r = level.records[level.next++];
-      if (!r) {
-        stack.pop();
-        continue;
-      }
-      const isDir = isDirStatus(r.st);
-      const key = level.dir + r.name + (isDir ? '/' : '');
-      if (after !== undefined && compareKeys(key, after) <= 0) {
-        // A directory before startAfter may still hold keys after it.
-        if (!(isDir && recursive && after.startsWith(key))) continue;
-      } else {
-        page.push(this.#entry(key, r));
-        if (page.length >= PAGE) {
-          yield page;
-          page = [];
-        }
-      }
-      if (isDir && recursive) {
-        const id = r.st.fileId;
-        if (id !== undefined && level.seen.has(id)) continue;
-        const seen = id === undefined ? level.seen : new Set(level.seen).add(id);
-        stack.push({ dir: key, records: await this.#readDir(key, '', restOf(key), follow, signal), next: 0, seen });
-      }
-    }
-    if (page.length > 0) yield page;
+  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    return listTree(options, PAGE, async (req, follow) => {
+      const records = await this.#readDir(req.read, req.namePrefix, req.after, follow, options.signal);
+      if (!req.identify) return { records };
+      const st = await this.client.getFileStatus(this.#path(req.read), options.signal).catch(() => undefined);
+      return st?.fileId === undefined ? { records } : { records, id: String(st.fileId) };
+    });
   }
 
   async head(key: string, options: { followSymlinks?: boolean; signal?: AbortSignal } = {}): Promise<Entry> {
     const path = this.#path(key);
     const st = options.followSymlinks ? await this.client.getFileStatus(path, options.signal) : await this.client.getFileLinkStatus(path, options.signal);
     if (key.endsWith('/') && !isDirStatus(st)) throw new NotFoundError(`hdfs GETFILESTATUS ${this.client.endpoint}${path}: not a directory`);
-    return this.#entry(key, st.type === 'SYMLINK' ? { name: key, st, link: st } : { name: key, st });
+    return this.#entry(key, st);
   }
 
   async get(key: string, options: GetOptions = {}): Promise<Readable> {

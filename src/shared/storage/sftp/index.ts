@@ -5,9 +5,9 @@ import { sshError, type ResolvedSshTarget, type SshOptions } from '../../ssh/con
 import { channelOpen, SftpPool } from '../../ssh/pool.js';
 import type { Address } from '../address.js';
 import { FatalError, FerryError, NotFoundError, PermissionDeniedError, TransientError } from '../errors.js';
-import { compareKeys } from '../keys.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
+import { listTree, type DirListing, type NodeAttrs, type WalkRecord } from '../tree.js';
 import { SftpReadStream, writeBody } from './io.js';
 
 const PAGE = 1000;
@@ -47,23 +47,7 @@ function kindOf(mode: number): Kind {
   }
 }
 
-interface DirRecord {
-  name: string;
-  kind: Kind;
-  attrs: Attributes;
-  target?: string;
-  /** With follow: what a symlink points at, or null when it is broken. */
-  follow?: { kind: Kind; attrs: Attributes } | null;
-}
 
-interface Level {
-  dir: string;
-  records: DirRecord[];
-  next: number;
-  /** With follow: real paths of this directory and its ancestors, to stop symlink cycles. */
-  real: string;
-  seen: Set<string>;
-}
 
 function statusOf(err: unknown): number | undefined {
   const code = (err as { code?: unknown } | null)?.code;
@@ -124,12 +108,10 @@ function toEntry(key: string, kind: Kind, attrs: Attributes): Entry {
   };
 }
 
-function sortKey(r: DirRecord, follow: boolean): string {
-  return isDirRecord(r, follow) ? r.name + '/' : r.name;
-}
-
-function isDirRecord(r: DirRecord, follow: boolean): boolean {
-  return r.kind === 'd' || (follow && r.kind === 'l' && r.follow?.kind === 'd');
+/** A listed node as the tree walk sees it. */
+function nodeOf(attrs: Attributes): NodeAttrs {
+  const kind = kindOf(attrs.mode);
+  return { kind, size: kind === 'd' ? 0 : attrs.size, mtime: attrs.mtime * 1000, mode: attrs.mode & 0o7777, uid: attrs.uid, gid: attrs.gid };
 }
 
 /** A path without its trailing '/' (the root '/' stays). */
@@ -244,103 +226,42 @@ export class SftpStore implements ObjectStore {
     }
   }
 
-  async #readDir(sftp: SFTPWrapper, path: string, follow: boolean): Promise<DirRecord[]> {
+  /**
+   * One directory's records for the tree walk. When following links, directories carry their real
+   * path as identity, so a symlink loop is entered at most once per path.
+   */
+  async #readDir(sftp: SFTPWrapper, path: string, follow: boolean): Promise<DirListing> {
     let list: FileEntry[];
     try {
       list = await call<FileEntry[]>(sftp, (done) => sftp.readdir(path, done));
     } catch (err) {
       // A missing directory (or a file where a directory was expected) lists nothing, as on disk.
-      if (statusOf(err) === STATUS.NO_SUCH_FILE) return [];
+      if (statusOf(err) === STATUS.NO_SUCH_FILE) return { records: [] };
       throw err;
     }
-    const records: DirRecord[] = [];
-    const links: DirRecord[] = [];
+    const real = follow ? bare(await call<string>(sftp, (done) => sftp.realpath(bare(path), done)).catch(() => bare(path))) : '';
+    const records: WalkRecord[] = [];
+    const links: WalkRecord[] = [];
     for (const f of list) {
       if (f.filename === '.' || f.filename === '..' || f.filename.startsWith(TMP)) continue;
-      const r: DirRecord = { name: f.filename, kind: kindOf(f.attrs.mode), attrs: f.attrs };
+      const r: WalkRecord = { name: f.filename, ...nodeOf(f.attrs) };
+      if (follow && r.kind === 'd') r.id = `${real === '/' ? '' : real}/${r.name}`;
       records.push(r);
       if (r.kind === 'l') links.push(r);
     }
     await mapLimit(links, LIST_DEPTH, async (r) => {
       const p = path + r.name;
       r.target = await call<string>(sftp, (done) => sftp.readlink(p, done)).catch(() => '');
-      if (follow) r.follow = await call<Stats>(sftp, (done) => sftp.stat(p, done)).then((st) => ({ kind: kindOf(st.mode), attrs: st }), () => null);
+      if (!follow) return;
+      const st = await call<Stats>(sftp, (done) => sftp.stat(p, done)).catch(() => null);
+      r.follow = st ? nodeOf(st) : null;
+      if (r.follow?.kind === 'd') r.follow.id = bare(await call<string>(sftp, (done) => sftp.realpath(p, done)).catch(() => p));
     });
-    const keyed = records.map((r) => ({ r, k: sortKey(r, follow) }));
-    keyed.sort((a, b) => compareKeys(a.k, b.k));
-    return keyed.map((x) => x.r);
+    return follow ? { records, id: real } : { records };
   }
 
-  #entry(key: string, r: DirRecord, follow: boolean): Entry {
-    const f = follow && r.kind === 'l' && r.follow ? r.follow : null;
-    const e = toEntry(key, f ? f.kind : r.kind, f ? f.attrs : r.attrs);
-    if (!f && r.kind === 'l') {
-      e.isSymlink = true;
-      e.target = r.target ?? '';
-    }
-    return e;
-  }
-
-  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
-    const prefix = options.prefix ?? '';
-    const follow = options.followSymlinks ?? false;
-    const after = options.startAfter;
-    const slash = prefix.lastIndexOf('/');
-    const startDir = prefix.slice(0, slash + 1);
-    const namePrefix = prefix.slice(slash + 1);
-    const recursive = options.delimiter === undefined;
-    if (options.delimiter !== undefined && options.delimiter !== '/') throw new FatalError(`sftp store lists only with delimiter '/'`);
-
-    const readDir = (dir: string): Promise<DirRecord[]> =>
-      this.#run('list', dir, (sftp, path) => this.#readDir(sftp, path, follow), options.signal);
-    const realOf = (dir: string): Promise<string> =>
-      this.#run('realpath', dir, (sftp, path) => call<string>(sftp, (done) => sftp.realpath(bare(path), done)), options.signal).catch(() => dir);
-
-    options.signal?.throwIfAborted();
-    const top = await readDir(startDir);
-    const topReal = follow ? await realOf(startDir) : '';
-    const stack: Level[] = [
-      {
-        dir: startDir,
-        records: namePrefix ? top.filter((r) => sortKey(r, follow).startsWith(namePrefix)) : top,
-        next: 0,
-        real: topReal,
-        seen: new Set(follow ? [bare(topReal)] : []),
-      },
-    ];
-    let page: Entry[] = [];
-    while (stack.length > 0) {
-      const level = stack[stack.length - 1]!;
-      const r = level.records[level.next++];
-      if (!r) {
-        stack.pop();
-        continue;
-      }
-      const isDir = isDirRecord(r, follow);
-      const key = level.dir + r.name + (isDir ? '/' : '');
-      if (after !== undefined && compareKeys(key, after) <= 0) {
-        // A directory before startAfter may still hold keys after it.
-        if (!(isDir && recursive && after.startsWith(key))) continue;
-      } else {
-        page.push(this.#entry(key, r, follow));
-        if (page.length >= PAGE) {
-          yield page;
-          page = [];
-        }
-      }
-      if (isDir && recursive) {
-        options.signal?.throwIfAborted();
-        let real = '';
-        let seen = level.seen;
-        if (follow) {
-          real = r.kind === 'l' ? bare(await realOf(key)) : `${bare(level.real)}/${r.name}`;
-          if (level.seen.has(real)) continue;
-          seen = new Set(level.seen).add(real);
-        }
-        stack.push({ dir: key, records: await readDir(key), next: 0, real, seen });
-      }
-    }
-    if (page.length > 0) yield page;
+  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    return listTree(options, PAGE, (req, follow) => this.#run('list', req.read, (sftp, path) => this.#readDir(sftp, path, follow), options.signal));
   }
 
   async head(key: string, options: { followSymlinks?: boolean; signal?: AbortSignal } = {}): Promise<Entry> {
