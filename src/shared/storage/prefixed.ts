@@ -29,7 +29,6 @@ export function withPrefix(inner: ObjectStore, prefix: string): ObjectStore {
     put: (key, body, options) => inner.put(prefix + key, body, options),
     delete: (key, options) => inner.delete(prefix + key, options),
   };
-  if (inner.localPath) view.localPath = (key) => inner.localPath!(prefix + key);
   if (inner.mkdir) view.mkdir = (key, o) => inner.mkdir!(prefix + key, o);
   if (inner.symlink) view.symlink = (key, target) => inner.symlink!(prefix + key, target);
   if (inner.setAttrs) view.setAttrs = (key, attrs, o) => inner.setAttrs!(prefix + key, attrs, o);

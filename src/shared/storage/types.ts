@@ -98,8 +98,6 @@ export interface ObjectStore {
   /** Deleting a key that does not exist succeeds. A directory key removes an empty directory. */
   delete(key: string, options?: { signal?: AbortSignal }): Promise<void>;
 
-  /** Local path of a key, for stores on this machine's disks (enables the disk-to-disk fast path). */
-  localPath?(key: string): string;
   /** features.dirs */
   mkdir?(key: string, options?: { mode?: number }): Promise<void>;
   /** features.symlinks */

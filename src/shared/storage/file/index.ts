@@ -53,10 +53,6 @@ export class FileStore implements ObjectStore {
     };
   }
 
-  localPath(key: string): string {
-    return this.root + key;
-  }
-
   list(options: ListOptions = {}): AsyncIterable<Entry[]> {
     return listTree(options, PAGE, async (req, follow) => {
       const records = await this.#readDir(req.read, follow, options.signal);
