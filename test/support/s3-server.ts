@@ -9,6 +9,7 @@
  *   order (InvalidPartOrder) and unknown ETags (InvalidPart).
  * - AbortMultipartUpload and UploadPartCopy, which s3rver lacks, are implemented.
  * - x-amz-copy-source is percent-decoded as S3 does (s3rver's decodeURI leaves '%23' and such).
+ * - A PutObject whose client went away mid-body stores nothing (s3rver kept the bytes that came).
  * The payload hash (x-amz-content-sha256) is not verified.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
@@ -37,6 +38,7 @@ interface FsStore {
   getMetadata(bucket: string, key: string): Promise<Record<string, string>>;
   getBucket(bucket: string): Promise<unknown>;
   getObject(bucket: string, key: string, options?: { start?: number; end?: number }): Promise<StoredObject | null>;
+  putObject(object: StoredObject & { bucket: string }): Promise<{ md5: string; size: number }>;
   putPart(bucket: string, uploadId: string, partNumber: number, content: Readable): Promise<{ md5: string; size: number }>;
   putObjectMultipart(bucket: string, uploadId: string, parts: { number: number; etag: string }[]): Promise<{ md5: string; size: number }>;
   putBucket(bucket: string): Promise<unknown>;
@@ -129,6 +131,26 @@ class S3OrderStore extends FilesystemStore {
       object.range.end = 0;
     }
     return object;
+  }
+
+  /**
+   * s3rver waits forever on a body whose client went away mid-way, with the bytes that came already
+   * in the object's file (so the key exists); S3 stores nothing of an incomplete body.
+   */
+  override async putObject(object: StoredObject & { bucket: string }): Promise<{ md5: string; size: number }> {
+    const content = object.content as (Readable & { complete?: boolean }) | null;
+    if (typeof content?.complete !== 'boolean') return super.putObject(object);
+    const cut = new Promise<never>((_resolve, reject) => {
+      content.once('close', () => {
+        if (!content.complete) reject(new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.'));
+      });
+    });
+    try {
+      return await Promise.race([super.putObject(object), cut]);
+    } catch (err) {
+      if (!content.complete) await this.deleteObject(object.bucket, object.key);
+      throw err;
+    }
   }
 
   /** s3rver removes emptied directories after a delete; parallel deletes in one directory race on that. */

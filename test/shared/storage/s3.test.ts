@@ -1,9 +1,14 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { Agent } from 'node:http';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAddress } from '../../../src/shared/storage/address.js';
 import { clientConfig, resolveSettings, S3Store, s3Backend, type S3Tuning } from '../../../src/shared/storage/s3/index.js';
+import { LeanS3 } from '../../../src/shared/storage/s3/lean.js';
 import type { ObjectStore } from '../../../src/shared/storage/types.js';
 import { FaultProxy, type LoggedRequest } from '../../support/fault-proxy.js';
 import { startS3Server, type S3TestServer } from '../../support/s3-server.js';
@@ -26,7 +31,7 @@ async function shared(): Promise<{ server: S3TestServer; proxy: FaultProxy }> {
 }
 
 /** A store on the test server, through the proxy, with credentials from the address only. */
-async function open(bucket: string, options: { creds?: string; storageClass?: string; tuning?: Partial<S3Tuning> } = {}): Promise<S3Store> {
+async function open(bucket: string, options: { creds?: string; storageClass?: string; tuning?: Partial<S3Tuning>; leanRequests?: boolean } = {}): Promise<S3Store> {
   const { proxy } = await shared();
   const address = parseAddress(`minio://${options.creds ?? 'S3RVER:S3RVER'}@${proxy.endpoint}/${bucket}`);
   const settings = resolveSettings(address, { env: {} });
@@ -34,6 +39,7 @@ async function open(bucket: string, options: { creds?: string; storageClass?: st
     description: address.display,
     ...(options.storageClass ? { storageClass: options.storageClass } : {}),
     ...(options.tuning ? { tuning: options.tuning } : {}),
+    ...(options.leanRequests === undefined ? {} : { leanRequests: options.leanRequests }),
   });
   stores.push(store);
   return store;
@@ -158,6 +164,32 @@ describe('s3 backend', () => {
       expect(scope('minio://AK:SK@10.0.0.1:9000/a')).toBe(scope('minio://AK:SK@10.0.0.1:9000/b'));
       expect(scope('minio://AK:SK@10.0.0.1:9000/a')).not.toBe(scope('minio://AK:SK@10.0.0.2:9000/a'));
       expect(scope('s3://AK:TOPSECRET@a.example.com')).not.toContain('TOPSECRET');
+    });
+
+    it('sends the lean calls to the URL the SDK would use, and leaves S3 Express buckets to the SDK', async () => {
+      const forms: [string, NodeJS.ProcessEnv, boolean][] = [
+        ['s3://AK:SK@mybucket.s3.eu-west-2.amazonaws.com/pre/', {}, false],
+        ['s3://mybucket/some/prefix', { AWS_DEFAULT_REGION: 'ap-south-1', AWS_ACCESS_KEY_ID: 'A', AWS_SECRET_ACCESS_KEY: 'S' }, false],
+        ['s3://AK:SK@mybucket', {}, true],
+        ['s3://AK:SK@Not_A_Dns_Name', {}, false],
+        ['s3://AK:SK@b.s3.cn-north-1.amazonaws.com.cn', {}, false],
+        ['s3://AK:SK@photos.storage.example.com:8443/2024/', {}, false],
+        ['minio://AK:SK@minio.internal:9000/bucket/p', {}, false],
+        ['s3://AK:SK@[::1]:9000/bucket', {}, false],
+        ['s3://AK:SK@s3.us-west-2.amazonaws.com/bucket', {}, false],
+        ['s3://:@public-data.s3.us-east-1.amazonaws.com', {}, false],
+      ];
+      const leanUrl = async (address: string, env: NodeJS.ProcessEnv, noHttps: boolean): Promise<string | undefined> => {
+        const settings = resolveSettings(parseAddress(address), { env, noHttps });
+        const client = new S3Client(clientConfig(settings, { partConcurrency: 4 }));
+        try {
+          return await new LeanS3(client, settings, new Agent()).url('k');
+        } finally {
+          client.destroy();
+        }
+      };
+      for (const [address, env, noHttps] of forms) expect(await leanUrl(address, env, noHttps), address).toBe(await requestUrl(address, env, noHttps));
+      expect(await leanUrl('s3://AK:SK@dir--usw2-az1--x-s3', {}, false)).toBeUndefined();
     });
 
     it('sizes the keep-alive pool by the run concurrency and turns SDK retries and default checksums off', () => {
@@ -389,5 +421,292 @@ describe('s3 backend', () => {
       const r = requestsFor('ranges/ten', 'GET');
       expect(r.at(-1)!.headers['range']).toBe('bytes=10-');
     });
+  });
+});
+
+describe('s3 lean requests (GetObject, HeadObject, PutObject, DeleteObject without the SDK)', () => {
+  const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+  /** The SDK sends an invocation id with every request; the lean path sends none. */
+  const bySdk = (r: LoggedRequest): boolean => r.headers['amz-sdk-invocation-id'] !== undefined;
+  const signedHeaders = (r: LoggedRequest): string[] => /SignedHeaders=([^,]+),/.exec(r.headers['authorization'] ?? '')?.[1]?.split(';') ?? [];
+  const outcome = (p: Promise<unknown>): Promise<string | { code: string; message: string }> =>
+    p.then(
+      () => 'ok',
+      (e: { code: string; message: string }) => ({ code: e.code, message: e.message }),
+    );
+
+  beforeAll(async () => {
+    const { server } = await shared();
+    await server.createBucket('lean');
+  });
+
+  it('sends the per-object calls straight and signed, and the rest through the SDK', async () => {
+    const s = await open('lean');
+    proxy.reset();
+    await s.put('d/buf', Buffer.from('buffer body'));
+    await s.put('d/stream', Readable.from([Buffer.from('stream '), Buffer.from('body')]), { size: 11 });
+    expect((await s.head('d/buf')).size).toBe(11);
+    expect((await readAll(await s.get('d/stream'))).toString()).toBe('stream body');
+    expect((await readAll(await s.get('d/buf', { offset: 7, length: 4 }))).toString()).toBe('body');
+    await s.delete('d/buf');
+    await expect(s.head('d/buf')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND', message: 's3 HEAD lean/d/buf: not found (404 NotFound)' });
+    await expect(s.get('d/buf')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND', message: 's3 GET lean/d/buf: not found (404 NoSuchKey)' });
+    expect((await listAll(s, { prefix: 'd/' })).map((e) => e.key)).toEqual(['d/stream']);
+
+    const lean = proxy.requests.filter((r) => !bySdk(r));
+    expect(lean.map((r) => `${r.method} ${r.path} ${r.status}`)).toEqual([
+      'PUT /lean/d/buf 200',
+      'PUT /lean/d/stream 200',
+      'HEAD /lean/d/buf 200',
+      'GET /lean/d/stream 200',
+      'GET /lean/d/buf 206',
+      'DELETE /lean/d/buf 204',
+      'HEAD /lean/d/buf 404',
+      'GET /lean/d/buf 404',
+    ]);
+    for (const r of lean) {
+      // s3rver (test/support/s3-server.ts) checked each signature: the statuses above are its answers.
+      expect(r.headers['authorization']).toMatch(/^AWS4-HMAC-SHA256 Credential=S3RVER\/\d{8}\/us-east-1\/s3\/aws4_request, SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}$/);
+      expect(signedHeaders(r)).toEqual(expect.arrayContaining(['host', 'x-amz-content-sha256', 'x-amz-date']));
+      expect(r.headers['x-amz-content-sha256']).toBe(r.method === 'PUT' ? 'UNSIGNED-PAYLOAD' : EMPTY_SHA256);
+      expect(r.headers['x-amz-security-token']).toBeUndefined();
+      expect([...r.query.keys()]).toEqual([]);
+    }
+    expect(lean.filter((r) => r.method === 'PUT').map((r) => [r.headers['content-length'], r.headers['content-type']])).toEqual([
+      ['11', 'application/octet-stream'],
+      ['11', 'application/octet-stream'],
+    ]);
+    expect(lean[4]!.headers['range']).toBe('bytes=7-10');
+    expect(signedHeaders(lean[4]!)).toContain('range');
+    expect(proxy.requests.filter(bySdk).map((r) => `${r.method} ${r.query.get('list-type')}`)).toEqual(['GET 2']);
+  });
+
+  it('is refused with a wrong secret on every call, with the errors of the SDK path', async () => {
+    const good = await open('lean');
+    await good.put('sig/k', Buffer.from('kept'));
+    const attempts = async (s: S3Store): Promise<unknown[]> => [
+      await outcome(s.get('sig/k')),
+      await outcome(s.get('sig/k', { offset: 1, length: 2 })),
+      await outcome(s.head('sig/k')),
+      await outcome(s.put('sig/k', Buffer.from('overwritten'))),
+      await outcome(s.put('sig/k', Readable.from([Buffer.from('overwritten')]), { size: 11 })),
+      await outcome(s.delete('sig/k')),
+    ];
+    proxy.reset();
+    const lean = await attempts(await open('lean', { creds: 'S3RVER:wrong-secret' }));
+    expect(proxy.requests.filter(bySdk)).toEqual([]);
+    expect(proxy.requests.map((r) => r.status)).toEqual([403, 403, 403, 403, 403, 403]);
+    const sdk = await attempts(await open('lean', { creds: 'S3RVER:wrong-secret', leanRequests: false }));
+    expect(lean).toEqual(sdk);
+    expect(lean).toEqual([
+      { code: 'FERRY_PERMISSION_DENIED', message: 's3 GET lean/sig/k: access denied (403 SignatureDoesNotMatch): check the secret key' },
+      { code: 'FERRY_PERMISSION_DENIED', message: 's3 GET lean/sig/k: access denied (403 SignatureDoesNotMatch): check the secret key' },
+      { code: 'FERRY_PERMISSION_DENIED', message: 's3 HEAD lean/sig/k: access denied (403 Unknown)' },
+      { code: 'FERRY_PERMISSION_DENIED', message: 's3 PUT lean/sig/k: access denied (403 SignatureDoesNotMatch): check the secret key' },
+      { code: 'FERRY_PERMISSION_DENIED', message: 's3 PUT lean/sig/k: access denied (403 SignatureDoesNotMatch): check the secret key' },
+      { code: 'FERRY_PERMISSION_DENIED', message: 's3 DELETE lean/sig/k: access denied (403 SignatureDoesNotMatch): check the secret key' },
+    ]);
+    expect((await readAll(await good.get('sig/k'))).toString()).toBe('kept');
+  });
+
+  it('sends session tokens: from the address, and from the SDK credential chain (a profile)', async () => {
+    const run = async (s: ObjectStore, key: string): Promise<void> => {
+      await s.put(key, Buffer.from('t'));
+      expect((await s.head(key)).size).toBe(1);
+      expect((await readAll(await s.get(key))).toString()).toBe('t');
+      await s.delete(key);
+    };
+    const withToken = await open('lean', { creds: 'S3RVER:S3RVER:ADDRESS-TOKEN' });
+    proxy.reset();
+    await run(withToken, 'tok/a');
+    expect(proxy.requests.map((r) => r.headers['x-amz-security-token'])).toEqual(Array(4).fill('ADDRESS-TOKEN'));
+    expect(proxy.requests.every((r) => signedHeaders(r).includes('x-amz-security-token') && !bySdk(r))).toBe(true);
+
+    // No keys in the address or the store's environment: the SDK's default chain finds a profile.
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-aws-'));
+    const names = ['AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE', 'AWS_PROFILE', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_EC2_METADATA_DISABLED'];
+    const saved = Object.fromEntries(names.map((n) => [n, process.env[n]]));
+    try {
+      await writeFile(join(dir, 'credentials'), '[ferry-test]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\naws_session_token = PROFILE-TOKEN\n');
+      for (const n of names) delete process.env[n];
+      Object.assign(process.env, { AWS_SHARED_CREDENTIALS_FILE: join(dir, 'credentials'), AWS_CONFIG_FILE: join(dir, 'config'), AWS_PROFILE: 'ferry-test', AWS_EC2_METADATA_DISABLED: 'true' });
+      const fromProfile = await s3Backend.open(parseAddress(`minio://${proxy.endpoint}/lean`), { env: {} });
+      stores.push(fromProfile);
+      expect((fromProfile as S3Store).settings.credentials).toEqual({ kind: 'default' });
+      proxy.reset();
+      await run(fromProfile, 'tok/p');
+      expect(proxy.requests.map((r) => r.headers['x-amz-security-token'])).toEqual(Array(4).fill('PROFILE-TOKEN'));
+    } finally {
+      for (const n of names) {
+        if (saved[n] === undefined) delete process.env[n];
+        else process.env[n] = saved[n];
+      }
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('sends anonymous requests unsigned', async () => {
+    const s = await open('lean');
+    await s.put('anon/f', Buffer.from('public'));
+    const anon = await open('lean', { creds: ':' });
+    proxy.reset();
+    expect((await anon.head('anon/f')).size).toBe(6);
+    expect((await readAll(await anon.get('anon/f', { offset: 1 }))).toString()).toBe('ublic');
+    await expect(anon.delete('anon/f')).rejects.toMatchObject({ code: 'FERRY_PERMISSION_DENIED', message: 's3 DELETE lean/anon/f: access denied (403 AccessDenied)' });
+    expect(proxy.requests.map((r) => [r.method, r.headers['authorization'], r.headers['x-amz-date'], bySdk(r)])).toEqual([
+      ['HEAD', undefined, undefined, false],
+      ['GET', undefined, undefined, false],
+      ['DELETE', undefined, undefined, false],
+    ]);
+  });
+
+  it('round-trips awkward keys, addressed exactly as the SDK addresses them', async () => {
+    const lean = await open('lean');
+    const sdk = await open('lean', { leanRequests: false });
+    const names = ['with space', '100%', '%41', 'a+b', 'hash#tag', 'what?', 'amp&eq=', "mark!'()*~", 'semi;colon', '日本語', 'emoji😀', 'caf\u00e9', 'cafe\u0301', 'dir/'];
+    const keys = names.map((n) => `awk/${n}`);
+    for (const key of keys) {
+      const data = Buffer.from(key.endsWith('/') ? '' : `value of ${key}`);
+      proxy.reset();
+      await lean.put(key, data);
+      expect((await readAll(await sdk.get(key))).equals(data), key).toBe(true);
+      await sdk.put(key, Readable.from([data]), { size: data.length });
+      expect((await lean.head(key)).size, key).toBe(key.endsWith('/') ? 0 : data.length);
+      expect((await readAll(await lean.get(key))).equals(data), key).toBe(true);
+      if (data.length > 2) expect((await readAll(await lean.get(key, { offset: 1, length: 2 }))).equals(data.subarray(1, 3)), key).toBe(true);
+      await lean.delete(key);
+      await expect(sdk.head(key)).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND' });
+      // One path per key, whichever path sent the request.
+      expect(new Set(proxy.requests.map((r) => r.path)).size, key).toBe(1);
+      expect(proxy.requests.filter((r) => !bySdk(r)).length, key).toBeGreaterThanOrEqual(4);
+    }
+    // NFC and NFD stay two keys.
+    await lean.put('awk/caf\u00e9', Buffer.from('nfc'));
+    await lean.put('awk/cafe\u0301', Buffer.from('nfd'));
+    expect((await readAll(await lean.get('awk/caf\u00e9'))).toString()).toBe('nfc');
+    expect((await readAll(await lean.get('awk/cafe\u0301'))).toString()).toBe('nfd');
+    // Keys with empty segments (s3rver cannot store them: it keeps keys as file paths) go to the SDK's path.
+    for (const key of ['awk/double//slash', '/leading']) {
+      proxy.reset();
+      await outcome(lean.head(key));
+      await outcome(sdk.head(key));
+      expect(proxy.requests.map((r) => r.path)).toEqual([`/lean/${key}`, `/lean/${key}`]);
+    }
+  });
+
+  it('classifies faults injected by the proxy as the SDK path does', async () => {
+    const lean = await open('lean');
+    const sdk = await open('lean', { leanRequests: false });
+    await lean.put('fault/k', Buffer.from('kk'));
+    const ops: Record<string, (s: S3Store) => Promise<unknown>> = {
+      GET: async (s) => readAll(await s.get('fault/k')),
+      'GET range': async (s) => readAll(await s.get('fault/k', { offset: 1, length: 1 })),
+      HEAD: (s) => s.head('fault/k'),
+      PUT: (s) => s.put('fault/k', Buffer.from('kk')),
+      'PUT stream': (s) => s.put('fault/k', Readable.from([Buffer.from('kk')]), { size: 2 }),
+      DELETE: (s) => s.delete('fault/none'),
+    };
+    for (const fault of ['throttle', 'error', 'drop'] as const) {
+      for (const [name, op] of Object.entries(ops)) {
+        const results = [];
+        for (const s of [lean, sdk]) {
+          proxy.reset();
+          proxy.inject(fault, 1);
+          results.push(await outcome(op(s)));
+          expect(proxy.requests.map((r) => r.injected)).toEqual([fault]);
+        }
+        expect(results[0], `${fault} ${name}`).toEqual(results[1]);
+        expect(results[0], `${fault} ${name}`).toMatchObject({ code: fault === 'throttle' ? 'FERRY_THROTTLED' : 'FERRY_TRANSIENT' });
+      }
+    }
+    expect(await outcome(lean.head('fault/k'))).toBe('ok');
+  });
+
+  it('takes 200 answers with an XML error for that error, and refuses a whole object sent for a range', async () => {
+    const lean = await open('lean');
+    const sdk = await open('lean', { leanRequests: false });
+    await lean.put('odd/k', Buffer.from('0123456789'));
+    for (const s of [lean, sdk]) {
+      const isPut = (r: LoggedRequest): boolean => r.method === 'PUT';
+      proxy.respond({ status: 200, body: '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>', match: isPut });
+      await expect(s.put('odd/k', Buffer.from('x'))).rejects.toMatchObject({ code: 'FERRY_THROTTLED', message: 's3 PUT lean/odd/k: the service asks to slow down (503 InternalError)' });
+      proxy.respond({ status: 200, body: '0123456789', match: (r) => r.method === 'GET' });
+      await expect(s.get('odd/k', { offset: 2, length: 3 })).rejects.toMatchObject({ code: 'FERRY_FATAL', message: 's3 GET lean/odd/k: the service ignored the range bytes=2-4 and sent the whole object' });
+      // A proxy's plain-text page is no S3 error: the status alone classifies it.
+      proxy.respond({ status: 502, body: 'Bad Gateway', match: (r) => r.method === 'GET' });
+      await expect(s.get('odd/k')).rejects.toMatchObject({ code: 'FERRY_TRANSIENT', message: 's3 GET lean/odd/k: service error (502)' });
+    }
+    expect((await readAll(await lean.get('odd/k'))).toString()).toBe('0123456789');
+  });
+
+  it('aborts requests with the signal, before sending and while a body streams', async () => {
+    const s = await open('lean');
+    const size = 24 * MiB;
+    await s.put('abort/big', patternStream(size, 2), { size });
+    const aborted = AbortSignal.abort();
+    proxy.reset();
+    await expect(s.get('abort/big', { signal: aborted })).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+    await expect(s.head('abort/big', { signal: aborted })).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+    await expect(s.put('abort/x', Buffer.from('x'), { signal: aborted })).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+    await expect(s.delete('abort/big', { signal: aborted })).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+    expect(proxy.requests).toEqual([]);
+
+    const during = new AbortController();
+    const body = await s.get('abort/big', { signal: during.signal });
+    const chunks = body[Symbol.asyncIterator]();
+    expect((await chunks.next()).done).toBe(false);
+    during.abort();
+    let read = 0;
+    const drained = (async () => {
+      for (let r = await chunks.next(); !r.done; r = await chunks.next()) read += (r.value as Buffer).length;
+    })();
+    await expect(drained).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+    expect(read).toBeLessThan(size);
+
+    // A stream body is cut off too, and nothing is stored.
+    const stop = new AbortController();
+    const slow = new Readable({ read() {} });
+    slow.push(Buffer.alloc(1024));
+    const put = s.put('abort/slow', slow, { size: 4096, signal: stop.signal });
+    setTimeout(() => stop.abort(), 100);
+    await expect(put).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+    await expect(s.head('abort/slow')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND' });
+  });
+
+  it('follows a region redirect once, and sends the next requests to that region', async () => {
+    // On AWS's default endpoint (s3://BUCKET) the store follows redirects; here the proxy plays S3.
+    const settings = { ...resolveSettings(parseAddress(`minio://S3RVER:S3RVER@${proxy.endpoint}/lean`), { env: {} }), followRegionRedirects: true };
+    const s = new S3Store(settings);
+    stores.push(s);
+    const moved = (method: string): Parameters<FaultProxy['respond']>[0] => ({
+      status: 301,
+      headers: { 'x-amz-bucket-region': 'eu-west-3' },
+      body: '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message></Error>',
+      match: (r) => r.method === method,
+    });
+    const regions = (): (string | undefined)[] => proxy.requests.map((r) => /Credential=[^/]+\/\d{8}\/([^/]+)\//.exec(r.headers['authorization'] ?? '')?.[1]);
+    proxy.reset();
+    proxy.respond(moved('PUT'));
+    await s.put('moved/k', Buffer.from('moved'));
+    expect((await readAll(await s.get('moved/k'))).toString()).toBe('moved');
+    expect(proxy.requests.map((r) => `${r.method} ${r.status}`)).toEqual(['PUT 301', 'PUT 200', 'GET 200']);
+    expect(regions()).toEqual(['us-east-1', 'eu-west-3', 'eu-west-3']);
+
+    // A stream cannot be sent twice: the next attempt (ferry's retry) goes to the new region.
+    const t = new S3Store(settings);
+    stores.push(t);
+    proxy.reset();
+    proxy.respond(moved('PUT'));
+    await expect(t.put('moved/s', Readable.from([Buffer.from('s')]), { size: 1 })).rejects.toMatchObject({
+      code: 'FERRY_TRANSIENT',
+      message: 's3 PUT lean/moved/s: the bucket is in eu-west-3, not us-east-1; the next attempt goes there (301)',
+    });
+    await t.put('moved/s', Readable.from([Buffer.from('s')]), { size: 1 });
+    expect(regions()).toEqual(['us-east-1', 'eu-west-3']);
+
+    // Without redirects to follow (an explicit endpoint), a redirect is an error naming the cause.
+    const fixed = await open('lean');
+    proxy.respond(moved('GET'));
+    await expect(fixed.get('moved/k')).rejects.toMatchObject({ code: 'FERRY_FATAL', message: expect.stringContaining('(301 PermanentRedirect): the bucket is in another region') });
   });
 });

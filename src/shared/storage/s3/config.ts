@@ -114,14 +114,27 @@ export function resolveSettings(address: Address, options: OpenOptions = {}): S3
 
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
+/** Connecting may take this long; a socket may then sit idle this long (waiting or streaming). */
+export const CONNECTION_TIMEOUT_MS = 10_000;
+export const SOCKET_TIMEOUT_MS = 120_000;
+
 /**
- * The client configuration for a store. Sockets are kept alive and sized for the run's concurrency
- * (each transfer may upload a few parts at once); queueing beyond that is expected, so the
- * handler's "socket usage at capacity" warning is silenced.
+ * The keep-alive agent of a store, sized for the run's concurrency (each transfer may upload a few
+ * parts at once). The SDK client and the store's own requests (lean.ts) share it.
  */
-export function clientConfig(settings: S3Settings, options: { concurrency?: number; partConcurrency: number }): S3ClientConfig {
+export function keepAliveAgent(settings: S3Settings, options: { concurrency?: number; partConcurrency: number }): HttpAgent {
   const maxSockets = Math.min(1024, Math.max(16, (options.concurrency ?? 16) * options.partConcurrency));
   const agent = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
+  return settings.https ? new HttpsAgent(agent) : new HttpAgent(agent);
+}
+
+/**
+ * The client configuration for a store. Sockets are kept alive in `agent` (by default a new
+ * `keepAliveAgent`); queueing beyond its size is expected, so the handler's "socket usage at
+ * capacity" warning is silenced.
+ */
+export function clientConfig(settings: S3Settings, options: { concurrency?: number; partConcurrency: number; agent?: HttpAgent }): S3ClientConfig {
+  const agent = options.agent ?? keepAliveAgent(settings, options);
   const config: S3ClientConfig = {
     region: settings.region,
     forcePathStyle: settings.forcePathStyle,
@@ -133,10 +146,10 @@ export function clientConfig(settings: S3Settings, options: { concurrency?: numb
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     requestHandler: {
-      connectionTimeout: 10_000,
-      socketTimeout: 120_000,
-      httpAgent: settings.https ? { keepAlive: true } : new HttpAgent(agent),
-      httpsAgent: settings.https ? new HttpsAgent(agent) : { keepAlive: true },
+      connectionTimeout: CONNECTION_TIMEOUT_MS,
+      socketTimeout: SOCKET_TIMEOUT_MS,
+      httpAgent: settings.https ? { keepAlive: true } : agent,
+      httpsAgent: settings.https ? (agent as HttpsAgent) : { keepAlive: true },
       logger: quiet,
     },
   };

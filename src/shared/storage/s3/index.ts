@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { Agent } from 'node:http';
 import { Readable, Transform } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -23,8 +24,9 @@ import { AbortedError, FatalError, FerryError, ListOrderError, NotFoundError, Pe
 import { compareKeys } from '../keys.js';
 import type { Backend } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
-import { clientConfig, resolveSettings, type S3Settings } from './config.js';
+import { clientConfig, keepAliveAgent, resolveSettings, type S3Settings } from './config.js';
 import { mapS3Error, type CallSite } from './errors.js';
+import { LeanS3 } from './lean.js';
 import {
   copyRanges,
   GiB,
@@ -41,7 +43,7 @@ import {
   type MultipartTarget,
 } from './multipart.js';
 
-export { resolveSettings, clientConfig, type S3Settings } from './config.js';
+export { resolveSettings, clientConfig, keepAliveAgent, type S3Settings } from './config.js';
 
 /** Sizes and counts a store works with; tests shrink them to reach the multipart paths cheaply. */
 export interface S3Tuning {
@@ -97,9 +99,18 @@ function asFerryError(err: unknown, what: string): FerryError {
   return new TransientError(`${what}: reading the source failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
 
+/** What a GetObject gives back, from the SDK or from lean.ts. */
+interface GetOutput {
+  Body?: Readable | undefined;
+  ContentLength?: number | undefined;
+  ContentRange?: string | undefined;
+}
+
 /**
  * An S3 bucket (AWS or any S3-compatible service). Keys are object keys; a key ending in '/' is a
- * directory marker. One SDK attempt per call: ferry's retry policy acts on the mapped error class.
+ * directory marker. One attempt per call: ferry's retry policy acts on the mapped error class.
+ * GetObject, HeadObject, single-part PutObject and DeleteObject go straight over HTTP (lean.ts: the
+ * SDK's middleware costs ~3 ms of CPU per request); the rest goes through the SDK.
  */
 export class S3Store implements ObjectStore {
   readonly scheme = 's3';
@@ -111,10 +122,13 @@ export class S3Store implements ObjectStore {
   readonly #storageClass: string | undefined;
   readonly #tuning: S3Tuning;
   readonly #endpointName: string;
+  readonly #agent: Agent;
+  /** Undefined when every call goes through the SDK (`leanRequests: false`, for tests). */
+  readonly #lean: LeanS3 | undefined;
 
   constructor(
     settings: S3Settings,
-    options: { description?: string; storageClass?: string; concurrency?: number; tuning?: Partial<S3Tuning> } = {},
+    options: { description?: string; storageClass?: string; concurrency?: number; tuning?: Partial<S3Tuning>; leanRequests?: boolean } = {},
   ) {
     this.settings = settings;
     this.#bucket = settings.bucket;
@@ -122,7 +136,10 @@ export class S3Store implements ObjectStore {
     this.#storageClass = options.storageClass;
     this.#endpointName = settings.endpoint ?? `https://s3.${settings.region}.amazonaws.com`;
     this.description = options.description ?? `s3://${settings.bucket}`;
-    this.#client = new S3Client(clientConfig(settings, { ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }), partConcurrency: this.#tuning.partConcurrency }));
+    const sizes = { ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }), partConcurrency: this.#tuning.partConcurrency };
+    this.#agent = keepAliveAgent(settings, sizes);
+    this.#client = new S3Client(clientConfig(settings, { ...sizes, agent: this.#agent }));
+    this.#lean = options.leanRequests === false ? undefined : new LeanS3(this.#client, settings, this.#agent);
     this.#addContentMd5();
     this.features = {
       copy: { scope: settings.scope },
@@ -145,6 +162,11 @@ export class S3Store implements ObjectStore {
       },
       { step: 'build', name: 'ferryDeleteObjectsContentMd5' },
     );
+  }
+
+  /** lean.ts, when it can reach this bucket (the SDK must send requests to S3 Express, ARNs, ...). */
+  async #leanFor(): Promise<LeanS3 | undefined> {
+    return this.#lean && (await this.#lean.usable()) ? this.#lean : undefined;
   }
 
   #site(op: string, key: string | undefined, signal: AbortSignal | undefined): CallSite {
@@ -234,13 +256,39 @@ export class S3Store implements ObjectStore {
   }
 
   async head(key: string, options: { signal?: AbortSignal } = {}): Promise<Entry> {
-    const out = await this.#call(this.#site('HEAD', key, options.signal), () =>
-      this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), withSignal(options.signal)),
-    );
+    const signal = options.signal;
+    const site = this.#site('HEAD', key, signal);
+    const lean = await this.#leanFor();
+    let size: number | undefined;
+    let mtime: number | undefined;
+    let etag: string | undefined;
+    if (lean) {
+      const { headers } = await this.#call(site, () => lean.send({ method: 'HEAD', key, signal, what: `s3 HEAD ${this.#bucket}/${key}` }));
+      size = numberHeader(headers['content-length']);
+      const modified = headers['last-modified'] ? Date.parse(headers['last-modified']) : NaN;
+      mtime = Number.isNaN(modified) ? undefined : modified;
+      etag = headers.etag;
+    } else {
+      const out = await this.#call(site, () => this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), withSignal(signal)));
+      size = out.ContentLength;
+      mtime = out.LastModified?.getTime();
+      etag = out.ETag;
+    }
     const isDir = key.endsWith('/');
-    const e: Entry = { key, size: isDir ? 0 : (out.ContentLength ?? 0), mtime: out.LastModified?.getTime() ?? 0, isDir };
-    if (out.ETag) e.etag = out.ETag.replace(/"/g, '');
+    const e: Entry = { key, size: isDir ? 0 : (size ?? 0), mtime: mtime ?? 0, isDir };
+    if (etag) e.etag = etag.replace(/"/g, '');
     return e;
+  }
+
+  /** One GetObject; failures as the SDK throws them (unmapped). */
+  async #getObject(key: string, range: string | undefined, signal: AbortSignal | undefined): Promise<GetOutput> {
+    const lean = await this.#leanFor();
+    if (!lean) {
+      const out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, ...(range ? { Range: range } : {}) }), withSignal(signal));
+      return { Body: out.Body as Readable | undefined, ContentLength: out.ContentLength, ContentRange: out.ContentRange };
+    }
+    const res = await lean.send({ method: 'GET', key, ...(range ? { headers: { range } } : {}), signal, what: `s3 GET ${this.#bucket}/${key}` });
+    return { Body: res, ContentLength: numberHeader(res.headers['content-length']), ContentRange: res.headers['content-range'] };
   }
 
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
@@ -251,15 +299,15 @@ export class S3Store implements ObjectStore {
       return Readable.from([]);
     }
     const range = offset > 0 || options.length !== undefined ? `bytes=${offset}-${options.length === undefined ? '' : offset + options.length - 1}` : undefined;
-    let out;
+    let out: GetOutput;
     try {
-      out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, ...(range ? { Range: range } : {}) }), withSignal(options.signal));
+      out = await this.#getObject(key, range, options.signal);
     } catch (err) {
       // A range starting at or past the end: the object exists, and there is nothing to read.
       if ((err as { name?: string }).name === 'InvalidRange') return Readable.from([]);
       throw mapS3Error(err, site);
     }
-    const body = out.Body as Readable | undefined;
+    const body = out.Body;
     if (!body) return Readable.from([]);
     if (range && !out.ContentRange) {
       body.destroy();
@@ -303,16 +351,26 @@ export class S3Store implements ObjectStore {
 
   async #putObject(key: string, body: Readable | Buffer, size: number, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<void> {
     const site = this.#site('PUT', key, signal);
+    const what = `s3 PUT ${this.#bucket}/${key}`;
+    const lean = await this.#leanFor();
     const request = { Bucket: this.#bucket, Key: key, ContentLength: size, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) };
+    // The headers the SDK sends for the same PutObject.
+    const headers: Record<string, string> = { 'content-length': String(size), 'content-type': 'application/octet-stream', ...(storageClass ? { 'x-amz-storage-class': storageClass } : {}) };
     if (Buffer.isBuffer(body)) {
-      await this.#call(site, () => this.#client.send(new PutObjectCommand({ ...request, Body: body }), withSignal(signal)));
+      await this.#call<unknown>(site, () =>
+        lean ? lean.send({ method: 'PUT', key, headers, body, signal, what }) : this.#client.send(new PutObjectCommand({ ...request, Body: body }), withSignal(signal)),
+      );
       return;
     }
     // A failing or wrongly sized body would leave the request waiting: abort it with the reason.
     const { controller, dispose } = linkedController(signal);
-    const checked = lengthChecked(body, size, `s3 PUT ${this.#bucket}/${key}`, (err) => controller.abort(err));
+    const checked = lengthChecked(body, size, what, (err) => controller.abort(err));
     try {
-      await this.#call(site, () => this.#client.send(new PutObjectCommand({ ...request, Body: checked }), { abortSignal: controller.signal }));
+      await this.#call<unknown>(site, () =>
+        lean
+          ? lean.send({ method: 'PUT', key, headers, body: checked, signal: controller.signal, what })
+          : this.#client.send(new PutObjectCommand({ ...request, Body: checked }), { abortSignal: controller.signal }),
+      );
     } finally {
       dispose();
       checked.destroy();
@@ -364,9 +422,13 @@ export class S3Store implements ObjectStore {
   }
 
   async delete(key: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const signal = options.signal;
+    const lean = await this.#leanFor();
     try {
-      await this.#call(this.#site('DELETE', key, options.signal), () =>
-        this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }), withSignal(options.signal)),
+      await this.#call<unknown>(this.#site('DELETE', key, signal), () =>
+        lean
+          ? lean.send({ method: 'DELETE', key, signal, what: `s3 DELETE ${this.#bucket}/${key}` })
+          : this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }), withSignal(signal)),
       );
     } catch (err) {
       // S3 answers 204 for a missing key; some compatible services say 404 NoSuchKey.
@@ -452,7 +514,15 @@ export class S3Store implements ObjectStore {
 
   async close(): Promise<void> {
     this.#client.destroy();
+    // The SDK's handler destroys the agent only once it has sent a request itself.
+    this.#agent.destroy();
   }
+}
+
+function numberHeader(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  return Number.isFinite(n) ? n : undefined;
 }
 
 async function* prepend<T>(first: T, rest: AsyncIterator<T>): AsyncGenerator<T> {
