@@ -95,7 +95,7 @@ export interface WriteJob {
 }
 
 /** Write small files whole, each to a temporary name renamed into place (unless inplace). */
-function writeBatchSync(fs: Fs, jobs: WriteJob[], tmpName: (dst: string) => string): (SystemErrorRecord | null)[] {
+export function writeBatchSync(fs: Fs, jobs: WriteJob[], tmpName: (dst: string) => string): (SystemErrorRecord | null)[] {
   const parent = (p: string) => p.slice(0, p.lastIndexOf('/'));
   return jobs.map((job) => {
     const target = job.inplace ? job.path : tmpName(job.path);
