@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -60,5 +60,26 @@ describe('Ctrl-C', () => {
     const { partial } = complete(dst);
     // An aborted copy leaves no file under its real name.
     expect(partial.filter((f) => !f.startsWith('.ferry-tmp-'))).toEqual([]);
+  });
+});
+
+describe('the process arguments', () => {
+  it('do not show a secret key from an address to other users of the machine (ps, /proc)', async () => {
+    const src = join(root, 'ps-src');
+    mkdirSync(src, { recursive: true });
+    // --files-from on a pipe that stays open keeps the process waiting after it has started.
+    const child = spawn(process.execPath, ['bin/ferry.js', 'sync', '--files-from', '/dev/stdin', src + '/', 's3://AKIDPS:TOPSECRET%2Fkey@127.0.0.1:9/bucket/'], { stdio: ['pipe', 'ignore', 'ignore'] });
+    try {
+      let cmdline = '';
+      for (let i = 0; i < 50 && !cmdline.includes('ferry sync'); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        cmdline = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      }
+      expect(cmdline).toContain('ferry sync --files-from /dev/stdin');
+      expect(cmdline).toContain('s3://AKIDPS:****@127.0.0.1:9/bucket/');
+      expect(cmdline).not.toContain('TOPSECRET');
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
