@@ -239,7 +239,13 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   try {
     try {
       src = await openStore(srcAddr, storeOptions);
-      dst = await openStore(dstAddr, storeOptions);
+      // A source naming one file and a destination naming a directory: the file goes into the
+      // directory under its own name, as with cp and rsync (juicefs would write to the directory's path).
+      let to = dstAddr;
+      if (srcAddr.prefix !== '' && !srcAddr.prefix.endsWith('/') && (dstAddr.prefix === '' || dstAddr.prefix.endsWith('/')) && (await isFile(src))) {
+        to = { ...dstAddr, prefix: dstAddr.prefix + srcAddr.prefix.slice(srcAddr.prefix.lastIndexOf('/') + 1) };
+      }
+      dst = await openStore(to, storeOptions);
     } catch (err) {
       con.error(messageOf(err));
       return err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed;
@@ -265,6 +271,16 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
     await Promise.allSettled([src?.close?.(), dst?.close?.()]);
+  }
+}
+
+/** The store's root key '' is a file (the address named one file). */
+async function isFile(store: ObjectStore): Promise<boolean> {
+  try {
+    const e = await store.head('', { followSymlinks: true });
+    return !e.isDir;
+  } catch {
+    return false;
   }
 }
 

@@ -173,6 +173,19 @@ describe('ferry sync between local directories', () => {
     expect(Object.keys(snapshot(join(d, 'mnt'))).sort()).toEqual(['abst/', 'abst/1', 'abxt/', 'abxt/2']);
   });
 
+  it('copies a single named file into a destination directory under its own name', async () => {
+    const d = tmp();
+    writeFileSync(join(d, 'single.txt'), 'one file');
+    writeFileSync(join(d, 'single.txt.bak'), 'its backup, matched by the prefix too');
+    const r = await ferry('sync', '--json', join(d, 'single.txt'), join(d, 'out') + '/');
+    expect(r.code).toBe(0);
+    expect(readdirSync(join(d, 'out')).sort()).toEqual(['single.txt', 'single.txt.bak']);
+    expect(readFileSync(join(d, 'out/single.txt'), 'utf8')).toBe('one file');
+    // To a name instead of a directory, the prefix rule renames as juicefs does.
+    await ferry('sync', join(d, 'single.txt'), join(d, 'renamed.txt'));
+    expect(readFileSync(join(d, 'renamed.txt'), 'utf8')).toBe('one file');
+  });
+
   it('keeps awkward names: spaces, %, #, ?, +, non-Latin scripts, emoji, NFC and NFD apart', async () => {
     const d = tmp();
     sampleTree(join(d, 'src'));
