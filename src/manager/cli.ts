@@ -246,6 +246,11 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
         to = { ...dstAddr, prefix: dstAddr.prefix + srcAddr.prefix.slice(srcAddr.prefix.lastIndexOf('/') + 1) };
       }
       dst = await openStore(to, storeOptions);
+      // A directory tree that is not there is a typo, not an empty source.
+      if (src.features.dirs && srcAddr.prefix === '' && !(await exists(src))) {
+        con.error(`the source ${srcAddr.display} does not exist`);
+        return EXIT.failed;
+      }
     } catch (err) {
       con.error(messageOf(err));
       return err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed;
@@ -271,6 +276,17 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
     await Promise.allSettled([src?.close?.(), dst?.close?.()]);
+  }
+}
+
+/** The store's root (key '') exists. */
+async function exists(store: ObjectStore): Promise<boolean> {
+  try {
+    await store.head('', { followSymlinks: true });
+    return true;
+  } catch (err) {
+    if (err instanceof FerryError && err.retry === 'notFound') return false;
+    throw err;
   }
 }
 

@@ -336,6 +336,14 @@ describe('ferry sync usage', () => {
     expect(missing.code).toBe(2);
   });
 
+  it('says so when the source directory does not exist', async () => {
+    const d = tmp();
+    const r = await ferry('sync', join(d, 'no-such-dir') + '/', join(d, 'out') + '/');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('does not exist');
+    expect(existsSync(join(d, 'out'))).toBe(false);
+  });
+
   it('names the supported schemes for an unknown one', async () => {
     const d = tmp();
     const r = await ferry('sync', 'gopher://x/y', d + '/');
