@@ -1,9 +1,11 @@
 // Builds the CLI into dist/cli.js (ESM) plus a chunk per lazily loaded backend: a bundle starts
 // faster than hundreds of modules.
 import { build } from 'esbuild';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+
+rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
 
 await build({
   entryPoints: { cli: 'src/manager/entry.ts' },

@@ -16,8 +16,6 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
   type _Error as DeleteError,
-  type _Object as S3Object,
-  type CommonPrefix,
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { AbortedError, FatalError, FerryError, ListOrderError, NotFoundError, PermissionDeniedError, SourceChangedError, ThrottledError, TransientError } from '../errors.js';
@@ -26,7 +24,7 @@ import type { Backend } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { clientConfig, keepAliveAgent, resolveSettings, type S3Settings } from './config.js';
 import { mapS3Error, type CallSite } from './errors.js';
-import { LeanS3 } from './lean.js';
+import { LeanS3, parseListPage, type ListedObject, type ListPage } from './lean.js';
 import {
   copyRanges,
   GiB,
@@ -187,26 +185,16 @@ export class S3Store implements ObjectStore {
     let token: string | undefined;
     let startAfter = options.startAfter;
     let last: string | undefined;
+    const lean = await this.#leanFor();
     for (;;) {
-      const out = await this.#call(site, () =>
-        this.#client.send(
-          new ListObjectsV2Command({
-            Bucket: this.#bucket,
-            MaxKeys: this.#tuning.pageSize,
-            ...(prefix ? { Prefix: prefix } : {}),
-            ...(options.delimiter ? { Delimiter: options.delimiter } : {}),
-            ...(token ? { ContinuationToken: token } : startAfter !== undefined ? { StartAfter: startAfter } : {}),
-          }),
-          withSignal(options.signal),
-        ),
-      );
-      const page = this.#mergePage(out.Contents ?? [], out.CommonPrefixes ?? [], last, `s3://${this.#bucket}/${prefix}`);
+      const out = lean ? await this.#listLean(lean, site, prefix, options, token, startAfter) : await this.#listSdk(site, prefix, options, token, startAfter);
+      const page = this.#mergePage(out.contents, out.prefixes, last, `s3://${this.#bucket}/${prefix}`);
       if (page.length > 0) {
         last = page[page.length - 1]!.key;
         yield page;
       }
-      if (!out.IsTruncated) return;
-      token = out.NextContinuationToken;
+      if (!out.truncated) return;
+      token = out.nextToken;
       // Services that page without continuation tokens: carry on after the last key seen.
       if (!token) {
         if (last === undefined) throw new FatalError(`s3 LIST ${this.#bucket}/${prefix}: the service says the listing is truncated but gives no way to continue`);
@@ -215,17 +203,45 @@ export class S3Store implements ObjectStore {
     }
   }
 
+  /** One ListObjectsV2 page over the direct path, parsed by parseListPage. */
+  async #listLean(lean: LeanS3, site: CallSite, prefix: string, options: ListOptions, token: string | undefined, startAfter: string | undefined): Promise<ListPage> {
+    const query: Record<string, string> = { 'list-type': '2', 'max-keys': String(this.#tuning.pageSize) };
+    if (prefix) query['prefix'] = prefix;
+    if (options.delimiter) query['delimiter'] = options.delimiter;
+    if (token) query['continuation-token'] = token;
+    else if (startAfter !== undefined) query['start-after'] = startAfter;
+    const res = await this.#call(site, () => lean.send({ method: 'GET', key: '', query, signal: options.signal, what: `s3 LIST ${this.#bucket}/${prefix}` }));
+    return parseListPage((res as { text?: string }).text ?? '');
+  }
+
+  async #listSdk(site: CallSite, prefix: string, options: ListOptions, token: string | undefined, startAfter: string | undefined): Promise<ListPage> {
+    const out = await this.#call(site, () =>
+      this.#client.send(
+        new ListObjectsV2Command({
+          Bucket: this.#bucket,
+          MaxKeys: this.#tuning.pageSize,
+          ...(prefix ? { Prefix: prefix } : {}),
+          ...(options.delimiter ? { Delimiter: options.delimiter } : {}),
+          ...(token ? { ContinuationToken: token } : startAfter !== undefined ? { StartAfter: startAfter } : {}),
+        }),
+        withSignal(options.signal),
+      ),
+    );
+    const page: ListPage = {
+      contents: (out.Contents ?? []).map((c) => ({ key: c.Key ?? '', size: c.Size ?? 0, mtime: c.LastModified?.getTime() ?? 0, ...(c.ETag ? { etag: c.ETag.replace(/"/g, '') } : {}) })),
+      prefixes: (out.CommonPrefixes ?? []).map((p) => p.Prefix ?? ''),
+      truncated: Boolean(out.IsTruncated),
+    };
+    if (out.NextContinuationToken) page.nextToken = out.NextContinuationToken;
+    return page;
+  }
+
   /**
    * One page: objects and common prefixes (each sorted by the service in UTF-8 byte order) merged
    * into one ordered list. A common prefix repeated from the previous page is dropped (some
    * services end a page inside a prefix); anything else out of order is an error.
    */
-  #mergePage(
-    contents: S3Object[],
-    prefixes: CommonPrefix[],
-    previous: string | undefined,
-    where: string,
-  ): Entry[] {
+  #mergePage(contents: ListedObject[], prefixes: string[], previous: string | undefined, where: string): Entry[] {
     const page: Entry[] = [];
     let last = previous;
     let i = 0;
@@ -234,15 +250,14 @@ export class S3Store implements ObjectStore {
       const c = contents[i];
       const p = prefixes[j];
       let e: Entry;
-      if (c && (!p || compareKeys(c.Key ?? '', p.Prefix ?? '') <= 0)) {
+      if (c && (p === undefined || compareKeys(c.key, p) <= 0)) {
         i++;
-        const key = c.Key ?? '';
-        const isDir = key.endsWith('/');
-        e = { key, size: isDir ? 0 : (c.Size ?? 0), mtime: c.LastModified?.getTime() ?? 0, isDir };
-        if (c.ETag) e.etag = c.ETag.replace(/"/g, '');
+        const isDir = c.key.endsWith('/');
+        e = { key: c.key, size: isDir ? 0 : c.size, mtime: c.mtime, isDir };
+        if (c.etag) e.etag = c.etag;
       } else {
         j++;
-        e = { key: p!.Prefix ?? '', size: 0, mtime: 0, isDir: true };
+        e = { key: p!, size: 0, mtime: 0, isDir: true };
       }
       if (last !== undefined) {
         const order = compareKeys(last, e.key);
