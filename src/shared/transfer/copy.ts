@@ -1,4 +1,5 @@
 import type { Duplex, Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
 import { ChecksumMismatchError, FatalError, NotFoundError, SourceChangedError, retryClassOf } from '../storage/errors.js';
 import type { Entry, ObjectStore, PutOptions } from '../storage/types.js';
 import { throttle, type ByteRateLimiter } from '../throttle/bucket.js';
@@ -209,6 +210,18 @@ export class Transfer {
     if (this.#serverSide()) {
       await this.dst.copyFrom!(e.key, this.src.copySource!(e.key), put);
       this.o.onBytes?.(e.size);
+    } else if (e.size <= WHOLE) {
+      // A small object travels as one buffer: no stream machinery on either side, and stores send
+      // a buffer in one write (S3: one request body with its length).
+      const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size });
+      const data = await readUpTo(body, e.size + 1, this.o.signal);
+      if (data.length !== e.size) {
+        throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy: listed ${e.size} bytes, read ${data.length}${data.length > e.size ? ' or more' : ''}`);
+      }
+      if (this.o.limiter) await this.o.limiter.take(data.length, this.o.signal);
+      this.o.onBytes?.(data.length);
+      if (this.o.checkNew) srcDigest = createHash('md5').update(data).digest('hex');
+      await this.dst.put(e.key, data, put);
     } else {
       const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size });
       const tap = new DigestTap(this.o.onBytes, this.o.checkNew);
@@ -299,4 +312,25 @@ function chain(stages: [Readable, ...Duplex[]]): { out: Readable; failure(): Err
       for (const s of stages) if (!s.destroyed) s.destroy();
     },
   };
+}
+
+/** Objects up to this size are read whole and written from one buffer. */
+const WHOLE = 1 << 20;
+
+/** A stream's bytes, but no more than `max` (the rest is left unread and the stream destroyed). */
+async function readUpTo(body: Readable, max: number, signal: AbortSignal): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  try {
+    for await (const c of body) {
+      signal.throwIfAborted();
+      const b = Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array);
+      chunks.push(b);
+      n += b.length;
+      if (n >= max) break;
+    }
+  } finally {
+    if (!body.readableEnded) body.destroy();
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n);
 }
