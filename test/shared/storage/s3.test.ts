@@ -736,3 +736,18 @@ describe('parseListPage', () => {
     expect(parseListPage('<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>')).toEqual({ contents: [], prefixes: [], truncated: false });
   });
 });
+
+describe('SigV4', () => {
+  it("matches AWS's published example (GET Object with a range)", async () => {
+    const { SigV4 } = await import('../../../src/shared/storage/s3/sigv4.js');
+    const headers: Record<string, string> = {
+      host: 'examplebucket.s3.amazonaws.com',
+      range: 'bytes=0-9',
+      'x-amz-content-sha256': 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+    };
+    new SigV4('s3').sign('GET', '/test.txt', {}, headers, { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' }, 'us-east-1', new Date('2013-05-24T00:00:00Z'));
+    expect(headers['authorization']).toBe(
+      'AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41',
+    );
+  });
+});

@@ -18,7 +18,7 @@ import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getEndpointFromInstructions } from '@smithy/core/endpoints';
-import { SignatureV4 } from '@smithy/signature-v4';
+import { escapeUri, SigV4 } from './sigv4.js';
 import { TransientError } from '../errors.js';
 import { CONNECTION_TIMEOUT_MS, SOCKET_TIMEOUT_MS, type S3Settings } from './config.js';
 
@@ -133,7 +133,7 @@ export class LeanS3 {
   readonly #client: S3Client;
   readonly #settings: S3Settings;
   readonly #agent: Agent;
-  readonly #signer: SignatureV4 | undefined;
+  readonly #signer: SigV4 | undefined;
   /** Per region: the target, or undefined when the SDK must send the requests (see `#resolve`). */
   readonly #targets = new Map<string, Promise<Target | undefined>>();
   /** The bucket's region: the configured one until S3 redirects a request elsewhere. */
@@ -145,18 +145,7 @@ export class LeanS3 {
     this.#agent = agent;
     this.#region = settings.region;
     // Anonymous stores send requests unsigned, as the SDK client's no-op signer does.
-    this.#signer =
-      settings.credentials.kind === 'anonymous'
-        ? undefined
-        : new SignatureV4({
-            service: 's3',
-            region: settings.region,
-            credentials: () => client.config.credentials(),
-            sha256: client.config.sha256,
-            // Keys are encoded once, by `encodeKey`; S3 signs the path as sent.
-            uriEscapePath: false,
-            applyChecksum: false,
-          });
+    this.#signer = settings.credentials.kind === 'anonymous' ? undefined : new SigV4('s3');
   }
 
   /** Whether this store's requests can go the lean way (false: the SDK must send them). */
@@ -242,20 +231,17 @@ export class LeanS3 {
     if (!target) throw new Error(`s3: no direct endpoint for ${this.#settings.bucket} in ${region}`);
     const path = target.basePath + encodeKey(r.key);
     const query = r.query ?? {};
-    let headers: Record<string, string> = { host: target.host, ...r.headers };
+    const headers: Record<string, string> = { host: target.host, ...r.headers };
     if (this.#signer) {
       headers['x-amz-content-sha256'] = r.body === undefined ? EMPTY_SHA256 : 'UNSIGNED-PAYLOAD';
       const offset = this.#client.config.systemClockOffset ?? 0;
-      const signed = await this.#signer.sign(
-        { method: r.method, protocol: target.https ? 'https:' : 'http:', hostname: target.hostname, path, query, headers },
-        { signingDate: new Date(Date.now() + offset), signingRegion: target.signingRegion },
-      );
-      headers = signed.headers;
+      const creds = await this.#client.config.credentials();
+      this.#signer.sign(r.method, path, query, headers, creds, target.signingRegion, new Date(Date.now() + offset));
       if (r.signal?.aborted) throw abortError(r.signal);
     }
     const search = Object.keys(query)
       .sort()
-      .map((k) => `${escapeQuery(k)}=${escapeQuery(query[k]!)}`)
+      .map((k) => `${escapeUri(k)}=${escapeUri(query[k]!)}`)
       .join('&');
     return this.#exchange(target, search ? `${path}?${search}` : path, headers, r);
   }
@@ -364,10 +350,6 @@ export class LeanS3 {
 /** The largest listing page read (S3 pages hold at most 1,000 keys of at most 1,024 bytes). */
 const MAX_LISTING_BODY = 16 << 20;
 
-/** As SigV4 wants query parameters: RFC 3986, every reserved character escaped. */
-function escapeQuery(s: string): string {
-  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase());
-}
 
 const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
 
