@@ -393,18 +393,21 @@ export class S3Store implements ObjectStore {
     }
   }
 
+  /** Start a multipart upload (for parts uploaded or copied); its upload id. */
+  async #createUpload(key: string, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<string> {
+    const out = await this.#call(this.#site('CreateMultipartUpload', key, signal), () =>
+      this.#client.send(
+        new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: key, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }),
+        withSignal(signal),
+      ),
+    );
+    if (!out.UploadId) throw new FatalError(`s3 CreateMultipartUpload ${this.#bucket}/${key}: the service returned no upload id`);
+    return out.UploadId;
+  }
+
   async #uploadParts(key: string, parts: AsyncIterable<Buffer> | Iterable<Buffer>, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<number> {
     const target: MultipartTarget<Buffer> = {
-      create: async () => {
-        const out = await this.#call(this.#site('CreateMultipartUpload', key, signal), () =>
-          this.#client.send(
-            new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: key, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }),
-            withSignal(signal),
-          ),
-        );
-        if (!out.UploadId) throw new FatalError(`s3 CreateMultipartUpload ${this.#bucket}/${key}: the service returned no upload id`);
-        return out.UploadId;
-      },
+      create: () => this.#createUpload(key, storageClass, signal),
       part: async (uploadId, partNumber, data, partSignal) => {
         const out = await this.#call(this.#site(`UploadPart #${partNumber}`, key, signal), () =>
           this.#client.send(
@@ -491,16 +494,7 @@ export class S3Store implements ObjectStore {
     if (options.size > MAX_OBJECT) throw new FatalError(`s3 COPY ${from.bucket}/${from.key}: ${options.size} bytes is more than S3's 5 TiB limit`);
     const partSize = Math.min(MAX_PART, Math.max(this.#tuning.copyPartSize, partSizeFor(options.size)));
     const target: MultipartTarget<{ first: number; last: number }> = {
-      create: async () => {
-        const out = await this.#call(this.#site('CreateMultipartUpload', key, signal), () =>
-          this.#client.send(
-            new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: key, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }),
-            withSignal(signal),
-          ),
-        );
-        if (!out.UploadId) throw new FatalError(`s3 CreateMultipartUpload ${this.#bucket}/${key}: the service returned no upload id`);
-        return out.UploadId;
-      },
+      create: () => this.#createUpload(key, storageClass, signal),
       part: async (uploadId, partNumber, range, partSignal) => {
         const out = await this.#call(this.#site(`UploadPartCopy #${partNumber} from ${from.bucket}/${from.key} to`, key, signal), () =>
           this.#client.send(
