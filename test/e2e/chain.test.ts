@@ -128,6 +128,14 @@ describe('a tree through every backend, by the CLI', () => {
     }
   }, 300_000);
 
+  it('lists in parallel sub-trees (--list-threads, --list-depth) with the same outcome', async () => {
+    const n = Object.keys(FILES).length;
+    for (const [src, dst] of hops()) {
+      const r = await ferry('sync', '--list-threads', '4', '--list-depth', '2', '--json', src, dst);
+      expect(r.json, `${src} → ${dst}`).toMatchObject({ copied: 0, skipped: n, failed: 0, found: n });
+    }
+  }, 300_000);
+
   it('never prints a secret', async () => {
     const [src, dst] = hops()[2]!;
     const r = await ferry('sync', '--verbose', '--force-update', src, dst);
