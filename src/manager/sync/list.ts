@@ -4,6 +4,8 @@ import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 
 /** ferry's own keys (metadata backups) at the root of a sync: never listed, so never deleted. */
 export const RESERVED_PREFIX = '.ferry/';
+/** The first key after every key that starts with RESERVED_PREFIX ('0' follows '/'). */
+const RESERVED_END = '.ferry0';
 
 export interface ListSideOptions {
   /** First key to list (inclusive), `--start`. */
@@ -38,7 +40,10 @@ export async function* listSide(store: ObjectStore, o: ListSideOptions): AsyncIt
       out = page.filter((e) => compareKeys(e.key, end) <= 0);
       stop = true;
     }
-    if (out.length > 0 && out[0]!.key.startsWith('.') ) out = out.filter((e) => !e.key.startsWith(RESERVED_PREFIX));
+    // Reserved keys are a contiguous run in key order: filter only pages that reach into it.
+    if (out.length > 0 && compareKeys(out[0]!.key, RESERVED_END) < 0 && compareKeys(out[out.length - 1]!.key, RESERVED_PREFIX) >= 0) {
+      out = out.filter((e) => !e.key.startsWith(RESERVED_PREFIX));
+    }
     if (out.length > 0) yield out;
     if (stop) return;
   }

@@ -8,6 +8,8 @@ import { MemStore } from '../../../src/shared/storage/mem.js';
 import type { ObjectStore } from '../../../src/shared/storage/types.js';
 
 const keys = [
+  // '-' sorts before '.': the reserved keys sit in the middle of a page, not at its start.
+  '-dash',
   '.ferry/meta/backup.json',
   '.hidden',
   'a-b',
