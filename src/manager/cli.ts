@@ -316,6 +316,15 @@ const ALIASES: Record<string, string> = {
 export async function main(args: string[], out: CliEnvironment = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const end = args.indexOf('--');
   const argv = args.map((a, i) => (end >= 0 && i > end ? a : (ALIASES[a] ?? a)));
+  // Whatever is said before a run has its own redactor: every secret any argument carries.
+  const redactor = new Redactor();
+  for (const a of args) {
+    try {
+      for (const secret of secretsOf(parseAddress(a))) redactor.add(secret);
+    } catch {
+      // not an address
+    }
+  }
   let parsed: ParsedSync | undefined;
   const program = new Command('ferry')
     .description('Move and protect data between storages: local disks, SFTP, HDFS, S3 and S3-compatible stores, Aliyun OSS, Tencent COS.')
@@ -323,11 +332,11 @@ export async function main(args: string[], out: CliEnvironment = { stdout: proce
     .helpOption('-h, --help', 'show this help')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeOut: (s) => out.stdout.write(s), writeErr: (s) => out.stderr.write(s) });
+    .configureOutput({ writeOut: (s) => out.stdout.write(s), writeErr: (s) => out.stderr.write(redactor.redact(s)) });
   const sync = buildSyncCommand((p) => (parsed = p))
     .exitOverride()
     .showHelpAfterError('(run "ferry sync --help" for usage)')
-    .configureOutput({ writeOut: (s) => out.stdout.write(s), writeErr: (s) => out.stderr.write(s) });
+    .configureOutput({ writeOut: (s) => out.stdout.write(s), writeErr: (s) => out.stderr.write(redactor.redact(s)) });
   program.addCommand(sync);
   try {
     await program.parseAsync(argv, { from: 'user' });
@@ -336,14 +345,14 @@ export async function main(args: string[], out: CliEnvironment = { stdout: proce
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
       return EXIT.usage;
     }
-    out.stderr.write(`ferry: error: ${messageOf(err)}\n`);
+    out.stderr.write(redactor.redact(`ferry: error: ${messageOf(err)}\n`));
     return err instanceof UsageError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed;
   }
   if (!parsed) return EXIT.usage;
   try {
     return await runSyncCommand(parsed, out);
   } catch (err) {
-    out.stderr.write(`ferry: error: ${messageOf(err)}\n`);
+    out.stderr.write(redactor.redact(`ferry: error: ${messageOf(err)}\n`));
     return err instanceof UsageError ? EXIT.usage : EXIT.failed;
   }
 }
