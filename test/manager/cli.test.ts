@@ -281,6 +281,20 @@ describe('ferry sync between local directories', () => {
 });
 
 describe('ferry sync failure handling and writing', () => {
+  it('counts a file whose name is not valid UTF-8 as failed instead of passing over it', async () => {
+    // Regression: Node decodes such names lossily, lstat then missed them, and they were skipped in silence.
+    const d = tmp();
+    mkdirSync(join(d, 'src'));
+    writeFileSync(Buffer.from(join(d, 'src') + '/caf\xe9.txt', 'latin1'), 'latin-1 name');
+    writeFileSync(Buffer.from(join(d, 'src') + '/caf\xe8.txt', 'latin1'), 'another one');
+    writeFileSync(join(d, 'src/ok.txt'), 'ok');
+    const r = await ferry('sync', '--json', join(d, 'src') + '/', join(d, 'dst') + '/');
+    expect(r.code).toBe(1);
+    expect(r.json).toMatchObject({ found: 3, copied: 1, failed: 2 });
+    expect(r.stderr).toContain('not valid UTF-8');
+    expect(r.stderr).toContain('636166e92e747874');
+  });
+
   it('--max-failure stops the run after that many failures', async () => {
     const d = tmp();
     mkdirSync(join(d, 'src'), { recursive: true });

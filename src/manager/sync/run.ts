@@ -223,6 +223,20 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
       }
     } else if (o.filter && !o.filter(d.dst)) return true;
 
+    const broken = d.kind === 'dstOnly' ? d.dst.error : d.src.error;
+    if (broken !== undefined) {
+      if (d.kind === 'dstOnly') {
+        // Left alone: ferry cannot address it, so it cannot delete it either.
+        stats.extra++;
+        log.warn(`${dst.description}${key} is kept: ${broken}`);
+      } else {
+        stats.found++;
+        stats.handled++;
+        stats.failed++;
+        log.error(`cannot sync ${JSON.stringify(key)} from ${src.description}: ${broken}`);
+      }
+      return true;
+    }
     const decision = decide(d, o, features);
     /** A task that waits for a slot; if the run stops meanwhile it never starts and is not counted. */
     let wait: Promise<unknown> | undefined;

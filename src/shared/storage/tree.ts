@@ -18,6 +18,8 @@ export interface NodeAttrs {
 
 export interface WalkRecord extends NodeAttrs {
   name: string;
+  /** Listed but not usable (see Entry.error). */
+  error?: string;
   /** A symlink's target. */
   target?: string;
   /** When following links: what the link points at, or null when it is broken. */
@@ -100,6 +102,7 @@ export function* walkTree(o: { prefix: string; startAfter?: string; shallow: boo
         e.isSymlink = true;
         e.target = r.target ?? '';
       }
+      if (r.error !== undefined) e.error = r.error;
       page.push(e);
       if (page.length >= o.pageSize) {
         yield { page };

@@ -16,6 +16,11 @@ export interface Entry {
   uid?: number;
   gid?: number;
   etag?: string;
+  /**
+   * The store saw this key but cannot read or write it (a file name that is not valid UTF-8): a
+   * sync counts it as failed rather than passing over it.
+   */
+  error?: string;
 }
 
 export interface ListOptions {

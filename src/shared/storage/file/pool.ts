@@ -21,6 +21,7 @@ const TMP = '.ferry-tmp-';
  */
 export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string[]): WalkRecord[] {
   const out: WalkRecord[] = [];
+  let undecodable = false;
   for (const name of names ?? fs.readdirSync(dir)) {
     if (name.startsWith('.ferry-tmp-')) continue;
     const p = dir + name;
@@ -28,8 +29,12 @@ export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string
     try {
       st = fs.lstatSync(p);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      // Node decodes names as UTF-8: bytes that are not UTF-8 come back as U+FFFD, and the name
+      // no longer reaches the file. Such names are reported (under their bytes, so that two of
+      // them stay two keys) rather than passed over.
+      if (name.includes('\uFFFD')) undecodable = true;
+      continue;
     }
     const kind = st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFile() ? 'f' : 'o';
     const rec: WalkRecord = { name, kind, size: st.size, mtime: st.mtimeMs, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
@@ -51,6 +56,13 @@ export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string
       }
     }
     out.push(rec);
+  }
+  if (undecodable) {
+    for (const raw of fs.readdirSync(dir, { encoding: 'buffer' })) {
+      const text = raw.toString('utf8');
+      if (Buffer.from(text, 'utf8').equals(raw)) continue;
+      out.push({ name: `${text} [bytes ${raw.toString('hex')}]`, kind: 'f', size: 0, mtime: 0, error: 'its name is not valid UTF-8, which ferry cannot address yet' });
+    }
   }
   return out;
 }
