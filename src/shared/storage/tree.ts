@@ -1,3 +1,4 @@
+import { retryClassOf } from './errors.js';
 import { compareKeys } from './keys.js';
 import type { Entry, ListOptions } from './types.js';
 
@@ -43,6 +44,8 @@ export interface ReadRequest {
 export interface DirListing {
   records: WalkRecord[];
   id?: string;
+  /** The directory exists but could not be read (permission denied): its entry carries this. */
+  error?: string;
 }
 
 type WalkStep = ReadRequest | { page: Entry[] };
@@ -60,12 +63,15 @@ export function* walkTree(o: { prefix: string; startAfter?: string; shallow: boo
   const isDir = (r: WalkRecord) => r.kind === 'd' || (o.follow && r.kind === 'l' && r.follow?.kind === 'd');
   const after = o.startAfter;
   let topId: string | undefined;
+  /** Why the directory just read could not be read, if it could not. */
+  let readError: string | undefined;
   function* read(dir: string, namePrefix: string, identify = false): Generator<WalkStep, WalkRecord[], DirListing> {
     const req: ReadRequest = { read: dir, namePrefix };
     if (after !== undefined && after.startsWith(dir)) req.after = after.slice(dir.length);
     if (identify) req.identify = true;
     const listing = yield req;
     if (identify) topId = listing.id;
+    if (listing.error !== undefined) readError = listing.error;
     const keyed: { r: WalkRecord; k: string }[] = [];
     for (const r of listing.records) {
       const k = isDir(r) ? r.name + '/' : r.name;
@@ -88,10 +94,22 @@ export function* walkTree(o: { prefix: string; startAfter?: string; shallow: boo
     }
     const dir = isDir(r);
     const key = level.dir + r.name + (dir ? '/' : '');
-    if (after !== undefined && compareKeys(key, after) <= 0) {
-      // A directory before startAfter may still hold keys after it.
-      if (!(dir && !o.shallow && after.startsWith(key))) continue;
-    } else {
+    const emit = after === undefined || compareKeys(key, after) > 0;
+    // A directory before startAfter may still hold keys after it.
+    const descend = dir && !o.shallow && (emit || after!.startsWith(key));
+    if (!emit && !descend) continue;
+    // A directory is read before its own entry goes out, so that an unreadable one carries the error.
+    let sub: { records: WalkRecord[]; seen: Set<string> } | undefined;
+    let unreadable: string | undefined;
+    if (descend) {
+      const id = r.kind === 'l' ? r.follow?.id : r.id;
+      if (id === undefined || !level.seen.has(id)) {
+        readError = undefined;
+        sub = { records: yield* read(key, ''), seen: id === undefined ? level.seen : new Set(level.seen).add(id) };
+        unreadable = readError;
+      }
+    }
+    if (emit) {
       const f = o.follow && r.kind === 'l' && r.follow ? r.follow : null;
       const a = f ?? r;
       const e: Entry = { key, size: dir ? 0 : a.size, mtime: a.mtime, isDir: dir };
@@ -102,19 +120,15 @@ export function* walkTree(o: { prefix: string; startAfter?: string; shallow: boo
         e.isSymlink = true;
         e.target = r.target ?? '';
       }
-      if (r.error !== undefined) e.error = r.error;
+      const error = r.error ?? unreadable;
+      if (error !== undefined) e.error = error;
       page.push(e);
       if (page.length >= o.pageSize) {
         yield { page };
         page = [];
       }
     }
-    if (dir && !o.shallow) {
-      const id = r.kind === 'l' ? r.follow?.id : r.id;
-      if (id !== undefined && level.seen.has(id)) continue;
-      const seen = id === undefined ? level.seen : new Set(level.seen).add(id);
-      stack.push({ dir: key, records: yield* read(key, ''), next: 0, seen });
-    }
+    if (sub) stack.push({ dir: key, records: sub.records, next: 0, seen: sub.seen });
   }
   if (page.length > 0) yield { page };
 }
@@ -141,7 +155,15 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
       step = walk.next();
     } else {
       options.signal?.throwIfAborted();
-      step = walk.next(await readDir(s, follow));
+      let listing: DirListing;
+      try {
+        listing = await readDir(s, follow);
+      } catch (err) {
+        // An unreadable sub-directory fails its own key (the walk marks it), not the whole listing.
+        if (s.read === (options.prefix ?? '').slice(0, (options.prefix ?? '').lastIndexOf('/') + 1) || retryClassOf(err) !== 'denied') throw err;
+        listing = { records: [], error: (err as Error).message };
+      }
+      step = walk.next(listing);
     }
   }
 }

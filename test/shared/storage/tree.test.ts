@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { listTree, type DirListing, type ReadRequest, type WalkRecord } from '../../../src/shared/storage/tree.js';
+import { PermissionDeniedError } from '../../../src/shared/storage/errors.js';
+import type { Entry } from '../../../src/shared/storage/types.js';
+
+const file = (name: string, size = 1): WalkRecord => ({ name, kind: 'f', size, mtime: 0 });
+const dir = (name: string, id?: string): WalkRecord => ({ name, kind: 'd', size: 0, mtime: 0, ...(id ? { id } : {}) });
+
+/** A tree held in a map: directory key → its records, or an error for an unreadable one. */
+function driver(tree: Record<string, WalkRecord[] | string>) {
+  const reads: ReadRequest[] = [];
+  const read = async (req: ReadRequest): Promise<DirListing> => {
+    reads.push(req);
+    const t = tree[req.read];
+    if (t === undefined) return { records: [] };
+    if (typeof t === 'string') throw new PermissionDeniedError(t);
+    return { records: t };
+  };
+  return { read, reads };
+}
+
+async function keys(tree: Record<string, WalkRecord[] | string>, options: Parameters<typeof listTree>[0] = {}): Promise<Entry[]> {
+  const out: Entry[] = [];
+  for await (const page of listTree(options, 3, driver(tree).read)) out.push(...page);
+  return out;
+}
+
+describe('the tree walk', () => {
+  const tree: Record<string, WalkRecord[] | string> = {
+    '': [file('b'), dir('a'), file('a-b'), dir('locked')],
+    'a/': [file('2'), file('1'), dir('c')],
+    'a/c/': [file('x')],
+    'locked/': 'permission denied',
+  };
+
+  it('lists depth first in UTF-8 key order, directories sorted as if they ended in /', async () => {
+    expect((await keys(tree)).map((e) => e.key)).toEqual(['a-b', 'a/', 'a/1', 'a/2', 'a/c/', 'a/c/x', 'b', 'locked/']);
+  });
+
+  it('marks a directory it could not read with the error, and goes on; an unreadable top fails', async () => {
+    const entries = await keys(tree);
+    expect(entries.find((e) => e.key === 'locked/')).toMatchObject({ isDir: true, error: 'permission denied' });
+    expect(entries.filter((e) => e.error !== undefined)).toHaveLength(1);
+    await expect(keys({ '': 'permission denied' })).rejects.toMatchObject({ code: 'FERRY_PERMISSION_DENIED' });
+  });
+
+  it('starts after startAfter without reading directories wholly before it', async () => {
+    const d = driver(tree);
+    const out: string[] = [];
+    for await (const page of listTree({ startAfter: 'a/2' }, 3, d.read)) out.push(...page.map((e) => e.key));
+    expect(out).toEqual(['a/c/', 'a/c/x', 'b', 'locked/']);
+    expect(d.reads.map((r) => r.read)).toEqual(['', 'a/', 'a/c/', 'locked/']);
+  });
+
+  it('honours a prefix that ends mid-name and one level with a delimiter', async () => {
+    expect((await keys(tree, { prefix: 'a' })).map((e) => e.key)).toEqual(['a-b', 'a/', 'a/1', 'a/2', 'a/c/', 'a/c/x']);
+    expect((await keys(tree, { delimiter: '/' })).map((e) => e.key)).toEqual(['a-b', 'a/', 'b', 'locked/']);
+  });
+
+  it('never enters the same directory twice on one path (symlink cycles)', async () => {
+    const loop: Record<string, WalkRecord[]> = {
+      '': [dir('d', 'ID1')],
+      'd/': [{ name: 'up', kind: 'l', size: 2, mtime: 0, target: '..', follow: { kind: 'd', size: 0, mtime: 0, id: 'ID1' } }, file('f')],
+    };
+    const out = (await keys(loop, { followSymlinks: true })).map((e) => e.key);
+    expect(out).toEqual(['d/', 'd/f', 'd/up/']);
+  });
+});
