@@ -717,7 +717,7 @@ describe('s3 lean requests (GetObject, HeadObject, PutObject, DeleteObject witho
 
 describe('parseListPage', () => {
   it('reads keys, sizes, times, etags, prefixes and the continuation, with XML escapes', async () => {
-    const { parseListPage } = await import('../../../src/shared/storage/s3/lean.js');
+    const { parseListPage } = await import('../../../src/shared/storage/listing-xml.js');
     const xml = `<?xml version="1.0" encoding="UTF-8"?>
 <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>p/</Prefix><KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys><Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>
 <Contents><Key>p/a&amp;b &lt;c&gt; &quot;q&quot; &#39;s&#39; &#x1F600;</Key><LastModified>2024-01-02T03:04:05.000Z</LastModified><ETag>&quot;abc&quot;</ETag><Size>12</Size><StorageClass>STANDARD</StorageClass></Contents>

@@ -3,6 +3,7 @@ import type COS from 'cos-nodejs-sdk-v5';
 import type { Address } from '../address.js';
 import { FatalError, type FerryError, ListOrderError, PermissionDeniedError, SourceChangedError, TransientError, UsageError } from '../errors.js';
 import { compareKeys } from '../keys.js';
+import { parseListPage } from '../listing-xml.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { SliceReader } from './body.js';
@@ -174,12 +175,19 @@ export class CosStore implements ObjectStore {
     let last: string | undefined;
     for (;;) {
       options.signal?.throwIfAborted();
-      const params: COS.GetBucketParams = { ...this.#b, Prefix: prefix, MaxKeys: 1000, EncodingType: 'url' };
-      if (marker !== '') params.Marker = marker;
-      if (delimiter !== undefined) params.Delimiter = delimiter;
-      const r = await this.#client.call<COS.GetBucketResult>({ op: 'LIST', key: prefix }, (cos, done) => cos.getBucket(params, done), { signal: options.signal });
+      // GET Bucket, signed and sent by the SDK but read with parseListPage (~1 µs a key) instead
+      // of the SDK's XML parser (~30).
+      const query: Record<string, string> = { prefix, 'max-keys': '1000', 'encoding-type': 'url' };
+      if (marker !== '') query['marker'] = marker;
+      if (delimiter !== undefined) query['delimiter'] = delimiter;
+      const raw = await this.#client.call<{ Body: Buffer | string }>(
+        { op: 'LIST', key: prefix },
+        (cos, done) => cos.request({ ...this.#b, Method: 'GET', Query: query, RawBody: true } as unknown as COS.RequestParams, done as unknown as (err: COS.CosError, data: COS.RequestResult) => void),
+        { signal: options.signal },
+      );
+      const r = parseListPage(Buffer.isBuffer(raw.Body) ? raw.Body.toString('utf8') : String(raw.Body ?? ''));
       const decode = (s: string): string => {
-        if (r.EncodingType !== 'url') return s;
+        if (r.encodingType !== 'url') return s;
         try {
           return decodeListed(s);
         } catch {
@@ -187,15 +195,14 @@ export class CosStore implements ObjectStore {
         }
       };
       const found: Entry[] = [];
-      for (const c of asArray(r.Contents)) {
-        const key = decode(c.Key);
+      for (const c of r.contents) {
+        const key = decode(c.key);
         const isDir = key.endsWith('/');
-        const e: Entry = { key, size: isDir ? 0 : Number(c.Size), mtime: Date.parse(c.LastModified), isDir };
-        const etag = stripQuotes(c.ETag);
-        if (etag) e.etag = etag;
+        const e: Entry = { key, size: isDir ? 0 : c.size, mtime: c.mtime, isDir };
+        if (c.etag) e.etag = c.etag;
         found.push(e);
       }
-      for (const p of asArray(r.CommonPrefixes)) found.push({ key: decode(p.Prefix), size: 0, mtime: 0, isDir: true });
+      for (const p of r.prefixes) found.push({ key: decode(p), size: 0, mtime: 0, isDir: true });
       found.sort((a, b) => compareKeys(a.key, b.key));
 
       const page: Entry[] = [];
@@ -214,10 +221,10 @@ export class CosStore implements ObjectStore {
         page.push(e);
       }
       if (page.length > 0) yield page;
-      if (String(r.IsTruncated) !== 'true') return;
+      if (!r.truncated) return;
       // The next page starts after this page's last entry: that is what NextMarker holds, and
       // the decoded entry does not depend on whether the service URL-encodes NextMarker too.
-      const next = pageLast ?? (r.NextMarker ? decode(r.NextMarker) : undefined);
+      const next = pageLast ?? (r.nextMarker ? decode(r.nextMarker) : undefined);
       if (next === undefined || compareKeys(next, marker) <= 0) {
         throw new FatalError(`cos LIST ${this.#client.where(prefix)}: the listing is truncated but does not move past ${JSON.stringify(marker)}`);
       }

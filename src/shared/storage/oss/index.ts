@@ -6,6 +6,7 @@ import OSS from 'ali-oss';
 import type { Address } from '../address.js';
 import { FatalError, FerryError, fromSystemError, ListOrderError, SourceChangedError, TransientError, UsageError } from '../errors.js';
 import { compareKeys } from '../keys.js';
+import { parseListPage, type ListPage } from '../listing-xml.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { resolveCredentials, resolveEndpoint, type OssEndpoint } from './config.js';
@@ -73,6 +74,12 @@ interface OssLocation {
  * retry policy reads the error class. Listings page through ListObjectsV2; large or unsized bodies
  * go up as multipart uploads, one part buffered per part in flight.
  */
+/** The two ali-oss internals its own listV2() is made of (ali-oss 6.x, lib/object.js). */
+interface AliOssInternals {
+  _objectRequestParams(method: string, name: string, options: Record<string, unknown>): Record<string, unknown> & { query?: unknown; successStatuses?: number[] };
+  request(params: Record<string, unknown>): Promise<{ data: unknown }>;
+}
+
 export class OssStore implements ObjectStore {
   readonly scheme = 'oss';
   readonly description: string;
@@ -169,16 +176,16 @@ export class OssStore implements ObjectStore {
       if (options.delimiter) query.delimiter = options.delimiter;
       if (token !== undefined) query['continuation-token'] = token;
       else if (options.startAfter !== undefined) query['start-after'] = options.startAfter;
-      const r = await this.#call('LIST', what, options.signal, () => this.#client.listV2(query, { timeout: this.#limits.timeoutMs }));
+      const r = await this.#call('LIST', what, options.signal, () => this.#listPage(query));
       const page: Entry[] = [];
-      for (const o of r.objects ?? []) {
-        const key = this.#decode(o.name, what);
+      for (const o of r.contents) {
+        const key = this.#decode(o.key, what);
         const isDir = key.endsWith('/');
-        const e: Entry = { key, size: isDir ? 0 : Number(o.size), mtime: Date.parse(o.lastModified), isDir };
-        if (o.etag) e.etag = o.etag.replace(/^"|"$/g, '');
+        const e: Entry = { key, size: isDir ? 0 : o.size, mtime: o.mtime, isDir };
+        if (o.etag) e.etag = o.etag;
         page.push(e);
       }
-      for (const p of r.prefixes ?? []) page.push({ key: this.#decode(p, what), size: 0, mtime: 0, isDir: true });
+      for (const p of r.prefixes) page.push({ key: this.#decode(p, what), size: 0, mtime: 0, isDir: true });
       // Contents and CommonPrefixes come as two lists; merged, each page must follow the last.
       page.sort((a, b) => compareKeys(a.key, b.key));
       for (const e of page) {
@@ -186,11 +193,26 @@ export class OssStore implements ObjectStore {
         previous = e.key;
       }
       if (page.length > 0) yield page;
-      const next = (r as { nextContinuationToken?: string | null }).nextContinuationToken;
-      if (!r.isTruncated) return;
+      const next = r.nextToken;
+      if (!r.truncated) return;
       if (!next) throw new FatalError(`oss LIST ${this.bucket}/${what}: the server said the listing is truncated but gave no continuation token`);
       token = next;
     }
+  }
+
+  /**
+   * One ListObjectsV2 page, signed and sent by ali-oss as its listV2() does, but read with
+   * parseListPage instead of xml2js (~1 µs a key instead of ~30).
+   */
+  async #listPage(query: OSS.ListV2ObjectsQuery): Promise<ListPage> {
+    const client = this.#client as unknown as AliOssInternals;
+    const { 'continuation-token': token, ...rest } = query as Record<string, string | number | undefined>;
+    const params = client._objectRequestParams('GET', '', { timeout: this.#limits.timeoutMs, ...(token ? { subres: { 'continuation-token': token } } : {}) });
+    params.query = { 'list-type': 2, ...rest };
+    params.successStatuses = [200];
+    const result = await client.request(params);
+    const data = result.data;
+    return parseListPage(Buffer.isBuffer(data) ? data.toString('utf8') : String(data ?? ''));
   }
 
   /** Keys come URL-encoded (encoding-type=url), so that any byte survives XML. */

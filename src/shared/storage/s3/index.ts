@@ -24,7 +24,8 @@ import type { Backend } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { clientConfig, keepAliveAgent, resolveSettings, type S3Settings } from './config.js';
 import { mapS3Error, type CallSite } from './errors.js';
-import { LeanS3, parseListPage, type ListedObject, type ListPage } from './lean.js';
+import { parseListPage, type ListedObject, type ListPage } from '../listing-xml.js';
+import { LeanS3 } from './lean.js';
 import {
   copyRanges,
   GiB,
