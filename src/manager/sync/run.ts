@@ -86,7 +86,6 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   const transfer = new Transfer(src, dst, {
     perms: o.perms,
     links: o.links,
-    dirs: o.dirs,
     checkNew: o.checkNew,
     checkChange: o.checkChange,
     deleteSrcAfter: o.deleteSrcAfter,

@@ -10,7 +10,6 @@ import type { Outcome, Task } from './task.js';
 export interface TransferOptions {
   perms: boolean;
   links: boolean;
-  dirs: boolean;
   checkNew: boolean;
   checkChange: boolean;
   deleteSrcAfter: boolean;

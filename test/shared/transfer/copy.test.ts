@@ -8,7 +8,6 @@ import { readAll } from '../storage/conformance.js';
 const base: TransferOptions = {
   perms: false,
   links: false,
-  dirs: false,
   checkNew: false,
   checkChange: false,
   deleteSrcAfter: false,
