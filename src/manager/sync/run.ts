@@ -17,6 +17,8 @@ type Work = Task | Entry[];
 
 /** File copies per batch, when the stores copy in batches. */
 const BATCH = 256;
+/** Larger files are copied one a task, so that their progress shows and they spread over threads. */
+const BATCH_FILE_MAX = 16 << 20;
 
 export interface Logger {
   error(message: string): void;
@@ -267,7 +269,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
           log.warn(`skipping broken symlink ${JSON.stringify(e.key)} (use --links to copy links as links)`);
         } else if (decision === 'deleteSrc' && e.isDir) {
           later(e.key, { v: 1, op: 'deleteSrc', entry: e });
-        } else if (batchable && decision === 'copy' && !e.isDir && !(o.links && e.isSymlink)) {
+        } else if (batchable && decision === 'copy' && !e.isDir && !(o.links && e.isSymlink) && e.size <= BATCH_FILE_MAX) {
           batch.push(e);
           if (batch.length >= BATCH) wait = flushBatch();
         } else {

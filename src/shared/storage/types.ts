@@ -50,6 +50,8 @@ export interface PutOptions {
   mtime?: number;
   mode?: number;
   storageClass?: string;
+  /** Long copies (copyFrom) report the bytes written so far, now and then, for progress. */
+  onProgress?(bytes: number): void;
   signal?: AbortSignal;
 }
 

@@ -207,8 +207,18 @@ export class Transfer {
 
     let srcDigest: string | undefined;
     if (this.#serverSide()) {
+      let reported = 0;
+      const onBytes = this.o.onBytes;
+      if (onBytes) {
+        put.onProgress = (bytes) => {
+          if (bytes > reported) {
+            onBytes(bytes - reported);
+            reported = bytes;
+          }
+        };
+      }
       await this.dst.copyFrom!(e.key, this.src.copySource!(e.key), put);
-      this.o.onBytes?.(e.size);
+      onBytes?.(Math.max(0, e.size - reported));
     } else if (e.size <= WHOLE) {
       // A small object travels as one buffer: no stream machinery on either side, and stores send
       // a buffer in one write (S3: one request body with its length).

@@ -14,6 +14,8 @@ const PAGE = 1000;
 const SMALL = 1 << 20;
 /** Files up to this size are read and written right on the calling thread: tens of microseconds. */
 const INLINE = 256 << 10;
+/** Copies of files this large report progress. */
+const WATCH_SIZE = 64 << 20;
 /** Directories up to this many names are read on the calling thread. */
 const SYNC_LIST_MAX = 1024;
 const TMP = '.ferry-tmp-';
@@ -254,16 +256,32 @@ export class FileStore implements ObjectStore {
   /** Disk-to-disk copy: copy_file_range through the kernel, batched on the file-system threads. */
   async copyFrom(key: string, source: CopySource, options: PutOptions & { size: number } = { size: 0 }): Promise<void> {
     const dst = this.root + key;
+    // The copy runs in one system call on a file-system thread; for a large file, progress is the
+    // size of the file being written, looked at twice a second.
+    const watch = options.onProgress && options.size >= WATCH_SIZE ? (this.#inplace ? dst : this.#tmpPath(dst)) : undefined;
+    let timer: NodeJS.Timeout | undefined;
+    if (watch) {
+      const onProgress = options.onProgress!;
+      timer = setInterval(() => {
+        fsp.stat(watch).then(
+          (st) => onProgress(st.size),
+          () => {},
+        );
+      }, 500);
+    }
     try {
       await this.#pool.copy({
         src: source.location as string,
         dst,
         inplace: this.#inplace,
+        ...(watch && !this.#inplace ? { tmp: watch } : {}),
         ...(options.mtime === undefined ? {} : { mtime: options.mtime }),
         ...(options.mode === undefined ? {} : { mode: options.mode }),
       });
     } catch (err) {
       throw fromSystemError(err, `copy ${String(source.location)} to ${dst}`);
+    } finally {
+      clearInterval(timer);
     }
   }
 

@@ -71,7 +71,7 @@ export function listDirSync(fs: Fs, dir: string, follow: boolean, names?: string
 function copyBatchSync(fs: Fs, jobs: CopyJob[], tmpName: (dst: string) => string): (SystemErrorRecord | null)[] {
   const parent = (p: string) => p.slice(0, p.lastIndexOf('/'));
   return jobs.map((job) => {
-    const target = job.inplace ? job.dst : tmpName(job.dst);
+    const target = job.inplace ? job.dst : (job.tmp ?? tmpName(job.dst));
     try {
       try {
         fs.copyFileSync(job.src, target);
@@ -180,6 +180,8 @@ export interface CopyJob {
   src: string;
   dst: string;
   inplace?: boolean;
+  /** The temporary name to write to (the caller watches it for progress); made up when absent. */
+  tmp?: string;
   mtime?: number;
   mode?: number;
   uid?: number;
