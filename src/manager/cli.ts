@@ -342,7 +342,8 @@ export async function main(args: string[], out: CliEnvironment = { stdout: proce
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+      // 'commander.help': help shown because no command was given — a usage error.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT.ok;
       return EXIT.usage;
     }
     out.stderr.write(redactor.redact(`ferry: error: ${messageOf(err)}\n`));
