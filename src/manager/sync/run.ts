@@ -285,14 +285,15 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     return wait ? wait.then(() => more) : more;
   };
 
-  const sideOptions = () => ({
+  /** How each side is listed. */
+  const sides = {
     ...(o.start === undefined ? {} : { start: o.start }),
     ...(o.end === undefined ? {} : { end: o.end }),
     followSymlinks: !o.links,
     threads: o.listThreads,
     depth: o.listDepth,
     signal: listAbort.signal,
-  });
+  };
 
   /** Plan every key of two listings; false once --limit is reached or the run stops. */
   const planListings = async (s: AsyncIterable<Entry[]>, t: AsyncIterable<Entry[]>): Promise<boolean> => {
@@ -321,12 +322,12 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     } else if (o.filesFrom) {
       for await (const line of readLines(o.filesFrom)) {
         if (listAbort.signal.aborted) break;
-        const [s, t] = await Promise.all([selected(src, line, sideOptions()), listDst ? selected(dst, line, sideOptions()) : empty]);
+        const [s, t] = await Promise.all([selected(src, line, sides), listDst ? selected(dst, line, sides) : empty]);
         if (!(await planListings(s, t))) break;
       }
     } else {
-      const s = listSide(src, sideOptions());
-      const t = listDst ? listSide(dst, sideOptions()) : empty;
+      const s = listSide(src, sides);
+      const t = listDst ? listSide(dst, sides) : empty;
       await planListings(s, t);
     }
   } catch (err) {

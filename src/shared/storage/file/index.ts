@@ -7,7 +7,7 @@ import { fromSystemError, NotFoundError } from '../errors.js';
 import type { Backend } from '../registry.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { listTree, type WalkRecord } from '../tree.js';
-import { FsPool, listDirSync, writeBatchSync } from './pool.js';
+import { FsPool, listDirSync, toSystemError, writeBatchSync } from './pool.js';
 
 const PAGE = 1000;
 /** Files up to this size are read and written whole, in one round trip to a file-system thread. */
@@ -145,7 +145,7 @@ export class FileStore implements ObjectStore {
       if (data.length <= INLINE) {
         const job = { path: p, data, inplace: this.#inplace, ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
         const [err] = writeBatchSync(fs, [job], (dst) => this.#tmpPath(dst));
-        if (err) throw fromSystemError(toError(err), `write ${p}`);
+        if (err) throw fromSystemError(toSystemError(err), `write ${p}`);
         return;
       }
       try {
@@ -349,8 +349,4 @@ async function collect(body: Readable, signal?: AbortSignal): Promise<Buffer> {
     chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array));
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-}
-
-function toError(r: { code: string; message: string }): NodeJS.ErrnoException {
-  return Object.assign(new Error(r.message), { code: r.code });
 }

@@ -214,7 +214,7 @@ class PoolThread {
   }
 }
 
-function toSystemError(r: SystemErrorRecord): NodeJS.ErrnoException {
+export function toSystemError(r: SystemErrorRecord): NodeJS.ErrnoException {
   const e: NodeJS.ErrnoException = new Error(r.message);
   e.code = r.code;
   return e;
