@@ -24,7 +24,7 @@ for (let i = 0; i < n; i++) {
 const options: SyncOptions = {
   update: false, forceUpdate: false, existing: false, ignoreExisting: false, checkAll: false, deleteSrc: false,
   deleteDst: true, perms: false, dirs: false, links: false, sizeOnly: false, limit: -1, inplace: false,
-  deleteSrcAfter: false, checkNew: false, checkChange: false, maxFailure: -1, dry: false, threads: 10,
+  deleteSrcAfter: false, checkNew: false, checkChange: false, maxFailure: -1, maxDeletes: -1, dry: false, threads: 10,
   listThreads: 1, listDepth: 1, bwlimit: 0,
 };
 const quiet = { error() {}, warn() {}, info() {}, debug() {} };

@@ -3,14 +3,15 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { compileRules, type Rule } from '../shared/filter/rules.js';
 import { makeEntryFilter, parseDuration, parseSize, parseTime } from '../shared/filter/limits.js';
 import { Redactor } from '../shared/redact.js';
-import { parseAddress, secretsOf, type Address } from '../shared/storage/address.js';
+import { parseAddress, redactAddress, secretsOf, type Address } from '../shared/storage/address.js';
+import { isFilesystemRoot, overlap, storageLocation } from '../shared/storage/location.js';
 import { defaultRegistry } from '../shared/storage/all.js';
 import type { BackendRegistry, OpenOptions } from '../shared/storage/registry.js';
-import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/storage/errors.js';
+import { FerryError, NotFoundError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/storage/errors.js';
 import type { Entry, ObjectStore } from '../shared/storage/types.js';
 import { Console, type Verbosity } from './output.js';
 import { runSync, type SyncOptions } from './sync/run.js';
-import { SyncStats } from './sync/stats.js';
+import { formatBytes, SyncStats } from './sync/stats.js';
 
 declare const FERRY_VERSION: string | undefined;
 const VERSION = typeof FERRY_VERSION === 'string' ? FERRY_VERSION : '0.0.0-dev';
@@ -25,6 +26,34 @@ function int(name: string, min: number) {
     return n;
   };
 }
+
+function atLeast(name: string, min: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} takes a number ≥ ${min}, not ${JSON.stringify(v)}.`);
+    return n;
+  };
+}
+
+/**
+ * Options of `juicefs sync` (and its global ones) that ferry does not have yet: they answer "not
+ * supported yet", not "unknown option". [flags, commander's attribute name, its value when absent].
+ */
+const JUICEFS_LATER: [string, string, unknown][] = [
+  ['--debug', 'debug', undefined],
+  ['--trace', 'trace', undefined],
+  ['--log-level <LEVEL>', 'logLevel', undefined],
+  ['--log-id <ID>', 'logId', undefined],
+  ['--no-agent', 'agent', true],
+  ['--no-color', 'color', true],
+  ['--pyroscope <ADDR>', 'pyroscope', undefined],
+  ['--manager <ADDR>', 'manager', undefined],
+  ['--consul <ADDR>', 'consul', undefined],
+  ['--http-port <PORT>', 'httpPort', undefined],
+  ['--checkpoint-interval <DURATION>', 'checkpointInterval', undefined],
+  ['--encrypt-rsa-key <PATH>', 'encryptRsaKey', undefined],
+  ['--encrypt-algo <ALGO>', 'encryptAlgo', undefined],
+];
 
 function num(name: string) {
   return (v: string): number => {
@@ -44,8 +73,19 @@ Addresses:
   cos://[AK:SK@]BUCKET-APPID.cos.REGION.myqcloud.com[/PREFIX]     Tencent COS
   hdfs://[user@]namenode:port/path/                  HDFS (WebHDFS)
 A trailing '/' means a directory; without it the last part is a key prefix, so
-'ferry sync ./te ~/mnt/ab' copies 'test' to 'abst'. Escape special characters in
-keys with %XX (e.g. '/' in a secret key as %2F).
+'ferry sync ./te ~/mnt/ab' copies 'test' to 'abst'. SRC and DST both end with '/'
+or neither does; the one exception is a SRC naming one file, copied into the DST
+directory. With a prefix DST, --delete-dst reaches every key that starts with it:
+'ferry sync --delete-dst data backup/config' may delete 'backup/config.old/x' and
+'backup/configuration.yaml' too. Escape special characters in keys with %XX (e.g.
+'/' in a secret key as %2F).
+
+Safety: nothing is deleted under a prefix whose listing was incomplete (an
+unreadable directory, a name ferry cannot address); SRC and DST that overlap are
+refused with --delete-src, --delete-src-after, --delete-dst and --force-update;
+--delete-dst at the root of a file system needs --allow-root; keys that would leave
+a local, SFTP or HDFS destination ('..', '/x') and writes through symlinks inside
+it are refused; FIFOs, sockets and devices are skipped.
 
 Exit status: 0 when nothing failed or was lost, 1 otherwise, 2 for bad usage,
 130 when interrupted. Ctrl-C once stops listing and lets running copies finish;
@@ -59,6 +99,7 @@ interface ParsedSync {
   verbosity: Verbosity;
   noHttps: boolean;
   statsInterval: number;
+  allowRoot: boolean;
 }
 
 function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
@@ -107,6 +148,8 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('--delete-dst', 'delete destination objects that are not on the source (alias --deleteDst)')
     .option('--dry', "don't copy or delete anything; report what would be done", false)
     .option('--max-failure <N>', 'stop after N failed objects (-1: never)', int('--max-failure', -1), -1)
+    .option('--max-deletes <N>', 'delete at most N objects; once N is reached further deletions are withheld and the run exits 1 (-1: no limit)', int('--max-deletes', -1), -1)
+    .option('--allow-root', 'allow --delete-dst (and --delete-src) at the root of a file system')
     // Performance
     .option('-p, --threads <N>', 'concurrent transfers', int('--threads', 1), 10)
     .option('--list-threads <N>', 'sub-trees listed at once', int('--list-threads', 1), 1)
@@ -116,14 +159,16 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('--storage-class <CLASS>', 'storage class of objects written to the destination')
     // Output
     .option('--json', 'print the final summary as one JSON object on standard output')
-    .option('--stats-interval <SECONDS>', 'seconds between progress lines when standard error is not a terminal', num('--stats-interval'), 5)
+    .option('--stats-interval <SECONDS>', 'seconds between progress lines when standard error is not a terminal (at least 1)', atLeast('--stats-interval', 1), 5)
     .option('-v, --verbose', 'log every key copied or deleted')
     .option('-q, --quiet', 'print errors only')
     // Later issues.
     .addOption(new Option('--worker <HOSTS>', 'hosts (user@host,...) to run workers on (not supported yet)').hideHelp())
     .addOption(new Option('--manager-addr <ADDR>').hideHelp())
     .addOption(new Option('--metrics <ADDR>').hideHelp())
-    .addOption(new Option('--enable-checkpoint').hideHelp())
+    .addOption(new Option('--enable-checkpoint').hideHelp());
+  for (const [flags] of JUICEFS_LATER) cmd.addOption(new Option(flags).hideHelp());
+  cmd
     .addHelpText('after', ADDRESS_HELP)
     .action((src: string, dst: string, opts: Record<string, unknown>) => {
       for (const later of ['worker', 'managerAddr', 'metrics', 'enableCheckpoint'] as const) {
@@ -131,6 +176,9 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
           const flag = '--' + later.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
           throw new NotSupportedYetError(`${flag} is not supported yet in this version of ferry`);
         }
+      }
+      for (const [flags, attr, unset] of JUICEFS_LATER) {
+        if (opts[attr] !== unset) throw new NotSupportedYetError(`${flags.split(' ')[0]} (a juicefs sync option) is not supported yet in this version of ferry`);
       }
       onParsed(toSyncOptions(src, dst, opts, rules));
     });
@@ -181,6 +229,7 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     checkNew: b('checkNew'),
     checkChange: b('checkChange'),
     maxFailure: n('maxFailure'),
+    maxDeletes: n('maxDeletes'),
     dry: b('dry'),
     threads: n('threads'),
     listThreads: n('listThreads'),
@@ -196,6 +245,7 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     verbosity: b('quiet') ? 'quiet' : b('verbose') ? 'verbose' : 'normal',
     noHttps: opts['https'] === false,
     statsInterval: n('statsInterval'),
+    allowRoot: b('allowRoot'),
   };
 }
 
@@ -216,6 +266,19 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   for (const secret of [...secretsOf(srcAddr), ...secretsOf(dstAddr)]) redactor.add(secret);
   const con = new Console(redactor, p.verbosity, out.stderr);
   const o = p.options;
+  const stats = new SyncStats();
+  /** The summary (--json: on standard output, also when the run failed before it started). */
+  const finish = (code: number, failure?: string, stopped?: string): number => {
+    con.info(stats.summaryLine(failure));
+    if (p.json) out.stdout.write(redactor.redact(JSON.stringify({ ...stats.toJSON(), ...(stopped ? { stopped } : {}), exitCode: code, error: failure ?? null })) + '\n');
+    return code;
+  };
+  /** A run refused before anything was touched. */
+  const refuse = (err: unknown): number => {
+    con.error(messageOf(err));
+    const usage = err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError;
+    return finish(usage ? EXIT.usage : EXIT.failed, messageOf(err));
+  };
   const storeOptions = { noHttps: p.noHttps, inplace: o.inplace, concurrency: o.threads, ...(o.storageClass ? { storageClass: o.storageClass } : {}) };
   let src: ObjectStore | undefined;
   let dst: ObjectStore | undefined;
@@ -238,22 +301,33 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   process.on('SIGTERM', onSigint);
   try {
     try {
+      checkDestructive(srcAddr, dstAddr, o, p.allowRoot);
       src = await openStore(srcAddr, storeOptions);
-      // A source naming one file and a destination naming a directory: the file goes into the
-      // directory under its own name, as with cp and rsync (juicefs would write to the directory's path).
+      const srcIsDir = isDirForm(srcAddr);
+      const dstIsDir = isDirForm(dstAddr);
       let to = dstAddr;
-      if (srcAddr.prefix !== '' && !srcAddr.prefix.endsWith('/') && (dstAddr.prefix === '' || dstAddr.prefix.endsWith('/')) && (await isFile(src))) {
-        to = { ...dstAddr, prefix: dstAddr.prefix + srcAddr.prefix.slice(srcAddr.prefix.lastIndexOf('/') + 1) };
+      if (srcIsDir !== dstIsDir) {
+        // A source naming one file and a destination naming a directory: the file goes into the
+        // directory under its own name, as with cp and rsync. Any other mix gives each side's keys
+        // a different form ('/x' against 'x'), so every file would be copied and then deleted as
+        // "extra": juicefs refuses it, and so does ferry.
+        if (!srcIsDir && dstIsDir && (await isFile(src))) {
+          to = { ...dstAddr, prefix: dstAddr.prefix + srcAddr.prefix.slice(srcAddr.prefix.lastIndexOf('/') + 1) };
+        } else {
+          const name = srcIsDir ? p.dst : p.src;
+          throw new UsageError(
+            `SRC and DST should both end with '/' or neither: ${JSON.stringify(srcAddr.display)} is ${srcIsDir ? 'a directory' : 'a key prefix'} and ${JSON.stringify(dstAddr.display)} is ${dstIsDir ? 'a directory' : 'a key prefix'}. ` +
+              `Add the '/' to ${JSON.stringify(redactAddress(name))} to sync directory to directory (e.g. 'ferry sync data/ backup/data/').`,
+          );
+        }
       }
       dst = await openStore(to, storeOptions);
       // A directory tree that is not there is a typo, not an empty source.
       if (src.features.dirs && srcAddr.prefix === '' && !(await exists(src))) {
-        con.error(`the source ${srcAddr.display} does not exist`);
-        return EXIT.failed;
+        return refuse(new NotFoundError(`the source ${srcAddr.display} does not exist`));
       }
     } catch (err) {
-      con.error(messageOf(err));
-      return err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed;
+      return refuse(err);
     }
     if (o.links && !(src.features.symlinks && dst.features.symlinks)) {
       con.warn(`${src.features.symlinks ? dstAddr.display : srcAddr.display} cannot hold symlinks: --links is ignored`);
@@ -263,20 +337,60 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
       con.warn(`${src.features.attrs?.mode ? dstAddr.display : srcAddr.display} keeps no permissions: --perms is ignored`);
       o.perms = false;
     }
-    const stats = new SyncStats();
+    if (o.deleteDst && !isDirForm(dstAddr) && (o.dry || p.verbosity === 'verbose')) {
+      const last = dstAddr.prefix.slice(dstAddr.prefix.lastIndexOf('/') + 1);
+      con.warn(
+        `${JSON.stringify(dstAddr.display)} has no trailing '/': it is a key prefix, so --delete-dst reaches every destination key starting with it ` +
+          `(such as '${last}.old/…' or '${last}uration.yaml'), not only the directory '${last}/'`,
+      );
+    }
     con.startProgress(stats, p.statsInterval * 1000);
     const result = await runSync(src, dst, o, { stopListing: stopListing.signal, stopNow: stopNow.signal, logger: con, stats });
     con.stopProgress();
-    con.info(stats.summaryLine());
+    if (stats.reclaimed > 0) con.info(`reclaimed ${stats.reclaimed} temporary files (${formatBytes(stats.reclaimedBytes)}) left on the destination by runs that were killed`);
     if (result.stopped) con.warn(`the run stopped early (${result.stopped === 'interrupted' ? 'interrupted' : 'too many failures'}): run the same command again to finish`);
-    if (p.json) out.stdout.write(redactor.redact(JSON.stringify({ ...stats.toJSON(), ...(result.stopped ? { stopped: result.stopped } : {}) })) + '\n');
-    if (interrupts > 0) return EXIT.interrupted;
-    return result.fatal !== undefined || stats.failed > 0 || stats.lost > 0 || result.stopped ? EXIT.failed : EXIT.ok;
+    const failure =
+      result.fatal !== undefined
+        ? messageOf(result.fatal)
+        : result.stopped === 'interrupted'
+          ? 'interrupted'
+          : result.stopped === 'maxFailure'
+            ? `more than ${o.maxFailure} failures (--max-failure)`
+            : stats.failed > 0 || stats.lost > 0
+              ? `${stats.failed} failed, ${stats.lost} lost`
+              : stats.protected > 0
+                ? `${stats.protected} deletions withheld (incomplete listing or --max-deletes)`
+                : undefined;
+    return finish(interrupts > 0 ? EXIT.interrupted : failure === undefined ? EXIT.ok : EXIT.failed, failure, result.stopped);
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
     await Promise.allSettled([src?.close?.(), dst?.close?.()]);
   }
+}
+
+/** The address names a directory (trailing '/', a bucket's root), not a key prefix. */
+function isDirForm(a: Address): boolean {
+  return a.prefix === '' || a.prefix.endsWith('/');
+}
+
+/**
+ * Refuse, before anything is touched, runs whose deletions or forced rewrites could destroy what
+ * they copy: SRC and DST overlapping (rclone: "can't sync or move files on overlapping remotes"),
+ * or deleting at the root of a file system without --allow-root.
+ */
+function checkDestructive(srcAddr: Address, dstAddr: Address, o: SyncOptions, allowRoot: boolean): void {
+  const flags = [o.deleteSrc && '--delete-src', o.deleteSrcAfter && '--delete-src-after', o.deleteDst && '--delete-dst', o.forceUpdate && '--force-update'].filter(Boolean);
+  if (flags.length === 0) return;
+  const s = storageLocation(srcAddr);
+  const d = storageLocation(dstAddr);
+  if (overlap(s, d)) {
+    const how = s.path === d.path ? 'are the same place' : d.path.startsWith(s.path) ? 'overlap: DST is inside SRC' : 'overlap: SRC is inside DST';
+    throw new UsageError(`SRC ${JSON.stringify(srcAddr.display)} and DST ${JSON.stringify(dstAddr.display)} ${how} (${s.path} and ${d.path}); refusing ${flags.join(', ')}, which could delete or overwrite what the run copies`);
+  }
+  if (allowRoot) return;
+  if (o.deleteDst && isFilesystemRoot(d)) throw new UsageError(`--delete-dst at the root of a file system (${JSON.stringify(dstAddr.display)}) could delete everything on it: add --allow-root if that is what you mean`);
+  if ((o.deleteSrc || o.deleteSrcAfter) && isFilesystemRoot(s)) throw new UsageError(`${o.deleteSrc ? '--delete-src' : '--delete-src-after'} at the root of a file system (${JSON.stringify(srcAddr.display)}) needs --allow-root`);
 }
 
 /** The store's root (key '') exists. */
@@ -338,22 +452,28 @@ export async function main(args: string[], out: CliEnvironment = { stdout: proce
     .showHelpAfterError('(run "ferry sync --help" for usage)')
     .configureOutput({ writeOut: (s) => out.stdout.write(s), writeErr: (s) => out.stderr.write(redactor.redact(s)) });
   program.addCommand(sync);
+  // --json promises a summary on standard output whatever happens, a refused command line included.
+  const wantsJson = argv[0] === 'sync' && argv.slice(0, end < 0 ? undefined : end).includes('--json');
+  const failed = (code: number, message: string): number => {
+    if (wantsJson) out.stdout.write(redactor.redact(JSON.stringify({ ...new SyncStats().toJSON(), exitCode: code, error: message })) + '\n');
+    return code;
+  };
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
       // 'commander.help': help shown because no command was given — a usage error.
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT.ok;
-      return EXIT.usage;
+      return failed(EXIT.usage, err.message);
     }
     out.stderr.write(redactor.redact(`ferry: error: ${messageOf(err)}\n`));
-    return err instanceof UsageError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed;
+    return failed(err instanceof UsageError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed, messageOf(err));
   }
   if (!parsed) return EXIT.usage;
   try {
     return await runSyncCommand(parsed, out);
   } catch (err) {
     out.stderr.write(redactor.redact(`ferry: error: ${messageOf(err)}\n`));
-    return err instanceof UsageError ? EXIT.usage : EXIT.failed;
+    return failed(err instanceof UsageError ? EXIT.usage : EXIT.failed, messageOf(err));
   }
 }

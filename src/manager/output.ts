@@ -20,7 +20,7 @@ export class Console implements Logger {
   ) {}
 
   #write(text: string): void {
-    const safe = this.redactor.redact(text);
+    const safe = escapeControls(this.redactor.redact(text));
     if (this.tty && this.#line) this.stream.write('\r\x1b[K' + safe + '\n' + this.#line);
     else this.stream.write(safe + '\n');
   }
@@ -56,7 +56,8 @@ export class Console implements Logger {
         `Scanned: ${stats.scanned}, pending: ${stats.pending}, copied: ${stats.copied} (${formatBytes(stats.copiedBytes)}), ` +
         `skipped: ${stats.skipped}, deleted: ${stats.deleted}, failed: ${stats.failed}, ${formatBytes(rate)}/s, ${stats.elapsedSeconds.toFixed(0)}s`;
       if (this.tty) {
-        this.#line = this.redactor.redact(line);
+        // Redrawn in place only while it fits: a line that wraps scrolls the terminal on every redraw.
+        this.#line = fit(this.redactor.redact(line), (this.stream.columns || 80) - 1);
         this.stream.write('\r\x1b[K' + this.#line);
       } else this.stream.write(this.redactor.redact(line) + '\n');
     };
@@ -70,4 +71,24 @@ export class Console implements Logger {
     if (this.tty && this.#line) this.stream.write('\r\x1b[K');
     this.#line = '';
   }
+}
+
+/**
+ * Control characters (and the Unicode ones that reorder or hide text) shown as escapes: a key named
+ * "\r\x1b[2K..." must not rewrite the user's terminal or hide what ferry says.
+ */
+export function escapeControls(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const n = c.charCodeAt(0);
+    if (c === '\n') return '\\n';
+    if (c === '\r') return '\\r';
+    if (c === '\t') return '\\t';
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** The progress line cut to the terminal's width: the counts that matter most come first. */
+function fit(line: string, width: number): string {
+  if (line.length <= width) return line;
+  return width > 1 ? line.slice(0, width - 1) + '…' : '';
 }

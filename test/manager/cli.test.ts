@@ -238,7 +238,10 @@ describe('ferry sync between local directories', () => {
     sampleTree(join(d, 'src'));
     writeFileSync(join(d, 'list'), 'a/b/\n4.png\nnot-there\n');
     const r = await ferry('sync', '--files-from', join(d, 'list'), '--json', join(d, 'src') + '/', join(d, 'dst') + '/');
-    expect(r.code).toBe(0);
+    // A line naming nothing is reported and counted (rsync exits 23), never ignored in silence.
+    expect(r.code).toBe(1);
+    expect(r.json).toMatchObject({ failed: 1, copied: 2 });
+    expect(r.stderr).toContain('"not-there"');
     expect(Object.keys(snapshot(join(d, 'dst'))).sort()).toEqual(['4.png', 'a/', 'a/b/', 'a/b/c/', 'a/b/c/deep.txt']);
   });
 

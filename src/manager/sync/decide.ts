@@ -24,10 +24,14 @@ export interface SideFeatures {
   /** Both sides keep modes; owners too when `owner`. */
   perms: boolean;
   owner: boolean;
+  /** The mtime the destination would keep for a source mtime (SFTP keeps 32-bit seconds). */
+  keptMtime: (ms: number) => number;
 }
 
 export function sideFeatures(src: Features, dst: Features): SideFeatures {
+  const range = dst.attrs?.mtimeRange;
   return {
+    keptMtime: range ? (ms) => Math.min(range.max, Math.max(range.min, ms)) : (ms) => ms,
     quickCheck: Boolean(src.attrs?.mtime && dst.attrs?.mtime),
     perms: Boolean(src.attrs?.mode && dst.attrs?.mode),
     owner: Boolean(src.attrs?.owner && dst.attrs?.owner),
@@ -74,14 +78,16 @@ export function decide(d: Diff, o: DecisionOptions, f: SideFeatures): Decision {
   const dst = d.dst;
   if (o.ignoreExisting) return 'skip';
   if (o.forceUpdate) return 'copy';
+  // Compared as the destination keeps it, or a file dated 1960 would be copied to SFTP on every run.
+  const mtime = seconds(f.keptMtime(src.mtime));
   if (o.update) {
-    if (seconds(src.mtime) > seconds(dst.mtime)) return 'copy';
-    if (seconds(src.mtime) < seconds(dst.mtime)) return 'skip';
+    if (mtime > seconds(dst.mtime)) return 'copy';
+    if (mtime < seconds(dst.mtime)) return 'skip';
   } else {
     if (src.size !== dst.size) return 'copy';
     if (src.isDir !== dst.isDir || Boolean(src.isSymlink) !== Boolean(dst.isSymlink)) return 'copy';
     if (src.isSymlink && src.target !== undefined && dst.target !== undefined && src.target !== dst.target) return 'copy';
-    if (f.quickCheck && !o.sizeOnly && seconds(src.mtime) !== seconds(dst.mtime)) return 'copy';
+    if (f.quickCheck && !o.sizeOnly && mtime !== seconds(dst.mtime)) return 'copy';
   }
   // The two are likely the same.
   if (o.checkAll && !src.isDir) return 'check';

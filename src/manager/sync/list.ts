@@ -18,6 +18,8 @@ export interface ListSideOptions {
   /** `--list-depth`: levels of directories split into sub-trees listed in parallel. */
   depth: number;
   signal?: AbortSignal;
+  /** Passed to the store's list(): remove abandoned temporary files (a destination's listing). */
+  reclaim?: (path: string, bytes: number) => void;
   /** Pages buffered ahead per sub-tree. */
   pagesAhead?: number;
 }
@@ -67,6 +69,7 @@ async function* sequentialPages(store: ObjectStore, o: ListSideOptions): AsyncIt
     followSymlinks: o.followSymlinks,
     ...(o.start === undefined ? {} : { startAfter: o.start }),
     ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.reclaim ? { reclaim: o.reclaim } : {}),
   });
 }
 
@@ -76,7 +79,13 @@ type Unit = { entry: Entry } | { prefix: string };
 async function* units(store: ObjectStore, prefix: string, depth: number, o: ListSideOptions): AsyncIterable<Unit> {
   // No startAfter here: a sub-prefix before --start ('a/' for 'a/b') still holds keys after it,
   // and a delimiter listing would leave it out.
-  const pages = store.list({ prefix, delimiter: '/', followSymlinks: o.followSymlinks, ...(o.signal ? { signal: o.signal } : {}) });
+  const pages = store.list({
+    prefix,
+    delimiter: '/',
+    followSymlinks: o.followSymlinks,
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.reclaim ? { reclaim: o.reclaim } : {}),
+  });
   const start = o.start;
   for await (const page of pages) {
     for (const e of page) {
@@ -148,6 +157,7 @@ async function* parallelPages(store: ObjectStore, o: ListSideOptions): AsyncIter
       followSymlinks: o.followSymlinks,
       ...(o.start !== undefined && o.start.startsWith(prefix) ? { startAfter: o.start } : {}),
       ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.reclaim ? { reclaim: o.reclaim } : {}),
     });
 
   // Yield the queue's head until fewer than `threads` sub-trees are pending.

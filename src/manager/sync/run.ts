@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { AbortedError, NotFoundError } from '../../shared/storage/errors.js';
+import { AbortedError, FerryError, NotFoundError } from '../../shared/storage/errors.js';
 import { isUnder } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { ByteRateLimiter } from '../../shared/throttle/bucket.js';
@@ -8,7 +8,7 @@ import { Transfer } from '../../shared/transfer/copy.js';
 import type { Outcome, Task } from '../../shared/transfer/task.js';
 import { decide, sideFeatures, type DecisionOptions } from './decide.js';
 import { Executor } from './executor.js';
-import { listSide } from './list.js';
+import { listSide, RESERVED_PREFIX, type ListSideOptions } from './list.js';
 import { mergeListings, type Diff } from './merge.js';
 import { SyncStats } from './stats.js';
 
@@ -17,6 +17,8 @@ type Work = Task | Entry[];
 
 /** File copies per batch, when the stores copy in batches. */
 const BATCH = 256;
+/** Copies kept for a second pass (see `blocked` in runSync). */
+const BLOCKED_MAX = 10_000;
 /** Larger files are copied one a task, so that their progress shows and they spread over threads. */
 const BATCH_FILE_MAX = 16 << 20;
 
@@ -42,6 +44,8 @@ export interface SyncOptions extends DecisionOptions {
   checkChange: boolean;
   /** Stop after this many failures (-1: never). */
   maxFailure: number;
+  /** Delete at most this many keys (-1: no limit); deletions past it are withheld (`--max-deletes`). */
+  maxDeletes: number;
   dry: boolean;
   threads: number;
   listThreads: number;
@@ -127,8 +131,21 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
         break;
     }
   };
+  /**
+   * Copies that found a directory with content (or a symlink) where their file or parent
+   * directory must go. With --delete-dst this run removes what is in the way, so they run again
+   * once everything else is done: a file that became a directory, or the reverse, converges in
+   * one run. Bounded: past the cap they fail as usual and the next run finishes them.
+   */
+  const blocked: Task[] = [];
+  let secondPass = false;
   const fail = (task: Task, err: unknown): void => {
     if (control.stopNow.aborted) return; // counted as lost
+    const code = err instanceof FerryError ? err.code : undefined;
+    if (o.deleteDst && !secondPass && task.op === 'copy' && (code === 'FERRY_IN_THE_WAY' || code === 'FERRY_UNSAFE_PATH') && blocked.length < BLOCKED_MAX) {
+      blocked.push(task);
+      return;
+    }
     if (task.op !== 'finishDir') stats.handled++;
     stats.failed++;
     log.error(`failed to ${describeOp(task)} ${JSON.stringify(task.entry.key)}: ${(err as Error).message ?? err}`);
@@ -175,6 +192,42 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   const executor = new Executor<Work>(account, Math.max(1, o.threads) * (batchable ? 1 : transfer.depth), () => listAbort.signal.aborted);
   const features = sideFeatures(src.features, dst.features);
   let limit = o.limit;
+  /**
+   * Sub-trees whose listing was incomplete on either side (an unreadable directory, a name ferry
+   * cannot address): nothing under them is deleted, on either side. Keys arrive in order, so only
+   * the prefixes enclosing the current key are held.
+   */
+  const shielded: string[] = [];
+  const isShielded = (key: string): boolean => {
+    while (shielded.length > 0 && !key.startsWith(shielded[shielded.length - 1]!)) shielded.pop();
+    return shielded.length > 0;
+  };
+  const shield = (e: Entry, side: ObjectStore, why: string): void => {
+    if (isShielded(e.key)) return;
+    shielded.push(e.key);
+    log.error(`the listing of ${side.description}${e.key} is incomplete (${why}): nothing under it is deleted from either side`);
+  };
+  let deleteLimitSaid = false;
+  /** Deletions allowed so far, of either side: what --max-deletes counts. */
+  let deletes = 0;
+  /** May this deletion go ahead? Counts it as protected when not. */
+  const mayDelete = (e: Entry): boolean => {
+    if (isShielded(e.key)) {
+      stats.protected++;
+      log.debug(`not deleting ${JSON.stringify(e.key)}: under an incompletely listed prefix`);
+      return false;
+    }
+    if (o.maxDeletes >= 0 && deletes >= o.maxDeletes) {
+      stats.protected++;
+      if (!deleteLimitSaid) {
+        deleteLimitSaid = true;
+        log.error(`--max-deletes ${o.maxDeletes} reached: ${JSON.stringify(e.key)} and every later deletion are withheld (copies go on)`);
+      }
+      return false;
+    }
+    deletes++;
+    return true;
+  };
   /** Directories whose deferred work waits for their sub-tree: only the ancestors of the current key. */
   const open: { key: string; tasks: Task[] }[] = [];
 
@@ -224,8 +277,10 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
       }
     } else if (o.filter && !o.filter(d.dst)) return true;
 
+    if (d.kind === 'both' && d.dst.error !== undefined) shield(d.dst, dst, d.dst.error);
     const broken = d.kind === 'dstOnly' ? d.dst.error : d.src.error;
     if (broken !== undefined) {
+      shield(d.kind === 'dstOnly' ? d.dst : d.src, d.kind === 'dstOnly' ? dst : src, broken);
       if (d.kind === 'dstOnly') {
         // Left alone: ferry cannot address it, so it cannot delete it either.
         stats.extra++;
@@ -236,6 +291,15 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
         stats.failed++;
         log.error(`cannot sync ${JSON.stringify(key)} from ${src.description}: ${broken}`);
       }
+      return true;
+    }
+    const special = d.kind === 'dstOnly' ? undefined : d.src.special;
+    if (special !== undefined) {
+      // juicefs: "is not a regular file, ignore it". Reading a FIFO or a device never ends.
+      stats.found++;
+      stats.handled++;
+      stats.skipped++;
+      log.warn(`skipping ${src.description}${key}: a ${special}, not a regular file`);
       return true;
     }
     const decision = decide(d, o, features);
@@ -250,6 +314,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
         return true;
       case 'deleteDst': {
         const e = (d as { dst: Entry }).dst;
+        if (!mayDelete(e)) return true;
         stats.deletions++;
         if (e.isDir) later(e.key, { v: 1, op: 'deleteDst', entry: e });
         else wait = executor.submit({ v: 1, op: 'deleteDst', entry: e })?.then((started) => started || stats.deletions--);
@@ -267,11 +332,21 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
           stats.handled++;
           stats.skipped++;
           log.warn(`skipping broken symlink ${JSON.stringify(e.key)} (use --links to copy links as links)`);
+        } else if (decision === 'deleteSrc' && !mayDelete(e)) {
+          stats.handled++;
+          stats.skipped++;
+          stats.skippedBytes += e.size;
         } else if (decision === 'deleteSrc' && e.isDir) {
           later(e.key, { v: 1, op: 'deleteSrc', entry: e });
+        } else if (decision === 'deleteSrc') {
+          // The copy on the destination is the proof the source may go: its ETag, or its bytes.
+          const t = (d as { dst: Entry }).dst;
+          wait = executor.submit({ v: 1, op: 'deleteSrc', entry: e, ...(t.etag === undefined ? {} : { dstEtag: t.etag }) })?.then((started) => started || stats.found--);
         } else if (batchable && decision === 'copy' && !e.isDir && !(o.links && e.isSymlink) && e.size <= BATCH_FILE_MAX) {
           batch.push(e);
           if (batch.length >= BATCH) wait = flushBatch();
+        } else if (decision === 'check' && o.deleteSrc && !e.isDir && !mayDelete(e)) {
+          wait = executor.submit({ v: 1, op: 'check', entry: e, keepSource: true })?.then((started) => started || stats.found--);
         } else {
           wait = executor.submit({ v: 1, op: decision, entry: e })?.then((started) => started || stats.found--);
           if (decision === 'copy' && e.isDir) {
@@ -285,14 +360,32 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     return wait ? wait.then(() => more) : more;
   };
 
-  /** How each side is listed. */
-  const sides = {
+  /** How the source is listed. */
+  const srcSide: ListSideOptions = {
     ...(o.start === undefined ? {} : { start: o.start }),
     ...(o.end === undefined ? {} : { end: o.end }),
     followSymlinks: !o.links,
     threads: o.listThreads,
     depth: o.listDepth,
     signal: listAbort.signal,
+  };
+  /**
+   * The destination is listed without following links, whatever --links says: a symlink there is
+   * one entry, and nothing is ever written or deleted through it. Its listing also reclaims the
+   * temporary files of runs that were killed.
+   */
+  const dstSide: ListSideOptions = {
+    ...srcSide,
+    followSymlinks: false,
+    ...(o.dry
+      ? {}
+      : {
+          reclaim: (path: string, bytes: number) => {
+            stats.reclaimed++;
+            stats.reclaimedBytes += bytes;
+            log.debug(`removed ${path}, a temporary file of a run that is gone`);
+          },
+        }),
   };
 
   /** Plan every key of two listings; false once --limit is reached or the run stops. */
@@ -322,19 +415,27 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     } else if (o.filesFrom) {
       for await (const line of readLines(o.filesFrom)) {
         if (listAbort.signal.aborted) break;
-        const [s, t] = await Promise.all([selected(src, line, sides), listDst ? selected(dst, line, sides) : empty]);
-        if (!(await planListings(s, t))) break;
+        const [s, t] = await Promise.all([selected(src, line, srcSide), listDst ? selected(dst, line, dstSide) : { pages: empty }]);
+        if ('missing' in s) {
+          // rsync: exit 23. The line's destination keys are left alone: nothing was seen to replace them.
+          stats.found++;
+          stats.handled++;
+          stats.failed++;
+          log.error(`--files-from names ${JSON.stringify(line)}, which ${s.missing}`);
+          continue;
+        }
+        if (!(await planListings(s.pages, 'missing' in t ? empty : t.pages))) break;
       }
     } else {
-      const s = listSide(src, sides);
-      const t = listDst ? listSide(dst, sides) : empty;
+      const s = listSide(src, srcSide);
+      const t = listDst ? listSide(dst, dstSide) : empty;
       await planListings(s, t);
     }
   } catch (err) {
     if (!(listAbort.signal.aborted && isAbort(err))) {
       fatal = err;
       const running = executor.inFlight > 0 ? `; waiting for the ${executor.inFlight} tasks already started` : '';
-      log.error(`${(err as Error).message ?? err}${running}`);
+      log.error(`${(err as Error).message ?? err}${running}; nothing after this point is deleted`);
     }
   }
   if (fatal !== undefined || stopped) {
@@ -346,6 +447,17 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     await flushBatch();
   }
   await executor.idle();
+  if (blocked.length > 0) {
+    // Whatever stood in their way has been deleted by now: run them once more, failures counted.
+    secondPass = true;
+    if (fatal === undefined && !stopped && !control.stopNow.aborted) {
+      for (const task of blocked) {
+        const w = executor.submit(task);
+        if (w && !(await w)) break;
+      }
+      await executor.idle();
+    }
+  }
   control.stopListing.removeEventListener('abort', onStopListing);
   control.stopNow.removeEventListener('abort', onStopNow);
   return { stats, stopped, ...(fatal === undefined ? {} : { fatal }) };
@@ -374,26 +486,46 @@ function describeOp(task: Task): string {
 
 async function* readLines(path: string): AsyncIterable<string> {
   const rl = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
-  for await (const line of rl) {
-    const key = line.trim() === '' ? '' : line.replace(/\r$/, '');
-    if (key !== '') yield key;
+  let first = true;
+  for await (const raw of rl) {
+    // A file saved by a Windows editor: a byte-order mark before the first line, CRLF line ends.
+    let line = first && raw.startsWith('\uFEFF') ? raw.slice(1) : raw;
+    first = false;
+    line = line.replace(/\r$/, '');
+    if (line.trim() !== '') yield line;
   }
 }
 
-/** The keys one --files-from line names: a 'dir/' prefix is listed, a plain key is looked up. */
-async function selected(store: ObjectStore, line: string, o: { followSymlinks: boolean; signal: AbortSignal }): Promise<AsyncIterable<Entry[]>> {
+/**
+ * The keys one --files-from line names: a 'dir/' prefix is listed, a plain key is looked up. A
+ * line that names nothing on the source says why (`missing`), so it is reported, never ignored.
+ */
+async function selected(store: ObjectStore, line: string, o: ListSideOptions): Promise<{ pages: AsyncIterable<Entry[]> } | { missing: string }> {
+  if (line.startsWith(RESERVED_PREFIX)) return { missing: `is ferry's own ${RESERVED_PREFIX} directory` };
+  const follow = o.followSymlinks;
   if (line.endsWith('/')) {
-    return (async function* () {
-      yield* store.list({ prefix: line, followSymlinks: o.followSymlinks, signal: o.signal });
-    })();
+    const it = store.list({ prefix: line, followSymlinks: follow, ...(o.signal ? { signal: o.signal } : {}), ...(o.reclaim ? { reclaim: o.reclaim } : {}) })[Symbol.asyncIterator]();
+    let first: IteratorResult<Entry[]>;
+    try {
+      first = await it.next();
+    } catch (err) {
+      if (err instanceof FerryError && err.retry !== 'transient' && err.retry !== 'throttled' && !isAbort(err)) return { missing: `cannot be listed on ${store.description}: ${err.message}` };
+      throw err;
+    }
+    if (first.done) return { missing: `has no keys on ${store.description}` };
+    return {
+      pages: (async function* () {
+        yield first.value;
+        for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+      })(),
+    };
   }
-  let e: Entry | undefined;
   try {
-    e = await store.head(line, { followSymlinks: o.followSymlinks });
+    const e = await store.head(line, { followSymlinks: follow });
+    return { pages: (async function* () { yield [e]; })() };
   } catch (err) {
-    if (!(err instanceof NotFoundError)) throw err;
+    if (err instanceof NotFoundError) return { missing: `is not on ${store.description}` };
+    if (err instanceof FerryError && err.retry === 'fatal' && !isAbort(err)) return { missing: `cannot be read on ${store.description}: ${err.message}` };
+    throw err;
   }
-  return (async function* () {
-    if (e) yield [e];
-  })();
 }

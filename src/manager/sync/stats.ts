@@ -17,6 +17,11 @@ export class SyncStats {
   checkedBytes = 0;
   deleted = 0;
   failed = 0;
+  /** Deletions withheld: under a prefix whose listing was incomplete, or past --max-deletes. */
+  protected = 0;
+  /** Temporary files of killed runs removed from the destination, and their bytes. */
+  reclaimed = 0;
+  reclaimedBytes = 0;
   /** Deletions planned: with `found`, the keys that must each be handled. */
   deletions = 0;
   handled = 0;
@@ -37,12 +42,18 @@ export class SyncStats {
     return (performance.now() - this.startedAt) / 1000;
   }
 
-  summaryLine(): string {
+  /** juicefs's summary line, then what ferry adds; `failure` says why the run as a whole failed. */
+  summaryLine(failure?: string): string {
+    const more =
+      (this.protected > 0 ? `, protected from deletion: ${this.protected}` : '') +
+      (this.reclaimed > 0 ? `, reclaimed: ${this.reclaimed} temporary files (${formatBytes(this.reclaimedBytes)})` : '');
     return (
       `Found: ${this.found}, excluded: ${this.excluded} (${formatBytes(this.excludedBytes)}), ` +
       `skipped: ${this.skipped} (${formatBytes(this.skippedBytes)}), copied: ${this.copied} (${formatBytes(this.copiedBytes)}), ` +
       `extra: ${this.extra} (${formatBytes(this.extraBytes)}), checked: ${this.checked} (${formatBytes(this.checkedBytes)}), ` +
-      `deleted: ${this.deleted}, failed: ${this.failed}, lost: ${this.lost}`
+      `deleted: ${this.deleted}, failed: ${this.failed}, lost: ${this.lost}` +
+      more +
+      (failure === undefined ? '' : ` — the run FAILED: ${failure}`)
     );
   }
 
@@ -62,6 +73,9 @@ export class SyncStats {
       deleted: this.deleted,
       failed: this.failed,
       lost: this.lost,
+      protected: this.protected,
+      reclaimed: this.reclaimed,
+      reclaimedBytes: this.reclaimedBytes,
       seconds: Math.round(this.elapsedSeconds * 1000) / 1000,
     };
   }
@@ -76,5 +90,5 @@ export function formatBytes(n: number): string {
     v /= 1024;
     u++;
   }
-  return u === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${UNITS[u]}`;
+  return u === 0 ? `${Math.round(v)} B` : `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${UNITS[u]}`;
 }

@@ -16,6 +16,10 @@
  * | FERRY_CHECKSUM_MISMATCH    | fatal       | source and destination differ after a copy           |
  * | FERRY_SOURCE_CHANGED       | transient   | the source changed while it was being copied         |
  * | FERRY_ABORTED              | fatal       | the run was interrupted                              |
+ * | FERRY_UNSAFE_PATH          | fatal       | a key that would leave the store's root ('..', '/x', |
+ * |                            |             | 'a//b') or a write that would go through a symlink   |
+ * | FERRY_IN_THE_WAY           | fatal       | a directory with content (or a symlink) stands where |
+ * |                            |             | a file, or a file's parent directory, must go        |
  */
 export type RetryClass = 'notFound' | 'denied' | 'throttled' | 'transient' | 'fatal';
 
@@ -81,6 +85,15 @@ export class AbortedError extends FerryError {
   constructor(message = 'interrupted') {
     super(message);
   }
+}
+
+export class UnsafePathError extends FerryError {
+  readonly code = 'FERRY_UNSAFE_PATH' as const;
+  readonly retry = 'fatal' as const;
+}
+export class InTheWayError extends FerryError {
+  readonly code = 'FERRY_IN_THE_WAY' as const;
+  readonly retry = 'fatal' as const;
 }
 
 /** The retry class of any error: ours carry it; Node's system errors are classified by errno. */

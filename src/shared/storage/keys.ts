@@ -29,3 +29,23 @@ export function parentKey(key: string): string {
   const i = key.lastIndexOf('/', end - 1);
   return i < 0 ? '' : key.slice(0, i + 1);
 }
+
+/**
+ * Why a key cannot name a path in a directory tree, or undefined when it can. Tree stores (file,
+ * sftp, hdfs) refuse such keys in every method: '..' would leave the root, and '', '.', a leading
+ * '/' or 'a//b' would give one file two keys (a sync would copy it and delete it as "extra").
+ * Object stores hold such keys, so they reach tree stores from S3, OSS, COS and --files-from.
+ */
+export function treeKeyProblem(key: string): string | undefined {
+  if (key === '') return undefined;
+  if (key.includes('\0')) return 'it contains a NUL character';
+  const parts = key.split('/');
+  // A directory key ends in '/': its last part is empty.
+  if (parts[parts.length - 1] === '') parts.pop();
+  for (const p of parts) {
+    if (p === '..') return "it has a '..' segment, which would leave the destination";
+    if (p === '.') return "it has a '.' segment";
+    if (p === '') return key.startsWith('/') ? "it starts with '/'" : "it has an empty segment ('//')";
+  }
+  return undefined;
+}

@@ -1,4 +1,4 @@
-import { retryClassOf } from './errors.js';
+import { AbortedError } from './errors.js';
 import { compareKeys } from './keys.js';
 import type { Entry, ListOptions } from './types.js';
 
@@ -15,6 +15,24 @@ export interface NodeAttrs {
   gid?: number;
   /** A directory's identity (device:inode, file id, real path): no directory is entered twice on one path. */
   id?: string;
+  /** Kind 'o': what it is (specialKind), for Entry.special. */
+  special?: string;
+}
+
+/** What a POSIX mode's file type is when it is neither a file, a directory nor a symlink. */
+export function specialKind(mode: number): string {
+  switch (mode & 0o170000) {
+    case 0o010000:
+      return 'FIFO';
+    case 0o020000:
+      return 'character device';
+    case 0o060000:
+      return 'block device';
+    case 0o140000:
+      return 'socket';
+    default:
+      return 'special file';
+  }
 }
 
 export interface WalkRecord extends NodeAttrs {
@@ -120,6 +138,7 @@ export function* walkTree(o: { prefix: string; startAfter?: string; shallow: boo
         e.isSymlink = true;
         e.target = r.target ?? '';
       }
+      if (a.kind === 'o') e.special = a.special ?? 'special file';
       const error = r.error ?? unreadable;
       if (error !== undefined) e.error = error;
       page.push(e);
@@ -159,11 +178,17 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
       try {
         listing = await readDir(s, follow);
       } catch (err) {
-        // An unreadable sub-directory fails its own key (the walk marks it), not the whole listing.
-        if (s.read === (options.prefix ?? '').slice(0, (options.prefix ?? '').lastIndexOf('/') + 1) || retryClassOf(err) !== 'denied') throw err;
+        // A sub-directory that cannot be read (permission denied, a path too long for the system,
+        // an I/O error after the store's retries) fails its own key, which the walk marks, and the
+        // listing goes on: a sync then protects that sub-tree from deletion. The top must be read.
+        if (s.read === (options.prefix ?? '').slice(0, (options.prefix ?? '').lastIndexOf('/') + 1) || options.signal?.aborted || isAbort(err)) throw err;
         listing = { records: [], error: (err as Error).message };
       }
       step = walk.next(listing);
     }
   }
+}
+
+function isAbort(err: unknown): boolean {
+  return err instanceof AbortedError || (err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'ABORT_ERR';
 }

@@ -21,6 +21,11 @@ export interface Entry {
    * sync counts it as failed rather than passing over it.
    */
   error?: string;
+  /**
+   * Not a regular file, directory or symlink (a FIFO, socket or device): never read, never
+   * written. Says what it is, for the warning ('FIFO', 'socket', 'character device', 'block device').
+   */
+  special?: string;
 }
 
 export interface ListOptions {
@@ -32,6 +37,12 @@ export interface ListOptions {
   delimiter?: string;
   /** File-like stores: report what a symlink points to instead of the link itself. */
   followSymlinks?: boolean;
+  /**
+   * Tree stores: remove the temporary files (temp.ts) of writers that are gone, in the directories
+   * the listing reads, and report each (the path shown to users and its size). Only a destination's
+   * listing asks for this; without it temporaries are hidden and left alone.
+   */
+  reclaim?: (path: string, bytes: number) => void;
   signal?: AbortSignal;
 }
 
@@ -80,7 +91,17 @@ export interface Features {
   copy?: { scope: string; local?: boolean };
   multipart?: { minPartSize: number; maxPartSize: number; maxParts: number };
   /** setAttrs() keeps these attributes; `mtime` also means listed mtimes are the ones set. */
-  attrs?: { mode: boolean; owner: boolean; mtime: boolean };
+  attrs?: {
+    mode: boolean;
+    owner: boolean;
+    mtime: boolean;
+    /**
+     * The mtimes (ms since the epoch) the store can keep, when narrower than a JavaScript Date's:
+     * SFTP v3 keeps unsigned 32-bit seconds. An mtime outside is written clamped to the range, and
+     * the quick check compares the source's clamped the same way, so a second run copies nothing.
+     */
+    mtimeRange?: { min: number; max: number };
+  };
   /** symlink() creates links and list() reports them with `isSymlink` and `target`. */
   symlinks?: boolean;
   /** Real directories: mkdir() creates them and they exist without content. */

@@ -29,6 +29,8 @@ export class Transfer {
   readonly #perms: boolean;
   readonly #owner: boolean;
   readonly #mtime: boolean;
+  /** Compare contents after each copy: --check-new, and --delete-src-after (a source key is deleted only once its copy is proven). */
+  readonly #verify: boolean;
 
   constructor(
     readonly src: ObjectStore,
@@ -38,6 +40,7 @@ export class Transfer {
     this.#perms = o.perms && Boolean(dst.features.attrs?.mode) && Boolean(dst.setAttrs);
     this.#owner = o.perms && Boolean(dst.features.attrs?.owner && src.features.attrs?.owner);
     this.#mtime = Boolean(dst.features.attrs?.mtime);
+    this.#verify = o.checkNew || o.deleteSrcAfter;
   }
 
   /**
@@ -97,18 +100,40 @@ export class Transfer {
       case 'copy':
         return this.#copy(e);
       case 'check':
-        return this.#check(e);
+        return this.#check(e, task.keepSource === true);
       case 'copyPerms':
         if (!this.o.dry) await this.#setPerms(e);
         return { result: 'copied', bytes: 0, checked: false };
       case 'deleteSrc':
-        return this.#delete(this.src, e);
+        return e.isDir || this.o.dry ? this.#delete(this.src, e) : this.#deleteProvenSource(e, task.dstEtag);
       case 'deleteDst':
         return this.#delete(this.dst, e);
       case 'finishDir':
         if (!this.o.dry) await this.#finishDir(e);
         return { result: 'copied', bytes: 0, checked: false };
     }
+  }
+
+  /**
+   * --delete-src of a key this run did not copy: "equal" came from sizes (and mtimes where kept),
+   * which a changed file of the same size passes. The content is compared first — by ETag when both
+   * sides have plain MD5 ones, else by reading both — and a source that differs is copied (and the
+   * copy verified) before it is deleted, so its content is never lost.
+   */
+  async #deleteProvenSource(e: Entry, dstEtag: string | undefined): Promise<Outcome> {
+    const a = plainMd5(e.etag);
+    if (a === undefined || a !== plainMd5(dstEtag)) {
+      const [s, d] = await Promise.all([digestOf(this.src, e.key, this.o.signal), digestOf(this.dst, e.key, this.o.signal)]);
+      if (s.digest !== d.digest || s.size !== d.size) {
+        const copied = await this.#copy(e, true);
+        if (!copied.checked) throw new ChecksumMismatchError(`${e.key} differed from its destination copy and could not be verified after copying it again: the source is kept`);
+        await this.src.delete(e.key, { signal: this.o.signal });
+        return { ...copied, warning: `${e.key} had the same size on both sides but different content: copied again, verified, then deleted from the source` };
+      }
+      const out = await this.#delete(this.src, e);
+      return { ...out, checked: true };
+    }
+    return this.#delete(this.src, e);
   }
 
   async #delete(store: ObjectStore, e: Entry): Promise<Outcome> {
@@ -125,13 +150,14 @@ export class Transfer {
     return { result: 'deleted', bytes: 0, checked: false };
   }
 
-  async #copy(e: Entry): Promise<Outcome> {
+  /** `verify`: compare contents after the copy even without --check-new. */
+  async #copy(e: Entry, verify = this.#verify): Promise<Outcome> {
     if (this.o.dry) return { result: 'copied', bytes: e.isDir ? 0 : e.size, checked: false };
     let outcome: Outcome;
     try {
       if (this.o.links && e.isSymlink) outcome = await this.#copyLink(e);
       else if (e.isDir) outcome = await this.#makeDir(e);
-      else outcome = await this.#copyFile(e);
+      else outcome = await this.#copyFile(e, verify);
     } catch (err) {
       // The source key went away after it was listed: nothing is lost by not copying it.
       if (retryClassOf(err) === 'notFound' && !(await this.#exists(this.src, e.key))) {
@@ -139,7 +165,11 @@ export class Transfer {
       }
       throw err;
     }
-    if (this.o.deleteSrcAfter && !e.isDir) await this.src.delete(e.key, { signal: this.o.signal });
+    if (this.o.deleteSrcAfter && !e.isDir) {
+      // Only what was proven copied leaves the source (a symlink is proven by being recreated).
+      if (!outcome.checked && !(this.o.links && e.isSymlink)) throw new ChecksumMismatchError(`${e.key} was copied but not verified: kept on the source`);
+      await this.src.delete(e.key, { signal: this.o.signal });
+    }
     return outcome;
   }
 
@@ -199,7 +229,7 @@ export class Transfer {
     return !(d.local && this.o.limiter);
   }
 
-  async #copyFile(e: Entry): Promise<Outcome> {
+  async #copyFile(e: Entry, verify: boolean): Promise<Outcome> {
     const put: PutOptions & { size: number } = { size: e.size, signal: this.o.signal };
     if (this.#mtime) put.mtime = e.mtime;
     if (this.#perms && e.mode !== undefined) put.mode = e.mode;
@@ -229,11 +259,11 @@ export class Transfer {
       }
       if (this.o.limiter) await this.o.limiter.take(data.length, this.o.signal);
       this.o.onBytes?.(data.length);
-      if (this.o.checkNew) srcDigest = createHash('md5').update(data).digest('hex');
+      if (verify) srcDigest = createHash('md5').update(data).digest('hex');
       await this.dst.put(e.key, data, put);
     } else {
       const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size });
-      const tap = new DigestTap(this.o.onBytes, this.o.checkNew);
+      const tap = new DigestTap(this.o.onBytes, verify);
       const piped = chain(this.o.limiter ? [body, throttle(this.o.limiter, this.o.signal), tap.stream] : [body, tap.stream]);
       try {
         await this.dst.put(e.key, piped.out, put);
@@ -259,7 +289,7 @@ export class Transfer {
       }
     }
     let checked = false;
-    if (this.o.checkNew) {
+    if (verify) {
       const [s, d] = await Promise.all([
         srcDigest === undefined ? digestOf(this.src, e.key, this.o.signal).then((x) => x.digest) : Promise.resolve(srcDigest),
         digestOf(this.dst, e.key, this.o.signal),
@@ -270,14 +300,15 @@ export class Transfer {
     return { result: 'copied', bytes: e.size, checked };
   }
 
-  async #check(e: Entry): Promise<Outcome> {
+  /** `keepSource`: --delete-src, but the planner withheld this deletion (--max-deletes, an incomplete listing). */
+  async #check(e: Entry, keepSource: boolean): Promise<Outcome> {
     if (this.o.dry) return { result: 'skipped', bytes: 0, checked: true };
     const [s, d] = await Promise.all([digestOf(this.src, e.key, this.o.signal), digestOf(this.dst, e.key, this.o.signal)]);
     if (s.digest !== d.digest || s.size !== d.size) {
-      const out = await this.#copy(e);
+      const out = await this.#copy(e, this.#verify || this.o.deleteSrc);
       return { ...out, checked: true };
     }
-    if (this.o.deleteSrc) {
+    if (this.o.deleteSrc && !keepSource) {
       await this.src.delete(e.key, { signal: this.o.signal });
       return { result: 'deleted', bytes: 0, checked: true };
     }
@@ -342,4 +373,11 @@ async function readUpTo(body: Readable, max: number, signal: AbortSignal): Promi
     if (!body.readableEnded) body.destroy();
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n);
+}
+
+/** An ETag that is the MD5 of the content (not a multipart or encrypted object's), lower case; else undefined. */
+function plainMd5(etag: string | undefined): string | undefined {
+  if (etag === undefined) return undefined;
+  const t = etag.replace(/^W\//, '').replace(/"/g, '').toLowerCase();
+  return /^[0-9a-f]{32}$/.test(t) ? t : undefined;
 }

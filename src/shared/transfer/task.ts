@@ -8,10 +8,15 @@ export type Task =
   /** Copy the source entry (file, directory or symlink). */
   | { v: 1; op: 'copy'; entry: Entry }
   /** Compare contents; copy when they differ (--check-all). */
-  | { v: 1; op: 'check'; entry: Entry }
+  /** `keepSource`: with --delete-src, a source found equal is kept all the same (a withheld deletion). */
+  | { v: 1; op: 'check'; entry: Entry; keepSource?: boolean }
   /** Set the destination's mode (and owner) to the source's (--perms). */
   | { v: 1; op: 'copyPerms'; entry: Entry }
-  | { v: 1; op: 'deleteSrc'; entry: Entry }
+  /**
+   * Delete a source key found equal on the destination. `dstEtag`: the destination's ETag, which
+   * proves equal content without reading either side when both are plain MD5s.
+   */
+  | { v: 1; op: 'deleteSrc'; entry: Entry; dstEtag?: string }
   | { v: 1; op: 'deleteDst'; entry: Entry }
   /** Set a copied directory's attributes once everything under it is done. */
   | { v: 1; op: 'finishDir'; entry: Entry };

@@ -16,8 +16,8 @@ const base: DecisionOptions = {
   links: false,
   sizeOnly: false,
 };
-const fs: SideFeatures = { quickCheck: true, perms: true, owner: false };
-const objects: SideFeatures = { quickCheck: false, perms: false, owner: false };
+const fs: SideFeatures = { quickCheck: true, perms: true, owner: false, keptMtime: (ms) => ms };
+const objects: SideFeatures = { quickCheck: false, perms: false, owner: false, keptMtime: (ms) => ms };
 
 const T = 1_700_000_000_000;
 const file = (size: number, mtime = T, extra: Partial<Entry> = {}): Entry => ({ key: 'k', size, mtime, isDir: false, mode: 0o644, ...extra });

@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+
+/**
+ * Temporary files. Tree stores (file, sftp, hdfs) write a file under a temporary name in its
+ * directory and rename it into place, so a reader never sees half a file. The name says whose it
+ * is, `.ferry-tmp-HOST_PID_RUN_RANDOM`, so that a later run can tell a live writer's file from one
+ * left by a killed process or a dropped connection, and reclaim only the latter.
+ */
+export const TEMP_PREFIX = '.ferry-tmp-';
+
+/** A temporary whose writer runs on another host (or cannot be told) is reclaimed after this long unchanged. */
+export const TEMP_MAX_AGE_MS = 24 * 3600 * 1000;
+
+const HOST = hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 64) || 'localhost';
+const RUN = randomBytes(4).toString('hex');
+
+/** The part of a temporary's name that is the same for every file this process writes. */
+export function tempNamePrefix(): string {
+  return `${TEMP_PREFIX}${HOST}_${process.pid.toString(36)}_${RUN}_`;
+}
+
+/** A fresh temporary file name (no directory) for this process. */
+export function tempName(): string {
+  return tempNamePrefix() + randomBytes(5).toString('hex');
+}
+
+export function isTempName(name: string): boolean {
+  return name.startsWith(TEMP_PREFIX);
+}
+
+/**
+ * A temporary left behind by a writer that is gone: on this host, its process no longer runs; from
+ * another host (or in an older form that names no host), it has not changed for TEMP_MAX_AGE_MS.
+ * A live concurrent run's temporaries are never abandoned.
+ */
+export function isAbandoned(name: string, mtimeMs: number, now = Date.now()): boolean {
+  if (!isTempName(name)) return false;
+  const [host, pid36, run] = name.slice(TEMP_PREFIX.length).split('_');
+  if (host === HOST && pid36 !== undefined && run !== undefined) {
+    const pid = parseInt(pid36, 36);
+    if (pid === process.pid) return run !== RUN; // an earlier process with our pid is gone
+    if (Number.isSafeInteger(pid) && pid > 0) return !processRuns(pid);
+  }
+  return now - mtimeMs > TEMP_MAX_AGE_MS;
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it runs, as another user.
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
