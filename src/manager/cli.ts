@@ -358,9 +358,11 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
             ? `more than ${o.maxFailure} failures (--max-failure)`
             : stats.failed > 0 || stats.lost > 0
               ? `${stats.failed} failed, ${stats.lost} lost`
-              : stats.protected > 0
-                ? `${stats.protected} deletions withheld (incomplete listing or --max-deletes)`
-                : undefined;
+              : stats.incomplete > 0
+                ? `${stats.incomplete} prefixes were listed incompletely: nothing under them was deleted`
+                : stats.protected > 0
+                  ? `${stats.protected} deletions withheld by --max-deletes`
+                  : undefined;
     return finish(interrupts > 0 ? EXIT.interrupted : failure === undefined ? EXIT.ok : EXIT.failed, failure, result.stopped);
   } finally {
     process.off('SIGINT', onSigint);

@@ -205,6 +205,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   const shield = (e: Entry, side: ObjectStore, why: string): void => {
     if (isShielded(e.key)) return;
     shielded.push(e.key);
+    stats.incomplete++;
     log.error(`the listing of ${side.description}${e.key} is incomplete (${why}): nothing under it is deleted from either side`);
   };
   let deleteLimitSaid = false;

@@ -19,6 +19,8 @@ export class SyncStats {
   failed = 0;
   /** Deletions withheld: under a prefix whose listing was incomplete, or past --max-deletes. */
   protected = 0;
+  /** Prefixes whose listing was incomplete on either side (nothing under them is deleted). */
+  incomplete = 0;
   /** Temporary files of killed runs removed from the destination, and their bytes. */
   reclaimed = 0;
   reclaimedBytes = 0;
@@ -45,6 +47,7 @@ export class SyncStats {
   /** juicefs's summary line, then what ferry adds; `failure` says why the run as a whole failed. */
   summaryLine(failure?: string): string {
     const more =
+      (this.incomplete > 0 ? `, incompletely listed: ${this.incomplete}` : '') +
       (this.protected > 0 ? `, protected from deletion: ${this.protected}` : '') +
       (this.reclaimed > 0 ? `, reclaimed: ${this.reclaimed} temporary files (${formatBytes(this.reclaimedBytes)})` : '');
     return (
@@ -73,6 +76,7 @@ export class SyncStats {
       deleted: this.deleted,
       failed: this.failed,
       lost: this.lost,
+      incomplete: this.incomplete,
       protected: this.protected,
       reclaimed: this.reclaimed,
       reclaimedBytes: this.reclaimedBytes,
