@@ -386,13 +386,14 @@ function checkDestructive(srcAddr: Address, dstAddr: Address, o: SyncOptions, al
   if (flags.length === 0) return;
   const s = storageLocation(srcAddr);
   const d = storageLocation(dstAddr);
+  if (!allowRoot) {
+    if (o.deleteDst && isFilesystemRoot(d)) throw new UsageError(`--delete-dst at the root of a file system (${JSON.stringify(dstAddr.display)}) could delete everything on it: add --allow-root if that is what you mean`);
+    if ((o.deleteSrc || o.deleteSrcAfter) && isFilesystemRoot(s)) throw new UsageError(`${o.deleteSrc ? '--delete-src' : '--delete-src-after'} at the root of a file system (${JSON.stringify(srcAddr.display)}) needs --allow-root`);
+  }
   if (overlap(s, d)) {
     const how = s.path === d.path ? 'are the same place' : d.path.startsWith(s.path) ? 'overlap: DST is inside SRC' : 'overlap: SRC is inside DST';
     throw new UsageError(`SRC ${JSON.stringify(srcAddr.display)} and DST ${JSON.stringify(dstAddr.display)} ${how} (${s.path} and ${d.path}); refusing ${flags.join(', ')}, which could delete or overwrite what the run copies`);
   }
-  if (allowRoot) return;
-  if (o.deleteDst && isFilesystemRoot(d)) throw new UsageError(`--delete-dst at the root of a file system (${JSON.stringify(dstAddr.display)}) could delete everything on it: add --allow-root if that is what you mean`);
-  if ((o.deleteSrc || o.deleteSrcAfter) && isFilesystemRoot(s)) throw new UsageError(`${o.deleteSrc ? '--delete-src' : '--delete-src-after'} at the root of a file system (${JSON.stringify(srcAddr.display)}) needs --allow-root`);
 }
 
 /** The store's root (key '') exists. */

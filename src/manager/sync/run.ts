@@ -148,7 +148,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     }
     if (task.op !== 'finishDir') stats.handled++;
     stats.failed++;
-    log.error(`failed to ${describeOp(task)} ${JSON.stringify(task.entry.key)}: ${(err as Error).message ?? err}`);
+    log.error(`failed to ${describeOp(task)} ${JSON.stringify(task.entry.key)}: ${(err as Error).message ?? err}${code === undefined || code === 'FERRY_FATAL' ? '' : ` [${code}]`}`);
     if (o.maxFailure >= 0 && stats.failed > o.maxFailure && !stopped) {
       stopped = 'maxFailure';
       log.error(`more than ${o.maxFailure} failures (--max-failure): stopping`);
