@@ -287,11 +287,11 @@ describe('one key, one name, on both sides', () => {
 describe('writes stay inside the destination root', () => {
   const hostile = ['../escape.txt', 'a/../../escape2.txt', '/abs.txt', 'a//b.txt', './dot.txt'];
 
-  it('keys with .., a leading / or empty segments from S3 and COS are refused on every tree destination', async () => {
+  it('keys with .., a leading / or empty segments from an object store are refused on every tree destination', async () => {
     // Bug: an object key '../x' was written outside the destination directory.
+    // s3rver keeps objects as files and normalises such keys away, and ali-oss normalises them
+    // before signing; COS's test server holds any key, as the real services do.
     const sources = [
-      // s3rver keeps objects as files and cannot hold '//' in a key; COS's test server can.
-      { name: 's3', addr: (p: string) => `s3://S3RVER:S3RVER@${s3.endpoint}/safety/${p}`, keys: hostile.filter((k) => !k.includes('//') && !k.startsWith('/')) },
       { name: 'cos', addr: (p: string) => `cos://${COS_AK}:${COS_SK}@safety-1250000000.cos.${cos.region}.myqcloud.com/${p}`, keys: hostile },
     ];
     for (const source of sources) {
@@ -487,8 +487,8 @@ describe('special files and odd entries', () => {
         const r = await ferry('sync', '--delete-dst', ...dirs, '--json', join(root, 'src') + '/', t.addr(join(root, 'dst')));
         expect(r.code, `${dirs} ${r.stderr}`).toBe(0);
         expect(tree(join(root, 'dst')), String(dirs)).toEqual({ was_dir: 'now a file', 'was_file/inside': 'now a dir' });
-        const again = await ferry('sync', '--delete-dst', ...dirs, '--json', join(root, 'src') + '/', t.addr(join(root, 'dst')));
-        expect(again.json).toMatchObject({ copied: 0, deleted: 0, failed: 0 });
+        const again = await ferry('sync', '-v', '--delete-dst', ...dirs, '--json', join(root, 'src') + '/', t.addr(join(root, 'dst')));
+        expect(again.json, again.stderr).toMatchObject({ copied: 0, deleted: 0, failed: 0 });
       }
     });
 

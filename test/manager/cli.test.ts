@@ -271,15 +271,18 @@ describe('ferry sync between local directories', () => {
 
   it('exits 1 and counts the failure when a key cannot be written', async () => {
     const d = tmp();
-    mkdirSync(join(d, 'src/blocked'), { recursive: true });
-    writeFileSync(join(d, 'src/blocked/f'), 'f');
+    mkdirSync(join(d, 'src'), { recursive: true });
+    writeFileSync(join(d, 'src/blocked'), 'f');
     writeFileSync(join(d, 'src/ok'), 'ok');
-    mkdirSync(join(d, 'dst'));
-    writeFileSync(join(d, 'dst/blocked'), 'a file where a directory should be');
+    // A directory with content where the file must go: without --delete-dst nothing removes it.
+    mkdirSync(join(d, 'dst/blocked'), { recursive: true });
+    writeFileSync(join(d, 'dst/blocked/keep'), 'kept');
     const r = await ferry('sync', '--json', join(d, 'src') + '/', join(d, 'dst') + '/');
     expect(r.code).toBe(1);
     expect(r.json).toMatchObject({ copied: 1, failed: 1 });
-    expect(r.stderr).toContain('blocked/f');
+    expect(r.stderr).toContain('"blocked"');
+    expect(r.stderr).toContain('FERRY_IN_THE_WAY');
+    expect(readFileSync(join(d, 'dst/blocked/keep'), 'utf8')).toBe('kept');
   });
 });
 
@@ -305,9 +308,9 @@ describe('ferry sync failure handling and writing', () => {
     const n = 1000;
     for (let i = 0; i < n; i++) {
       const name = `d${String(i).padStart(3, '0')}`;
-      mkdirSync(join(d, 'src', name));
-      writeFileSync(join(d, 'src', name, 'f'), 'x');
-      writeFileSync(join(d, 'dst', name), 'a file in the way');
+      writeFileSync(join(d, 'src', name), 'x');
+      mkdirSync(join(d, 'dst', name));
+      writeFileSync(join(d, 'dst', name, 'keep'), 'a directory with content in the way');
     }
     const r = await ferry('sync', '--max-failure', '2', '--threads', '1', '--json', join(d, 'src') + '/', join(d, 'dst') + '/');
     expect(r.code).toBe(1);

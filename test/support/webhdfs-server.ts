@@ -422,6 +422,9 @@ export class WebHdfsServer {
         if (!node) throw fnf(`File does not exist: ${path}`);
         return this.#json(res, { FileStatus: this.#status(node, '') });
       }
+      case 'GET GETHOMEDIRECTORY':
+        // WebHdfsFileSystem.getHomeDirectoryString: /user/ + the short user name, whether or not it exists.
+        return this.#json(res, { Path: `/user/${user}` });
       case 'GET GETFILELINKSTATUS': {
         if (!this.#o.fileLinkStatus) throw this.#unknownOp(method, op);
         const { node } = this.#lookup(path, user);

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { AbortedError, FerryError, NotFoundError } from '../../shared/storage/errors.js';
-import { isUnder } from '../../shared/storage/keys.js';
+import { compareKeys, isUnder, parentKey } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { ByteRateLimiter } from '../../shared/throttle/bucket.js';
 import { Transfer } from '../../shared/transfer/copy.js';
@@ -132,17 +132,18 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     }
   };
   /**
-   * Copies that found a directory with content (or a symlink) where their file or parent
-   * directory must go. With --delete-dst this run removes what is in the way, so they run again
-   * once everything else is done: a file that became a directory, or the reverse, converges in
-   * one run. Bounded: past the cap they fail as usual and the next run finishes them.
+   * Copies that failed while --delete-dst was removing destination keys: typically a directory
+   * with content (or a symlink, or a file being replaced) where their file or parent directory
+   * must go, which this run deletes concurrently. They run once more when everything else is done,
+   * so a file that became a directory, or the reverse, converges in one run; a second failure is
+   * counted as usual. Bounded: past the cap they fail at once and the next run finishes them.
    */
   const blocked: Task[] = [];
   let secondPass = false;
   const fail = (task: Task, err: unknown): void => {
     if (control.stopNow.aborted) return; // counted as lost
     const code = err instanceof FerryError ? err.code : undefined;
-    if (o.deleteDst && !secondPass && task.op === 'copy' && (code === 'FERRY_IN_THE_WAY' || code === 'FERRY_UNSAFE_PATH') && blocked.length < BLOCKED_MAX) {
+    if (o.deleteDst && !secondPass && task.op === 'copy' && blocked.length < BLOCKED_MAX) {
       blocked.push(task);
       return;
     }
@@ -453,15 +454,52 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     secondPass = true;
     if (fatal === undefined && !stopped && !control.stopNow.aborted) {
       for (const task of blocked) {
+        // Without --dirs, the directories that held the deleted keys are still there, empty.
+        if (!task.entry.isDir && dst.features.dirs && !o.dry) await removeEmptyTree(dst, task.entry.key + '/', control.stopNow);
         const w = executor.submit(task);
         if (w && !(await w)) break;
       }
       await executor.idle();
+      // Writing into a directory changes its mtime: the directories these copies went into get the
+      // source's attributes again (deepest first), or the next run would copy them.
+      if (o.dirs && dst.features.dirs && !o.dry) {
+        const dirs = new Set<string>();
+        for (const task of blocked) for (let k = parentKey(task.entry.key); k !== ''; k = parentKey(k)) dirs.add(k);
+        for (const key of [...dirs].sort((a, b) => compareKeys(b, a))) {
+          try {
+            await transfer.run({ v: 1, op: 'finishDir', entry: await src.head(key, { followSymlinks: !o.links }) });
+          } catch (err) {
+            log.warn(`could not set the attributes of ${dst.description}${key} again: ${(err as Error).message}`);
+          }
+        }
+      }
     }
   }
   control.stopListing.removeEventListener('abort', onStopListing);
   control.stopNow.removeEventListener('abort', onStopNow);
   return { stats, stopped, ...(fatal === undefined ? {} : { fatal }) };
+}
+
+/**
+ * Remove the directory `dir` when nothing but empty directories is under it (no file, link or
+ * anything else), deepest first; false, leaving everything, when it holds anything else.
+ */
+async function removeEmptyTree(store: ObjectStore, dir: string, signal: AbortSignal): Promise<boolean> {
+  const dirs: string[] = [];
+  try {
+    for await (const page of store.list({ prefix: dir, followSymlinks: false, signal })) {
+      for (const e of page) {
+        if (!e.isDir || e.isSymlink || dirs.length >= BLOCKED_MAX) return false;
+        dirs.push(e.key);
+      }
+    }
+    for (const d of dirs.reverse()) await store.delete(d, { signal });
+    await store.delete(dir, { signal });
+    return true;
+  } catch {
+    // The copy that follows fails with the store's own words.
+    return false;
+  }
 }
 
 function isAbort(err: unknown): boolean {

@@ -7,8 +7,8 @@ import { UsageError } from './errors.js';
  *   [NAME://][ACCESS_KEY:SECRET_KEY[:TOKEN]@]BUCKET[.ENDPOINT][/PREFIX]
  *   minio://[AK:SK@]ENDPOINT/BUCKET[/PREFIX]            (path style; also s3:// on IPs and localhost)
  *   /local/path, ./relative, ~/home, file:///abs/path   (local disk)
- *   [user@]host:/path, sftp://user@host[:port]/path     (SFTP)
- *   hdfs://[user@]namenode:port/path                    (HDFS over WebHDFS)
+ *   [user@]host:[path], sftp://user@host[:port][/path]  (SFTP; no path: the login's home)
+ *   hdfs://[user@]namenode:port[/path]                  (HDFS over WebHDFS; no path: the user's home)
  *   mem://NAME/PREFIX                                    (in-process, for tests and benchmarks)
  * A trailing '/' means "directory"; without it the last part is a key prefix.
  */
@@ -18,7 +18,8 @@ export interface Address {
   display: string;
   /**
    * Object stores: the bucket. File-like stores (file, sftp, hdfs): the directory the keys are
-   * relative to, ending in '/'. mem: the store's name.
+   * relative to, ending in '/'; for sftp and hdfs, '' is the login's home directory (an address
+   * without a path). mem: the store's name.
    */
   bucket: string;
   /** host[:port] of the service, or '' for the provider's default. */
@@ -119,7 +120,9 @@ export function parseAddress(input: string, options: { cwd?: string } = {}): Add
   if (scheme === 'sftp' || scheme === 'hdfs') {
     const { user, password } = splitUserinfo(userinfo === undefined ? undefined : decode(userinfo, 'user', input));
     const { host, port } = parseHostPort(hostpart, input);
-    const { dir, prefix } = splitDir(path === '' ? '/' : path);
+    // No path means the login's home, as `scp user@host:` does (and HDFS's home directory), never
+    // the filesystem's root: an empty bucket, which the backend resolves. An explicit '/' is the root.
+    const { dir, prefix } = splitDir(path);
     return withDisplay(
       { scheme, bucket: dir, endpoint: hostpart, pathStyle: false, prefix, host, ...opt({ user, password, port }) },
       input,

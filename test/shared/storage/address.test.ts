@@ -73,6 +73,21 @@ describe('parseAddress: more forms', () => {
     expect(p('sftp://bob:pw@10.0.0.5:2222/srv/x/')).toMatchObject({ scheme: 'sftp', user: 'bob', password: 'pw', host: '10.0.0.5', port: 2222, bucket: '/srv/x/' });
     expect(p('sftp://bob:pw@10.0.0.5:2222/srv/x/').display).toBe('sftp://bob:****@10.0.0.5:2222/srv/x/');
   });
+  it('sftp without a path is the login\'s home, as scp has it; an explicit / is the root', () => {
+    // Bug: sftp://user@host parsed to the filesystem root '/', where --delete-dst would empty the server.
+    expect(p('sftp://alice@host.example')).toMatchObject({ scheme: 'sftp', user: 'alice', host: 'host.example', bucket: '', prefix: '' });
+    expect(p('sftp://alice@host.example:2222')).toMatchObject({ bucket: '', prefix: '', port: 2222 });
+    expect(p('alice@host.example:')).toMatchObject({ scheme: 'sftp', bucket: '', prefix: '' });
+    expect(p('host.example:notes/today')).toMatchObject({ scheme: 'sftp', bucket: 'notes/', prefix: 'today' });
+    expect(p('sftp://alice@host.example/')).toMatchObject({ bucket: '/', prefix: '' });
+    expect(p('alice@host.example:/')).toMatchObject({ bucket: '/', prefix: '' });
+  });
+  it('hdfs without a path is the user\'s home (resolved by the backend); an explicit / is the root', () => {
+    // Bug: hdfs://namenode:port parsed to '/', the whole cluster.
+    expect(p('hdfs://hadoop@namenode:9870')).toMatchObject({ scheme: 'hdfs', host: 'namenode', port: 9870, bucket: '', prefix: '' });
+    expect(p('hdfs://namenode')).toMatchObject({ bucket: '', prefix: '' });
+    expect(p('hdfs://namenode:9870/')).toMatchObject({ bucket: '/', prefix: '' });
+  });
   it('hdfs', () => {
     expect(p('hdfs://hadoop@namenode:9870/user/data/')).toMatchObject({ scheme: 'hdfs', user: 'hadoop', host: 'namenode', port: 9870, bucket: '/user/data/', prefix: '' });
   });

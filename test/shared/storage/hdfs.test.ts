@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { PassThrough, Readable, Writable } from 'node:stream';
@@ -7,8 +9,10 @@ import { parseAddress } from '../../../src/shared/storage/address.js';
 import { batchStart, hdfsBackend, HdfsStore, hdfsUser } from '../../../src/shared/storage/hdfs/index.js';
 import { encodePath } from '../../../src/shared/storage/hdfs/webhdfs.js';
 import { compareKeys } from '../../../src/shared/storage/keys.js';
+import { TEMP_PREFIX, tempName, tempNamePrefix } from '../../../src/shared/storage/temp.js';
 import { WebHdfsServer, type WebHdfsServerOptions } from '../../support/webhdfs-server.js';
 import { describeConformance, listAll, readAll } from './conformance.js';
+import { describeTreeSafety } from './tree-safety.js';
 
 const HOME = '/user/ferry';
 
@@ -35,6 +39,23 @@ describeConformance('hdfs', async () => {
     maxKeyBytes: 1024,
   };
 });
+
+// The tree lives in the test server's memory: the suite runs what goes through the store's API; the
+// cases that plant files, links and temporaries are in 'hdfs tree safety' below.
+describeTreeSafety(
+  'hdfs',
+  async () => {
+    const server = await startServer();
+    const root = `${HOME}/tree-safety/`;
+    return {
+      store: storeOn(server, root),
+      root,
+      openInplace: async () => storeOn(server, root, { inplace: true }),
+      cleanup: () => server.stop(),
+    };
+  },
+  { localFs: false },
+);
 
 describe('hdfs backend', () => {
   let server: WebHdfsServer;
@@ -109,7 +130,11 @@ describe('hdfs backend', () => {
     const inplace = storeOn(server, root, { inplace: true });
     const from2 = server.requests.length;
     await inplace.put('tmp/b', Buffer.from('b'), { size: 1 });
+    // The directory is made once per store; in place, the key is looked at (never written through a
+    // link or into a directory), then written without a temporary.
     expect(server.requests.slice(from2).map((r) => `${r.server} ${r.op} ${r.path}`)).toEqual([
+      `namenode MKDIRS ${root}tmp`,
+      `namenode GETFILELINKSTATUS ${root}tmp/b`,
       `namenode CREATE ${root}tmp/b`,
       `datanode CREATE ${root}tmp/b`,
     ]);
@@ -399,10 +424,195 @@ describe('hdfs backend', () => {
         expect(err?.code).toBe('FERRY_TRANSIENT');
         expect(err?.message).toContain(`datanode 127.0.0.1:${half.datanodePort}`);
       }
-      expect(half.names(`${HOME}`)).toEqual([]);
+      // No temporary is left (the directory was made before the bytes were sent).
+      expect(half.names(`${HOME}/half`)).toEqual([]);
     } finally {
       await st.close();
       await half.stop();
     }
+  });
+});
+
+// The cases of the shared suite that plant things in the tree, here through the test server.
+describe('hdfs store safety', () => {
+  let server: WebHdfsServer;
+  let n = 0;
+  const stores: HdfsStore[] = [];
+  beforeAll(async () => {
+    // Links enabled (Hadoop's test-only switch), so that the link cases can be set up at all.
+    server = await startServer({ symlinks: true });
+  });
+  afterAll(async () => {
+    for (const st of stores) await st.close();
+    await server?.stop();
+  });
+
+  /** A fresh destination root `.../dst/` beside an `outside/` directory holding `victim`. */
+  async function fresh(extra: Partial<ConstructorParameters<typeof HdfsStore>[0]> = {}): Promise<{ root: string; outside: string; store: HdfsStore }> {
+    const top = `${HOME}/safety${n++}`;
+    const outside = `${top}/outside`;
+    const helper = storeOn(server, `${top}/`);
+    stores.push(helper);
+    await helper.put('outside/victim', Buffer.from('outside content'), { size: 15 });
+    await helper.mkdir('dst/');
+    const store = storeOn(server, `${top}/dst/`, extra);
+    stores.push(store);
+    return { root: `${top}/dst`, outside, store };
+  }
+
+  // A key with '..' from an object store would have written outside the destination.
+  it('refuses keys that leave the root, naming the key and the reason, before any request', async () => {
+    const { root, outside, store } = await fresh();
+    const from = server.requests.length;
+    for (const key of ['../outside/victim', '/abs', 'a//b', 'a/./b', 'a/../../x']) {
+      const err = (await store.put(key, Buffer.from('x'), { size: 1 }).catch((e: unknown) => e)) as Error;
+      expect(err, key).toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+      expect(err.message).toContain(JSON.stringify(key));
+    }
+    for (const attempt of [
+      () => store.head('../outside/victim'),
+      () => store.get('../outside/victim'),
+      () => store.delete('../outside/victim'),
+      () => store.mkdir('../made/'),
+      () => store.symlink('../l', '/x'),
+      () => store.setAttrs('../outside/victim', { mtime: 0 }),
+      () => store.setOwner('../outside/victim', { group: 'staff' }),
+      () => listAll(store, { prefix: '../outside/' }),
+    ])
+      await expect(attempt()).rejects.toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+    expect(server.requests.length).toBe(from);
+    expect((await server.read(`${outside}/victim`)).toString()).toBe('outside content');
+    expect(server.names(root)).toEqual([]);
+  });
+
+  // A name that changed type on the source (dir ↔ file) made every later sync fail on that key.
+  it('replaces an empty directory or a file that stands in the way, and refuses a directory with content', async () => {
+    const { root, store } = await fresh();
+    await store.mkdir('empty/');
+    await store.put('empty', Buffer.from('file now'), { size: 8 });
+    expect(server.stat(`${root}/empty`)?.type).toBe('FILE');
+    expect((await server.read(`${root}/empty`)).toString()).toBe('file now');
+
+    await store.put('full/child', Buffer.from('keep me'), { size: 7 });
+    const err = (await store.put('full', Buffer.from('x'), { size: 1 }).catch((e: unknown) => e)) as Error;
+    expect(err).toMatchObject({ code: 'FERRY_IN_THE_WAY' });
+    expect(err.message).toContain('"full"');
+    expect((await server.read(`${root}/full/child`)).toString()).toBe('keep me');
+    expect(server.names(root)).toEqual(['empty', 'full']);
+
+    // A file where a directory must go is replaced by the directory.
+    await store.put('was-file', Buffer.from('old'), { size: 3 });
+    await store.put('was-file/inner/x', Buffer.from('nested'), { size: 6 });
+    expect((await server.read(`${root}/was-file/inner/x`)).toString()).toBe('nested');
+    await store.put('mk', Buffer.from('old'), { size: 3 });
+    await store.mkdir('mk/');
+    expect(server.stat(`${root}/mk`)?.type).toBe('DIRECTORY');
+
+    // In place, too.
+    const inplace = storeOn(server, `${root}/`, { inplace: true });
+    stores.push(inplace);
+    await store.mkdir('empty2/');
+    await inplace.put('empty2', Buffer.from('in place'), { size: 8 });
+    expect((await server.read(`${root}/empty2`)).toString()).toBe('in place');
+    await expect(inplace.put('full', Buffer.from('x'), { size: 1 })).rejects.toMatchObject({ code: 'FERRY_IN_THE_WAY' });
+
+    // Deleting a file key whose name is a directory now (or the reverse) succeeds and removes nothing.
+    await store.mkdir('dir-now/');
+    await store.delete('dir-now');
+    expect(server.stat(`${root}/dir-now`)?.type).toBe('DIRECTORY');
+    await store.put('file-now', Buffer.from('f'), { size: 1 });
+    await store.delete('file-now/');
+    expect(server.stat(`${root}/file-now`)?.type).toBe('FILE');
+  });
+
+  // A link inside the destination pointing elsewhere must never carry a write, a chmod or a delete there.
+  it('never writes, changes or deletes through a symlink below the root', async () => {
+    const { root, outside, store } = await fresh({ symlinks: true });
+    await store.symlink('ln', outside);
+    await store.symlink('lnfile', `${outside}/victim`);
+    const before = server.stat(`${outside}/victim`)!;
+    for (const [what, attempt] of [
+      ['put', () => store.put('ln/victim', Buffer.from('overwritten'), { size: 11 })],
+      ['put deeper', () => store.put('ln/sub/new', Buffer.from('x'), { size: 1 })],
+      ['mkdir', () => store.mkdir('ln/newdir/')],
+      ['mkdir on the link', () => store.mkdir('lnfile/')],
+      ['setAttrs', () => store.setAttrs('lnfile', { mode: 0o600, mtime: 0 })],
+    ] as const) {
+      const err = (await attempt().catch((e: unknown) => e)) as Error;
+      expect(err, what).toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+      expect(err.message, what).toContain('is a symlink');
+    }
+    const inplace = storeOn(server, `${root}/`, { inplace: true, symlinks: true });
+    stores.push(inplace);
+    await expect(inplace.put('lnfile', Buffer.from('through'), { size: 7 })).rejects.toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+    // delete() of something under the link finds nothing there (the namenode does not resolve it).
+    await store.delete('ln/victim');
+    expect(server.names(outside)).toEqual(['victim']);
+    expect(server.stat(`${outside}/victim`)).toEqual(before);
+    expect((await server.read(`${outside}/victim`)).toString()).toBe('outside content');
+    // A plain write replaces the link; deleting a link removes the link only.
+    await store.put('lnfile', Buffer.from('a file now'), { size: 10 });
+    expect(server.stat(`${root}/lnfile`)?.type).toBe('FILE');
+    await store.delete('ln');
+    expect(server.stat(`${root}/ln`)).toBeUndefined();
+    expect((await server.read(`${outside}/victim`)).toString()).toBe('outside content');
+  });
+
+  // SETTIMES reads -1 as "leave unchanged": an mtime of 1969-12-31T23:59:59.999Z was silently dropped.
+  it('writes mtimes outside the settable range clamped to it, and declares the range', async () => {
+    const { root, store } = await fresh();
+    expect(store.features.attrs?.mtimeRange).toEqual({ min: 0, max: 8.64e15 });
+    await store.put('minus-one', Buffer.from('x'), { size: 1, mtime: -1 });
+    await store.put('old', Buffer.from('x'), { size: 1, mtime: Date.UTC(1960, 0, 1) });
+    await store.put('future', Buffer.from('x'), { size: 1, mtime: Date.UTC(2200, 0, 1) });
+    expect(server.stat(`${root}/minus-one`)?.mtime).toBe(0);
+    expect(server.stat(`${root}/old`)?.mtime).toBe(0);
+    expect(server.stat(`${root}/future`)?.mtime).toBe(Date.UTC(2200, 0, 1));
+    await store.setAttrs('future', { mtime: 9e15 });
+    expect((await store.head('future')).mtime).toBe(8.64e15);
+    await store.setAttrs('future', { mtime: -5 });
+    expect(server.stat(`${root}/future`)?.mtime).toBe(0);
+  });
+
+  // Temporaries of killed runs piled up forever; a live concurrent run's must never be taken.
+  it('names temporaries after their writer and reclaims only those whose writer is gone', async () => {
+    const { root, store } = await fresh();
+    const from = server.requests.length;
+    await store.put('tmp/keep', Buffer.from('kept'), { size: 4 });
+    const create = server.requests.slice(from).find((r) => r.op === 'CREATE')!;
+    expect(create.path.startsWith(`${root}/tmp/${tempNamePrefix()}`)).toBe(true);
+
+    const child = spawn(process.execPath, ['-e', '0']);
+    await once(child, 'exit');
+    const host = tempNamePrefix().slice(TEMP_PREFIX.length).split('_')[0]!;
+    const dead = `${TEMP_PREFIX}${host}_${child.pid!.toString(36)}_0badc0de_0123456789`;
+    const live = tempName();
+    const foreignOld = `${TEMP_PREFIX}otherhost_1_cafe_0001`;
+    const foreignNew = `${TEMP_PREFIX}otherhost_1_cafe_0002`;
+    for (const name of [dead, live, foreignOld, foreignNew]) await store.client.create(`${root}/tmp/${name}`, Buffer.from(`partial ${name}`));
+    await store.client.setTimes(`${root}/tmp/${foreignOld}`, { mtime: Date.now() - 48 * 3600 * 1000 });
+
+    expect((await listAll(store, { prefix: 'tmp/' })).map((e) => e.key)).toEqual(['tmp/keep']);
+    expect(server.names(`${root}/tmp`).length).toBe(5);
+    const reclaimed: [string, number][] = [];
+    expect((await listAll(store, { prefix: 'tmp/', reclaim: (p, b) => reclaimed.push([p, b]) })).map((e) => e.key)).toEqual(['tmp/keep']);
+    expect(reclaimed.sort()).toEqual([dead, foreignOld].map((name) => [`${store.description}tmp/${name}`, Buffer.byteLength(`partial ${name}`)] as [string, number]).sort());
+    expect(server.names(`${root}/tmp`)).toEqual(['keep', foreignNew, live].sort(compareKeys));
+  });
+
+  // hdfs://nn:port meant the filesystem's root '/', where a --delete-dst would have emptied the cluster.
+  it('roots an address without a path at the user\'s home (GETHOMEDIRECTORY)', async () => {
+    const a = parseAddress(`hdfs://ferry@127.0.0.1:${server.namenodePort}`);
+    expect(a).toMatchObject({ bucket: '', prefix: '' });
+    const st = await hdfsBackend.open(a, {});
+    try {
+      expect(st.description).toBe(`hdfs://ferry@127.0.0.1:${server.namenodePort}${HOME}/`);
+      await st.put('at-home', Buffer.from('home'), { size: 4 });
+      expect((await server.read(`${HOME}/at-home`)).toString()).toBe('home');
+    } finally {
+      await st.close?.();
+    }
+    // An explicit '/' is the root, as asked.
+    expect(parseAddress(`hdfs://ferry@127.0.0.1:${server.namenodePort}/`)).toMatchObject({ bucket: '/' });
   });
 });

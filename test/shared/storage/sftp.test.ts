@@ -1,11 +1,18 @@
-import { promises as fsp } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { promises as fsp, readdirSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { SFTPWrapper } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkHostKey } from '../../../src/shared/ssh/known-hosts.js';
+import { SftpPool } from '../../../src/shared/ssh/pool.js';
 import { parseAddress } from '../../../src/shared/storage/address.js';
 import { openSftp, sftpBackend, SftpStore } from '../../../src/shared/storage/sftp/index.js';
+import { isTempName } from '../../../src/shared/storage/temp.js';
 import { makeKey, sshdMissing, startSshd, warnIfSshdMissing, writeClientFiles, type ClientFiles, type Sshd } from '../../support/sshd.js';
 import { describeConformance, listAll, patternStream, readAll, sha256 } from './conformance.js';
+import { describeTreeSafety } from './tree-safety.js';
 
 warnIfSshdMissing();
 
@@ -43,6 +50,22 @@ describe.skipIf(sshdMissing !== undefined)('sftp backend', () => {
         return openStore(s, bad, dir);
       },
       cleanup: () => fsp.rm(client.dir, { recursive: true, force: true }),
+    };
+  });
+
+  // The store's root is a directory on this machine (the sshd runs here), one level down so that
+  // what lies "outside the destination" is still the test's to clean.
+  describeTreeSafety('sftp', async () => {
+    const s = await sshd();
+    const client = await writeClientFiles(s);
+    const dir = await fsp.mkdtemp(join(s.dir, 'tree-safety-'));
+    const root = join(dir, 'root') + '/';
+    await fsp.mkdir(root);
+    return {
+      store: await openStore(s, client, root.slice(0, -1)),
+      root,
+      openInplace: () => openStore(s, client, root.slice(0, -1), { inplace: true }),
+      cleanup: () => fsp.rm(dir, { recursive: true, force: true }),
     };
   });
 
@@ -161,6 +184,14 @@ describe.skipIf(sshdMissing !== undefined)('sftp backend', () => {
         } finally {
           await st.close();
         }
+        // No path at all is the home too (it used to be the server's root '/').
+        const bare = await openSftp(parseAddress(`sftp://${s.user}@127.0.0.1:${s.port}`), { ssh: client.sshOptions });
+        try {
+          expect(bare.description).toBe(`sftp://${s.user}@127.0.0.1:${s.port}/~/`);
+          expect((await readAll(await bare.get(`${rel}/f`))).toString()).toBe('home file');
+        } finally {
+          await bare.close();
+        }
       } finally {
         await fsp.rm(join(home, rel), { recursive: true, force: true });
       }
@@ -231,5 +262,230 @@ describe.skipIf(sshdMissing !== undefined)('sftp backend', () => {
       expect(t1 - t0).toBeLessThan(20_000);
       expect(t2 - t1).toBeLessThan(20_000);
     }, 120_000);
+  });
+
+  // What the shared suite (tree-safety.ts) cannot see from outside: requests, the server's own
+  // behaviour (realpath, FIFOs, v3 times) and dropped connections.
+  describe('sftp store safety', () => {
+    let s: Sshd;
+    let client: ClientFiles;
+    let base: string;
+    const stores: SftpStore[] = [];
+    beforeAll(async () => {
+      s = await sshd();
+      client = await writeClientFiles(s);
+      base = await fsp.mkdtemp(join(s.dir, 'safety-'));
+    });
+    afterAll(async () => {
+      for (const st of stores) await st.close();
+    });
+
+    /** A fresh destination root `dst/` beside an `outside/` directory the store must never touch. */
+    async function fresh(extra: { inplace?: boolean } = {}): Promise<{ root: string; outside: string; store: SftpStore }> {
+      const top = await fsp.mkdtemp(join(base, 't-'));
+      const root = join(top, 'dst');
+      const outside = join(top, 'outside');
+      await fsp.mkdir(root);
+      await fsp.mkdir(outside);
+      await fsp.writeFile(join(outside, 'victim'), 'outside content');
+      const store = await openStore(s, client, root, extra);
+      stores.push(store);
+      return { root, outside, store };
+    }
+
+    // A key with '..' from an object store would have written outside the destination.
+    it('refuses keys that leave the root without a single request', async () => {
+      const { root } = await fresh();
+      // Port 1: nothing listens, so any request would fail FERRY_TRANSIENT instead.
+      const dead = await openSftp(parseAddress(`sftp://${s.user}@127.0.0.1:1${root}/`), { ssh: client.sshOptions });
+      try {
+        for (const key of ['../escape', '/etc/abs', 'a//b', 'a/./b', 'a/../../escape', 'nul\0byte']) {
+          const err = (await dead.put(key, Buffer.from('x')).catch((e: unknown) => e)) as Error;
+          expect(err, key).toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+          expect(err.message).toContain(JSON.stringify(key));
+        }
+        for (const attempt of [() => dead.head('../x'), () => dead.delete('../outside/victim'), () => dead.setAttrs('../x', { mode: 0o600 }), () => listAll(dead, { prefix: '../outside/' })])
+          await expect(attempt()).rejects.toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+      } finally {
+        await dead.close();
+      }
+      await expect(fsp.stat(join(root, '..', 'escape'))).rejects.toMatchObject({ code: 'ENOENT' });
+    });
+
+    // realpath resolves a dangling link to its target's path, and a link deeper down behind a real directory: both must be caught.
+    it('refuses writes through a dangling link and through a link below a real directory, and still reads through links', async () => {
+      const { root, outside, store } = await fresh();
+      await fsp.mkdir(join(root, 'real'));
+      await fsp.symlink(outside, join(root, 'real', 'deeper'));
+      await fsp.symlink(join(outside, 'nowhere'), join(root, 'dangling'));
+      await store.put('real/first', Buffer.from('remembered: real/ is a directory'));
+      for (const [what, attempt] of [
+        ['put deeper', () => store.put('real/deeper/victim', Buffer.from('overwritten'))],
+        ['put deeper, new directory', () => store.put('real/deeper/new/x', Buffer.from('x'))],
+        ['put through a dangling link', () => store.put('dangling/new', Buffer.from('x'))],
+        ['mkdir through a dangling link', () => store.mkdir('dangling/sub/')],
+        ['mkdir on a dangling link', () => store.mkdir('dangling/')],
+      ] as const) {
+        const err = (await attempt().catch((e: unknown) => e)) as Error;
+        expect(err, what).toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+        expect(err.message, what).toContain('is a symlink: ferry does not write through links inside the destination');
+      }
+      expect(readdirSync(outside)).toEqual(['victim']);
+      expect(await fsp.readFile(join(outside, 'victim'), 'utf8')).toBe('outside content');
+      // Reading through a link is fine (a source may follow links).
+      expect((await readAll(await store.get('real/deeper/victim'))).toString()).toBe('outside content');
+    });
+
+    // The user chose the root; only links below it are refused.
+    it('accepts a root that is itself a symlink', async () => {
+      const { root } = await fresh();
+      const alias = root + '-alias';
+      await fsp.symlink(root, alias);
+      const st = await openStore(s, client, alias);
+      stores.push(st);
+      await st.put('a/b/c', Buffer.from('via alias'));
+      await st.mkdir('d/');
+      await st.setAttrs('', { mtime: Date.UTC(2021, 0, 1) });
+      expect(await fsp.readFile(join(root, 'a/b/c'), 'utf8')).toBe('via alias');
+      expect((await fsp.stat(join(root, 'd'))).isDirectory()).toBe(true);
+      expect((await fsp.stat(root)).mtimeMs).toBe(Date.UTC(2021, 0, 1));
+    });
+
+    // --inplace opens the key itself: a directory there made the open fail on every run.
+    it('with --inplace, replaces an empty directory at the key and refuses one with content', async () => {
+      const { root } = await fresh();
+      const inplace = await openStore(s, client, root, { inplace: true });
+      stores.push(inplace);
+      await fsp.mkdir(join(root, 'empty'));
+      await inplace.put('empty', Buffer.from('in place'));
+      expect(await fsp.readFile(join(root, 'empty'), 'utf8')).toBe('in place');
+      await fsp.mkdir(join(root, 'full'));
+      await fsp.writeFile(join(root, 'full', 'child'), 'keep me');
+      const err = (await inplace.put('full', Buffer.from('x')).catch((e: unknown) => e)) as Error;
+      expect(err).toMatchObject({ code: 'FERRY_IN_THE_WAY' });
+      expect(err.message).toContain('"full/"');
+      expect(await fsp.readFile(join(root, 'full', 'child'), 'utf8')).toBe('keep me');
+    });
+
+    // Opening a FIFO over SFTP blocked the server's sftp-server (and the run) until a writer came.
+    it('marks FIFOs and sockets as special, and refuses to read them without hanging', async () => {
+      const { root, store } = await fresh();
+      await fsp.mkdir(join(root, 'sp'));
+      execFileSync('mkfifo', [join(root, 'sp', 'fifo')]);
+      const server = createServer();
+      await new Promise<void>((resolve) => server.listen(join(root, 'sp', 'sock'), resolve));
+      try {
+        await fsp.symlink('fifo', join(root, 'sp', 'to-fifo'));
+        await fsp.writeFile(join(root, 'sp', 'plain'), 'plain');
+        const listed = await listAll(store, { prefix: 'sp/' });
+        expect(listed.map((e) => [e.key, e.special])).toEqual([
+          ['sp/fifo', 'FIFO'],
+          ['sp/plain', undefined],
+          ['sp/sock', 'socket'],
+          ['sp/to-fifo', undefined],
+        ]);
+        const followed = await listAll(store, { prefix: 'sp/to-', followSymlinks: true });
+        expect(followed.map((e) => [e.key, e.special])).toEqual([['sp/to-fifo', 'FIFO']]);
+        expect((await store.head('sp/fifo')).special).toBe('FIFO');
+        expect((await store.head('sp/to-fifo', { followSymlinks: true })).special).toBe('FIFO');
+
+        const deadline = new Promise((_, reject) => setTimeout(() => reject(new Error('get() of a FIFO hung')), 5000));
+        for (const key of ['sp/fifo', 'sp/to-fifo', 'sp/sock']) {
+          const err = (await Promise.race([store.get(key), deadline]).catch((e: unknown) => e)) as Error;
+          expect(err, key).toMatchObject({ code: 'FERRY_FATAL' });
+          expect(err.message, key).toMatch(/FIFO|socket/);
+        }
+        await expect(Promise.race([store.copyFrom('copy-of-fifo', store.copySource('sp/fifo'), { size: 0 }), deadline])).rejects.toMatchObject({ code: 'FERRY_FATAL' });
+        // The store (and its channels) still answer.
+        expect((await readAll(await store.get('sp/plain'))).toString()).toBe('plain');
+      } finally {
+        server.close();
+      }
+    });
+
+    // SFTP v3 sends unsigned 32-bit seconds: a 1960 mtime became 2096, a 2200 one 2063.
+    it('writes mtimes outside SFTP v3 range clamped to it, and declares the range', async () => {
+      const { root, store } = await fresh();
+      const max = (2 ** 32 - 1) * 1000;
+      expect(store.features.attrs?.mtimeRange).toEqual({ min: 0, max });
+      await store.put('old', Buffer.from('1960'), { mtime: Date.UTC(1960, 0, 1) });
+      await store.put('future', Buffer.from('2200'), { mtime: Date.UTC(2200, 0, 1) });
+      expect((await fsp.stat(join(root, 'old'))).mtimeMs).toBe(0);
+      expect((await fsp.stat(join(root, 'future'))).mtimeMs).toBe(max);
+      await store.put('set', Buffer.from('x'));
+      await store.setAttrs('set', { mtime: Date.UTC(1900, 0, 1) });
+      expect((await fsp.stat(join(root, 'set'))).mtimeMs).toBe(0);
+      await store.setAttrs('set', { mtime: Date.UTC(3000, 0, 1) });
+      expect((await store.head('set')).mtime).toBe(max);
+      await store.copyFrom('copied', store.copySource('old'), { size: 4, mtime: Date.UTC(1969, 11, 31) });
+      expect((await fsp.stat(join(root, 'copied'))).mtimeMs).toBe(0);
+    });
+
+    // A dropped connection mid-file left a temporary behind on every interrupted run.
+    it('removes its temporary when the connection drops mid-file', async () => {
+      const { root, store } = await fresh();
+      let sent = 0;
+      const body = new Readable({
+        read() {
+          if (sent >= 64) return void this.push(null);
+          sent++;
+          setTimeout(() => this.push(Buffer.alloc(1 << 20, 7)), 10);
+        },
+      });
+      const putting = store.put('drop/partial', body, { size: 64 << 20 });
+      putting.catch(() => {});
+      // Wait until the temporary holds some bytes, then cut every connection.
+      for (let i = 0; ; i++) {
+        const names = await fsp.readdir(join(root, 'drop')).catch(() => [] as string[]);
+        const tmp = names.find(isTempName);
+        if (tmp && (await fsp.stat(join(root, 'drop', tmp)).catch(() => undefined))?.size) break;
+        if (i > 500) throw new Error('no temporary appeared');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect(await s.killSessions()).toBeGreaterThan(0);
+      await expect(putting).rejects.toMatchObject({ code: 'FERRY_TRANSIENT' });
+      expect(readdirSync(join(root, 'drop'))).toEqual([]);
+    });
+
+    // Checking every directory on every put would cost a round trip per small file.
+    it('checks each directory once: many small puts cost no extra round trips', async () => {
+      const { root } = await fresh();
+      const calls = new Map<string, number>();
+      const counting = (sftp: SFTPWrapper): SFTPWrapper =>
+        new Proxy(sftp, {
+          get(target, prop, receiver) {
+            const v = Reflect.get(target, prop, receiver) as unknown;
+            if (typeof v !== 'function' || typeof prop !== 'string') return v;
+            return (...args: unknown[]) => {
+              calls.set(prop, (calls.get(prop) ?? 0) + 1);
+              return (v as (...a: unknown[]) => unknown).apply(target, args);
+            };
+          },
+        });
+      class CountingPool extends SftpPool {
+        override withSftp<T>(fn: (sftp: SFTPWrapper) => Promise<T>, signal?: AbortSignal): Promise<T> {
+          return super.withSftp((sftp) => fn(counting(sftp)), signal);
+        }
+      }
+      const pool = new CountingPool({ host: '127.0.0.1', user: s.user, port: s.port }, client.sshOptions, { maxChannels: 2 });
+      const st = new SftpStore(root + '/', pool, await pool.resolved());
+      stores.push(st);
+      await st.put('many/first', Buffer.from('x'));
+      calls.clear();
+      const n = 50;
+      for (let i = 0; i < n; i += 10) await Promise.all(Array.from({ length: 10 }, (_, j) => st.put(`many/f${i + j}`, Buffer.from('x'), { mtime: Date.UTC(2020, 0, 1) })));
+      expect(readdirSync(join(root, 'many')).length).toBe(n + 1);
+      // open, write, fsetstat, close, rename: nothing per file to check directories.
+      expect(calls.get('realpath') ?? 0).toBe(0);
+      expect(calls.get('lstat') ?? 0).toBe(0);
+      expect(calls.get('stat') ?? 0).toBe(0);
+      expect(calls.get('open')).toBe(n);
+      // A new directory costs one lstat (then mkdir), and is remembered.
+      calls.clear();
+      for (let i = 0; i < 5; i++) await st.put(`other/g${i}`, Buffer.from('x'));
+      expect(calls.get('lstat')).toBe(1);
+      expect(calls.get('mkdir')).toBe(1);
+      expect(calls.get('open')).toBe(5);
+    });
   });
 });

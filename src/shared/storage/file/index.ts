@@ -3,11 +3,13 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fromSystemError, NotFoundError } from '../errors.js';
+import { FatalError, type FerryError, fromSystemError, InTheWayError, NotFoundError, UnsafePathError } from '../errors.js';
+import { parentKey, treeKeyProblem } from '../keys.js';
 import type { Backend } from '../registry.js';
+import { isAbandoned } from '../temp.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
-import { listTree, type WalkRecord } from '../tree.js';
-import { FsPool, listDirSync, toSystemError, writeBatchSync } from './pool.js';
+import { listTree, specialKind, type WalkRecord } from '../tree.js';
+import { clearForFileSync, FsPool, listDirSync, MAIN_THREAD, placeFilesSync, type PlaceJob, readBatchSync, toSystemError } from './pool.js';
 
 const PAGE = 1000;
 /** Files up to this size are read and written whole, in one round trip to a file-system thread. */
@@ -18,13 +20,19 @@ const INLINE = 256 << 10;
 const WATCH_SIZE = 64 << 20;
 /** Directories up to this many names are read on the calling thread. */
 const SYNC_LIST_MAX = 1024;
-const TMP = '.ferry-tmp-';
+/** Verified directories remembered at most: keys arrive in order, so the recent ones are what counts. */
+const DIR_CACHE_MAX = 4096;
 const SCOPE = 'file:local';
+const LINKS = 'ferry does not write through links inside the destination';
 
 /**
  * The local disk. Keys are paths relative to `root` (which ends in '/'); directories are keys ending
  * in '/'. Listings walk the tree in key order (walk.ts); large directories and copies between local
  * stores run on file-system threads (pool.ts).
+ *
+ * A tree store's safety contract: every key stays inside the root (treeKeyProblem), no write goes
+ * through a symlink below the root, whatever stands in a file's way is replaced only when the
+ * source says the name changed type, and special files are never read or written.
  */
 export class FileStore implements ObjectStore {
   readonly scheme = 'file';
@@ -32,6 +40,12 @@ export class FileStore implements ObjectStore {
   readonly features: Features;
   readonly #pool: FsPool;
   readonly #inplace: boolean;
+  /**
+   * Directory keys ('a/b/') found to be real directories, every one above them too. A write looks
+   * up its parent here instead of lstat()ing each ancestor; cleared when full, so memory does not
+   * grow with the number of keys, and a directory this store removes is dropped.
+   */
+  readonly #dirs = new Set<string>();
 
   readonly #release: () => Promise<void>;
 
@@ -57,9 +71,84 @@ export class FileStore implements ObjectStore {
     };
   }
 
-  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
-    return listTree(options, PAGE, async (req, follow) => {
-      const records = await this.#readDir(req.read, follow, options.signal);
+  /** Refuse a key that would leave the root or give a file a second key (`part`: the part that names a path). */
+  #checkKey(key: string, what: string, part = key): void {
+    const why = treeKeyProblem(part);
+    if (why !== undefined) throw new UnsafePathError(`${what} ${JSON.stringify(key)} in ${this.root}: refused, because ${why}`);
+  }
+
+  #remember(dir: string): void {
+    if (this.#dirs.size >= DIR_CACHE_MAX) this.#dirs.clear();
+    this.#dirs.add(dir);
+  }
+
+  /** Once a write made the missing directories down to directory key `dir`, they are real directories. */
+  #rememberDirs(dir: string): void {
+    if (dir === '' || this.#dirs.has(dir)) return;
+    for (let i = dir.indexOf('/') + 1; i > 0; i = dir.indexOf('/', i) + 1) this.#remember(dir.slice(0, i));
+  }
+
+  /**
+   * Check the directories on the way to `key` up to and including directory key `upTo` (its parent,
+   * or a directory key itself): each that exists must be a real directory. A symlink fails with
+   * UnsafePathError (the write would land outside the destination). A file, FIFO, socket or device
+   * is unlinked when `fix` (the name changed type on the source) and else ends the check (nothing
+   * under it exists). True when a directory on the way is missing: the write makes it, and the
+   * caller remembers them (rememberDirs) once it did. `making`: directories a batch under way makes.
+   */
+  #checkWay(key: string, upTo: string, fix: boolean, what: string, making?: Set<string>): boolean {
+    if (upTo === '' || this.#dirs.has(upTo)) return false;
+    if (making?.has(upTo)) return true;
+    // From here on, the directories below the one at `i` do not exist: the batch makes them.
+    const missing = (i: number) => {
+      if (making) for (let j = i; j > 0 && j <= upTo.length; j = upTo.indexOf('/', j) + 1) making.add(upTo.slice(0, j));
+      return true;
+    };
+    for (let i = upTo.indexOf('/') + 1; i > 0; i = upTo.indexOf('/', i) + 1) {
+      const dir = upTo.slice(0, i);
+      if (this.#dirs.has(dir)) continue;
+      if (making?.has(dir)) return missing(i);
+      const path = this.root + upTo.slice(0, i - 1);
+      let st;
+      try {
+        st = fs.lstatSync(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, `${what} ${this.root}${key}`);
+        return missing(i);
+      }
+      if (st.isDirectory()) {
+        this.#remember(dir);
+        continue;
+      }
+      if (st.isSymbolicLink()) throw new UnsafePathError(`${what} ${JSON.stringify(key)}: ${path} is a symlink: ${LINKS}`);
+      if (!fix) return true;
+      try {
+        fs.unlinkSync(path);
+      } catch (err) {
+        throw fromSystemError(err, `${what} ${this.root}${key}: remove ${path}, which stands where a directory must go`);
+      }
+      return missing(i);
+    }
+    return false;
+  }
+
+  /** A write's failure as users should see it: errors of pool.ts's clearForFileSync get their class. */
+  #writeError(err: unknown, key: string, what: string, kind = 'file'): FerryError {
+    switch ((err as NodeJS.ErrnoException | null)?.code) {
+      case 'FERRY_IN_THE_WAY':
+        return new InTheWayError(`${this.root}${key}/ is a directory with content where ${kind} ${key} must go`, { cause: err });
+      case 'FERRY_UNSAFE_PATH':
+        return new UnsafePathError(`${what}: ${this.root}${key} is a symlink: ${LINKS} (--inplace writes the file itself)`, { cause: err });
+      default:
+        return fromSystemError(err, what);
+    }
+  }
+
+  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    // Only the directory part names a path: prefix '..' lists the names that start with '..'.
+    for (const k of [options.prefix, options.startAfter]) if (k !== undefined) this.#checkKey(k, 'list', k.slice(0, k.lastIndexOf('/') + 1));
+    yield* listTree(options, PAGE, async (req, follow) => {
+      const records = await this.#readDir(req.read, follow, options);
       if (!req.identify) return { records };
       const st = await fsp.stat(this.root + req.read).catch(() => undefined);
       return st ? { records, id: `${st.dev}:${st.ino}` } : { records };
@@ -71,20 +160,34 @@ export class FileStore implements ObjectStore {
    * are read right here (well under a millisecond: no thread round trip, no thread to start), a
    * large one's on a file-system thread, so the event loop never stalls for long.
    */
-  async #readDir(dir: string, follow: boolean, signal?: AbortSignal): Promise<WalkRecord[]> {
-    signal?.throwIfAborted();
+  async #readDir(dir: string, follow: boolean, options: ListOptions): Promise<WalkRecord[]> {
+    options.signal?.throwIfAborted();
     const path = this.root + dir;
+    const temps = options.reclaim !== undefined;
+    let read;
     try {
       const names = fs.readdirSync(path);
-      return names.length <= SYNC_LIST_MAX ? listDirSync(fs, path, follow, names) : await this.#pool.listDir(path, follow);
+      read = names.length <= SYNC_LIST_MAX ? listDirSync(MAIN_THREAD, path, { follow, names, temps }) : await this.#pool.listDir(path, { follow, temps });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return [];
       throw fromSystemError(err, `list ${path}`);
     }
+    // Only what a writer that is gone left behind (temp.ts): a live run's temporaries stay.
+    for (const t of read.temps ?? []) {
+      if (!isAbandoned(t.name, t.mtime)) continue;
+      const p = path + t.name;
+      const removed = await fsp.unlink(p).then(
+        () => true,
+        () => false,
+      );
+      if (removed) options.reclaim!(p, t.size);
+    }
+    return read.records;
   }
 
   async head(key: string, options: { followSymlinks?: boolean } = {}): Promise<Entry> {
+    this.#checkKey(key, 'head');
     const p = this.root + key;
     let st;
     try {
@@ -97,26 +200,43 @@ export class FileStore implements ObjectStore {
     if (st.isSymbolicLink()) {
       e.isSymlink = true;
       e.target = await fsp.readlink(p);
+    } else if (!st.isFile() && !st.isDirectory()) {
+      e.special = specialKind(st.mode);
     }
     return e;
   }
 
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    this.#checkKey(key, 'read');
     const p = this.root + key;
     // A small whole file is read at once: right here up to INLINE (tens of microseconds), else in
-    // one round trip to a file-system thread instead of four.
+    // one round trip to a file-system thread instead of four. Either way it is opened without
+    // blocking and refused unless it is a regular file (readBatchSync).
     if (options.offset === undefined && options.length === undefined && options.sizeHint !== undefined && options.sizeHint <= SMALL) {
-      try {
-        const data = options.sizeHint <= INLINE ? fs.readFileSync(p) : await this.#pool.readSmall(p);
-        return Readable.from([data], { objectMode: false });
-      } catch (err) {
-        throw fromSystemError(err, `read ${p}`);
+      let data;
+      if (options.sizeHint <= INLINE) {
+        const [r] = readBatchSync(MAIN_THREAD, [p]);
+        if (!(r instanceof Uint8Array)) throw fromSystemError(toSystemError(r!), `read ${p}`);
+        data = r;
+      } else {
+        try {
+          data = await this.#pool.readSmall(p);
+        } catch (err) {
+          throw fromSystemError(err, `read ${p}`);
+        }
       }
+      return Readable.from([data], { objectMode: false });
     }
     let fh;
     try {
-      fh = await fsp.open(p, 'r');
+      fh = await fsp.open(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      const st = await fh.stat();
+      if (!st.isFile()) {
+        const what = st.isDirectory() ? 'a directory' : `a ${specialKind(st.mode)}`;
+        throw new FatalError(`read ${p}: it is ${what}, not a regular file; ferry does not read FIFOs, sockets or devices`);
+      }
     } catch (err) {
+      await fh?.close();
       throw fromSystemError(err, `open ${p}`);
     }
     const start = options.offset ?? 0;
@@ -131,46 +251,58 @@ export class FileStore implements ObjectStore {
     return fh.createReadStream({ start, ...(end === undefined ? {} : { end }), highWaterMark, autoClose: true });
   }
 
-  #tmpPath(p: string): string {
-    return `${dirname(p)}/${TMP}${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  /** Rename a temporary into place; an empty directory there makes way (clearForFileSync). */
+  #renameIntoPlace(tmp: string, p: string): void {
+    try {
+      fs.renameSync(tmp, p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EISDIR') throw err;
+      clearForFileSync(fs, p);
+      fs.renameSync(tmp, p);
+    }
   }
 
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
-    const p = this.root + key;
+    this.#checkKey(key, 'write');
     if (key.endsWith('/')) return this.mkdir(key, options.mode === undefined ? {} : { mode: options.mode });
+    const p = this.root + key;
+    const making = this.#checkWay(key, parentKey(key), true, 'write');
+    // File `key` replaces directory `key/` if that is empty: it is no directory to remember then.
+    this.#dirs.delete(key + '/');
+    const attrs = { ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
     if (Buffer.isBuffer(body) ? body.length <= SMALL : options.size !== undefined && options.size <= SMALL) {
       // A small file is written whole (temporary name, attributes, rename) in one round trip to a
       // file-system thread, not five.
       const data = Buffer.isBuffer(body) ? body : await collect(body, options.signal);
+      const job: PlaceJob = { dst: p, data, inplace: this.#inplace, ...attrs };
       if (data.length <= INLINE) {
-        const job = { path: p, data, inplace: this.#inplace, ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
-        const [err] = writeBatchSync(fs, [job], (dst) => this.#tmpPath(dst));
-        if (err) throw fromSystemError(toSystemError(err), `write ${p}`);
-        return;
+        const [err] = placeFilesSync(MAIN_THREAD, [job]);
+        if (err) throw this.#writeError(toSystemError(err), key, `write ${p}`);
+      } else {
+        try {
+          await this.#pool.writeSmall(job);
+        } catch (err) {
+          throw this.#writeError(err, key, `write ${p}`);
+        }
       }
-      try {
-        await this.#pool.writeSmall({
-          path: p,
-          data,
-          inplace: this.#inplace,
-          ...(options.mtime === undefined ? {} : { mtime: options.mtime }),
-          ...(options.mode === undefined ? {} : { mode: options.mode }),
-        });
-      } catch (err) {
-        throw fromSystemError(err, `write ${p}`);
-      }
+      if (making) this.#rememberDirs(parentKey(key));
       return;
     }
-    const target = this.#inplace ? p : this.#tmpPath(p);
+    const target = this.#inplace ? p : MAIN_THREAD.tmpPath(p);
+    // A fresh temporary is created exclusively; in place, nothing but a regular file may be there
+    // (never a symlink, which would be followed, nor a FIFO, which would block the open).
+    const C = fs.constants;
+    const flags = this.#inplace ? C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW | C.O_NONBLOCK : 'wx';
     try {
+      if (this.#inplace) clearForFileSync(fs, p);
       // Open first: a missing parent directory is made before any byte of the body is consumed.
       let fh;
       try {
-        fh = await fsp.open(target, 'w');
+        fh = await fsp.open(target, flags);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         await fsp.mkdir(dirname(p), { recursive: true });
-        fh = await fsp.open(target, 'w');
+        fh = await fsp.open(target, flags);
       }
       if (Buffer.isBuffer(body)) {
         try {
@@ -182,39 +314,57 @@ export class FileStore implements ObjectStore {
         await pipeline(body, fh.createWriteStream({ highWaterMark: 1 << 20 }), options.signal ? { signal: options.signal } : {});
       }
       if (options.mode !== undefined) await fsp.chmod(target, options.mode);
-      if (options.mtime !== undefined) await fsp.utimes(target, options.mtime / 1000, options.mtime / 1000);
-      if (target !== p) await fsp.rename(target, p);
+      if (options.mtime !== undefined) await fsp.utimes(target, fsTime(options.mtime), fsTime(options.mtime));
+      if (target !== p) this.#renameIntoPlace(target, p);
     } catch (err) {
       if (target !== p) await fsp.rm(target, { force: true }).catch(() => {});
-      throw fromSystemError(err, `write ${p}`);
+      throw this.#writeError(err, key, `write ${p}`);
     }
+    if (making) this.#rememberDirs(parentKey(key));
   }
 
+  /**
+   * Deleting what is not there succeeds, and so does deleting a file key whose name is a directory
+   * now, or a directory key whose name is a file: that key is gone. A symlink is removed itself.
+   */
   async delete(key: string): Promise<void> {
-    const p = this.root + key;
+    this.#checkKey(key, 'delete');
+    this.#checkWay(key, parentKey(key), false, 'delete');
+    const isDir = key.endsWith('/');
+    const p = this.root + (isDir ? key.slice(0, -1) : key);
     try {
-      if (key.endsWith('/')) await fsp.rmdir(p);
-      else await fsp.unlink(p);
+      if (isDir) {
+        this.#dirs.delete(key);
+        await fsp.rmdir(p);
+      } else await fsp.unlink(p);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw fromSystemError(err, `delete ${p}`);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      if (!isDir && (code === 'EISDIR' || code === 'EPERM') && (await fsp.lstat(p).then((st) => st.isDirectory(), () => false))) return;
+      throw fromSystemError(err, `delete ${this.root + key}`);
     }
   }
 
   async mkdir(key: string, options: { mode?: number } = {}): Promise<void> {
+    this.#checkKey(key, 'mkdir');
+    const dirKey = key.endsWith('/') ? key : key + '/';
     const p = this.root + key;
+    this.#checkWay(dirKey, dirKey, true, 'mkdir');
     try {
+      // Fails with EEXIST if something not a directory appeared there since the check.
       await fsp.mkdir(p, { recursive: true, ...(options.mode === undefined ? {} : { mode: options.mode }) });
-      const st = await fsp.lstat(p);
-      if (!st.isDirectory()) throw Object.assign(new Error(`${p} exists and is not a directory`), { code: 'EEXIST' });
     } catch (err) {
       throw fromSystemError(err, `mkdir ${p}`);
     }
+    this.#rememberDirs(dirKey);
   }
 
   async symlink(key: string, target: string): Promise<void> {
+    this.#checkKey(key, 'symlink');
     const p = this.root + key;
-    const tmp = this.#tmpPath(p);
+    const making = this.#checkWay(key, parentKey(key), true, 'symlink');
+    this.#dirs.delete(key + '/');
+    const tmp = MAIN_THREAD.tmpPath(p);
     try {
       try {
         await fsp.symlink(target, tmp);
@@ -223,16 +373,23 @@ export class FileStore implements ObjectStore {
         await fsp.mkdir(dirname(p), { recursive: true });
         await fsp.symlink(target, tmp);
       }
-      await fsp.rename(tmp, p);
+      this.#renameIntoPlace(tmp, p);
     } catch (err) {
       await fsp.rm(tmp, { force: true }).catch(() => {});
-      throw fromSystemError(err, `symlink ${p}`);
+      throw this.#writeError(err, key, `symlink ${p}`, 'symlink');
     }
+    if (making) this.#rememberDirs(parentKey(key));
   }
 
+  /** Without `isSymlink`, `key` must not be a symlink: chmod and utimes would change what it points at. */
   async setAttrs(key: string, attrs: Attrs, options: { isSymlink?: boolean } = {}): Promise<void> {
-    const p = this.root + key;
+    this.#checkKey(key, 'set attributes of');
+    this.#checkWay(key, parentKey(key), false, 'set attributes of');
+    const p = this.root + (key.endsWith('/') ? key.slice(0, -1) : key);
     try {
+      if (!options.isSymlink && (await fsp.lstat(p)).isSymbolicLink()) {
+        throw new UnsafePathError(`set attributes of ${JSON.stringify(key)}: ${p} is a symlink: ${LINKS}`);
+      }
       // chown before chmod: chown clears setuid/setgid bits.
       if (attrs.uid !== undefined && attrs.gid !== undefined && this.features.attrs?.owner) {
         if (options.isSymlink) await fsp.lchown(p, attrs.uid, attrs.gid);
@@ -240,7 +397,7 @@ export class FileStore implements ObjectStore {
       }
       if (attrs.mode !== undefined && !options.isSymlink) await fsp.chmod(p, attrs.mode);
       if (attrs.mtime !== undefined) {
-        const t = attrs.mtime / 1000;
+        const t = fsTime(attrs.mtime);
         if (options.isSymlink) await fsp.lutimes(p, t, t);
         else await fsp.utimes(p, t, t);
       }
@@ -250,15 +407,19 @@ export class FileStore implements ObjectStore {
   }
 
   copySource(key: string): CopySource {
+    this.#checkKey(key, 'copy');
     return { scope: SCOPE, location: this.root + key };
   }
 
   /** Disk-to-disk copy: copy_file_range through the kernel, batched on the file-system threads. */
   async copyFrom(key: string, source: CopySource, options: PutOptions & { size: number } = { size: 0 }): Promise<void> {
+    this.#checkKey(key, 'copy to');
     const dst = this.root + key;
+    const making = this.#checkWay(key, parentKey(key), true, 'copy to');
+    this.#dirs.delete(key + '/');
     // The copy runs in one system call on a file-system thread; for a large file, progress is the
     // size of the file being written, looked at twice a second.
-    const watch = options.onProgress && options.size >= WATCH_SIZE ? (this.#inplace ? dst : this.#tmpPath(dst)) : undefined;
+    const watch = options.onProgress && options.size >= WATCH_SIZE ? (this.#inplace ? dst : MAIN_THREAD.tmpPath(dst)) : undefined;
     let timer: NodeJS.Timeout | undefined;
     if (watch) {
       const onProgress = options.onProgress!;
@@ -279,23 +440,44 @@ export class FileStore implements ObjectStore {
         ...(options.mode === undefined ? {} : { mode: options.mode }),
       });
     } catch (err) {
-      throw fromSystemError(err, `copy ${String(source.location)} to ${dst}`);
+      throw this.#writeError(err, key, `copy ${String(source.location)} to ${dst}`);
     } finally {
       clearInterval(timer);
     }
+    if (making) this.#rememberDirs(parentKey(key));
   }
 
+  /** A key that cannot be written (refused, or in the way) fails on its own; the others are copied. */
   async copyFromMany(items: { key: string; source: CopySource; options: PutOptions & { size: number } }[]): Promise<(Error | undefined)[]> {
-    const results = await this.#pool.copyMany(
-      items.map(({ key, source, options }) => ({
-        src: source.location as string,
-        dst: this.root + key,
-        inplace: this.#inplace,
-        ...(options.mtime === undefined ? {} : { mtime: options.mtime }),
-        ...(options.mode === undefined ? {} : { mode: options.mode }),
-      })),
-    );
-    return results.map((err, i) => (err ? fromSystemError(err, `copy ${String(items[i]!.source.location)} to ${this.root + items[i]!.key}`) : undefined));
+    const results: (Error | undefined)[] = new Array<Error | undefined>(items.length).fill(undefined);
+    const jobs: PlaceJob[] = [];
+    const sent: { i: number; making: boolean }[] = [];
+    const making = new Set<string>();
+    items.forEach(({ key, source, options }, i) => {
+      try {
+        this.#checkKey(key, 'copy to');
+        const m = this.#checkWay(key, parentKey(key), true, 'copy to', making);
+        this.#dirs.delete(key + '/');
+        jobs.push({
+          src: source.location as string,
+          dst: this.root + key,
+          inplace: this.#inplace,
+          ...(options.mtime === undefined ? {} : { mtime: options.mtime }),
+          ...(options.mode === undefined ? {} : { mode: options.mode }),
+        });
+        sent.push({ i, making: m });
+      } catch (err) {
+        results[i] = err as Error;
+      }
+    });
+    const errors = await this.#pool.copyMany(jobs);
+    errors.forEach((err, j) => {
+      const { i, making: m } = sent[j]!;
+      const { key, source } = items[i]!;
+      if (err) results[i] = this.#writeError(err, key, `copy ${String(source.location)} to ${this.root + key}`);
+      else if (m) this.#rememberDirs(parentKey(key));
+    });
+    return results;
   }
 
   async close(): Promise<void> {
@@ -339,6 +521,15 @@ export function fileBackend(): Backend {
       return new FileStore(address.bucket, { inplace: options.inplace ?? false, pool: acquire() });
     },
   };
+}
+
+/**
+ * An mtime (ms) as fs.utimes takes it. Seconds keep the sub-millisecond part (a Date would drop it,
+ * and a whole millisecond turns into x.999 on the way to the kernel), but Node turns a negative
+ * number, a time before 1970, into "now": those go as a Date, floored so that the second stays.
+ */
+function fsTime(ms: number): number | Date {
+  return ms >= 0 ? ms / 1000 : new Date(Math.floor(ms));
 }
 
 /** A small stream's bytes (its declared size is at most SMALL). */

@@ -1,14 +1,35 @@
 import { userInfo } from 'node:os';
 import type { Readable } from 'node:stream';
-import { FatalError, ListOrderError, NotFoundError, UsageError } from '../errors.js';
-import { compareKeys } from '../keys.js';
+import { FatalError, InTheWayError, ListOrderError, NotFoundError, retryClassOf, UnsafePathError, UsageError } from '../errors.js';
+import { compareKeys, parentKey, treeKeyProblem } from '../keys.js';
 import type { Backend } from '../registry.js';
+import { isAbandoned, isTempName, tempName } from '../temp.js';
 import type { Attrs, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { listTree, type NodeAttrs, type WalkRecord } from '../tree.js';
-import { DEFAULT_WEBHDFS_PORT, WebHdfsClient, type FileStatus } from './webhdfs.js';
+import { DEFAULT_WEBHDFS_PORT, remoteExceptionOf, WebHdfsClient, type FileStatus } from './webhdfs.js';
 
 const PAGE = 1000;
-const TMP = '.ferry-tmp-';
+/**
+ * The mtimes SETTIMES can set, in ms: -1 means "leave unchanged", so nothing below 0 is sent; the
+ * top is a JavaScript Date's.
+ */
+const MTIME_RANGE = { min: 0, max: 8.64e15 } as const;
+/** Directories remembered as made (MKDIRS); past this many the set starts over. */
+const MADE_MAX = 4096;
+/**
+ * What MKDIRS answers when something other than a directory is on the way: a file (test server
+ * and Hadoop) or a link (Hadoop's UnresolvedPathException; the test server's ParentNotDirectory).
+ */
+const IN_THE_WAY = new Set(['ParentNotDirectoryException', 'FileAlreadyExistsException', 'UnresolvedPathException', 'UnresolvedLinkException']);
+
+function clampMtime(mtime: number): number {
+  return Math.min(MTIME_RANGE.max, Math.max(MTIME_RANGE.min, mtime));
+}
+
+/** The directory part of a key or prefix ('a/b/c' → 'a/b/'). */
+function dirPart(key: string): string {
+  return key.slice(0, key.lastIndexOf('/') + 1);
+}
 
 export interface HdfsStoreOptions {
   host: string;
@@ -82,6 +103,24 @@ function nodeOf(st: FileStatus): NodeAttrs {
  * HDFS through WebHDFS. Keys are paths relative to `root`; directories are keys ending in '/'.
  * Like the file backend, each directory is read (in LISTSTATUS_BATCH pages), sorted with '/'
  * appended to sub-directory names so that 'a-b' sorts before 'a/', and held only while walked.
+ *
+ * The tree store safety contract:
+ * - a key that would not name a path inside the root ('..', '/x', 'a//b') is refused before any
+ *   request (UnsafePathError);
+ * - links: the namenode never resolves a symlink inside a path (Hadoop resolves links on the client,
+ *   and WebHDFS answers UnresolvedPathException; the test server answers ParentNotDirectoryException),
+ *   so no write can pass through a link below the root. Where MKDIRS or CREATE meet one, the walk
+ *   that looks for a file in the way finds the link and refuses it (UnsafePathError). A link at the
+ *   key itself is replaced by CREATE and RENAME, never written through; setAttrs refuses one when the
+ *   namenode makes links (SETTIMES and SETPERMISSION would act on what it points at; the test server
+ *   follows it). Every HDFS release refuses CREATESYMLINK, so by default (`symlinks` off) there are
+ *   no links and no request is spent looking for them;
+ * - an empty directory where a file goes, or a file where a directory goes, is replaced (the name
+ *   changed type on the source); a directory with content is in the way (InTheWayError). Parent
+ *   directories are made with MKDIRS before CREATE, once per directory (bounded memory), because a
+ *   CREATE refused at the datanode has consumed a body that cannot be sent again;
+ * - mtimes are clamped to [0, 8.64e15] ms: SETTIMES reads -1 as "leave unchanged";
+ * - temporaries of writers that are gone are removed by listings that ask for it (`reclaim`).
  */
 export class HdfsStore implements ObjectStore {
   readonly scheme = 'hdfs';
@@ -90,6 +129,10 @@ export class HdfsStore implements ObjectStore {
   readonly root: string;
   readonly client: WebHdfsClient;
   readonly #inplace: boolean;
+  /** Directory keys MKDIRS has made or found (bounded: MADE_MAX). */
+  readonly #made = new Set<string>();
+  /** MKDIRS in flight, so that parallel writes into one new directory share one request. */
+  readonly #making = new Map<string, Promise<void>>();
 
   constructor(o: HdfsStoreOptions) {
     if (!o.root.startsWith('/') || !o.root.endsWith('/')) throw new UsageError(`hdfs: the directory ${JSON.stringify(o.root)} must be absolute and end in '/'`);
@@ -106,7 +149,7 @@ export class HdfsStore implements ObjectStore {
     this.description = `hdfs://${o.user}@${this.client.endpoint}${o.root}`;
     this.features = {
       // Owners are names in HDFS and uid/gid numbers in Entry and Attrs: not carried yet.
-      attrs: { mode: true, owner: false, mtime: true },
+      attrs: { mode: true, owner: false, mtime: true, mtimeRange: { ...MTIME_RANGE } },
       symlinks: o.symlinks ?? false,
       dirs: true,
       inplace: true,
@@ -120,7 +163,19 @@ export class HdfsStore implements ObjectStore {
   }
 
   #tmpPath(path: string): string {
-    return `${path.slice(0, path.lastIndexOf('/') + 1)}${TMP}${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+    return `${path.slice(0, path.lastIndexOf('/') + 1)}${tempName()}`;
+  }
+
+  /** Refuse a key that would not name a path inside the root, before any request. */
+  #refuse(op: string, key: string): void {
+    const why = treeKeyProblem(key);
+    if (why !== undefined) throw new UnsafePathError(`hdfs ${op} in ${this.description}: refusing the key ${JSON.stringify(key)}: ${why}`);
+  }
+
+  #linkError(path: string, key: string): UnsafePathError {
+    return new UnsafePathError(
+      `hdfs ${this.client.endpoint}${path} is a symlink: ferry does not write through links inside the destination (key ${JSON.stringify(key)})`,
+    );
   }
 
   #entry(key: string, st: FileStatus): Entry {
@@ -133,9 +188,109 @@ export class HdfsStore implements ObjectStore {
     return e;
   }
 
-  async #readDir(dir: string, namePrefix: string, afterRest: string | undefined, follow: boolean, signal?: AbortSignal): Promise<WalkRecord[]> {
+  /** The status of `path` without following a final link, or undefined when nothing is there. */
+  async #linkStatus(path: string, signal?: AbortSignal): Promise<FileStatus | undefined> {
+    try {
+      return await this.client.getFileLinkStatus(path, signal);
+    } catch (err) {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    }
+  }
+
+  #remember(dir: string): void {
+    if (this.#made.size >= MADE_MAX) this.#made.clear();
+    this.#made.add(dir);
+  }
+
+  /** Forget `dir` and what is under it (the store removed it). */
+  #forget(dir: string): void {
+    for (const d of this.#made) if (d.startsWith(dir)) this.#made.delete(d);
+  }
+
+  /** Make the directory `dir` (a key ending in '/', '' for the root) and its parents, once per directory. */
+  async #ensureDir(dir: string, signal?: AbortSignal): Promise<void> {
+    if (this.#made.has(dir)) return;
+    let p = this.#making.get(dir);
+    if (!p) {
+      p = this.#makeDir(dir, undefined, signal).finally(() => this.#making.delete(dir));
+      this.#making.set(dir, p);
+    }
+    await p;
+  }
+
+  /** MKDIRS; a file on the way is replaced by the directory, a link on the way is refused. */
+  async #makeDir(dir: string, mode?: number, signal?: AbortSignal): Promise<void> {
+    const path = this.#path(dir);
+    try {
+      await this.client.mkdirs(path, mode, signal);
+    } catch (err) {
+      if (!IN_THE_WAY.has(remoteExceptionOf(err) ?? '')) throw err;
+      if (!(await this.#clearWayTo(dir, signal))) throw err;
+      await this.client.mkdirs(path, mode, signal);
+    }
+    this.#remember(dir);
+  }
+
+  /**
+   * Walk from the root to `dir`: the first file on the way is removed (the name is a directory on
+   * the source now, as rsync replaces it), a link is refused. True when a file was removed.
+   */
+  async #clearWayTo(dir: string, signal?: AbortSignal): Promise<boolean> {
+    let key = '';
+    for (const name of dir.split('/').slice(0, -1)) {
+      key += name + '/';
+      const path = this.#path(key);
+      const st = await this.#linkStatus(path, signal);
+      if (!st) return false;
+      if (st.type === 'DIRECTORY') continue;
+      if (st.type === 'SYMLINK') throw this.#linkError(path, key);
+      await this.client.delete(path, false, signal);
+      this.#forget(key);
+      return true;
+    }
+    return false;
+  }
+
+  /** An empty directory where the file `key` must go is removed; one with content is in the way. */
+  async #removeEmptyDir(key: string, path: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.client.delete(path, false, signal);
+    } catch (err) {
+      if (remoteExceptionOf(err) === 'PathIsNotEmptyDirectoryException')
+        throw new InTheWayError(
+          `hdfs ${this.client.endpoint}${path}: the directory ${JSON.stringify(key + '/')} has content and stands where the file ${JSON.stringify(key)} must go; ferry does not remove it (move or delete it, or exclude the key)`,
+        );
+      throw err;
+    }
+    this.#forget(key + '/');
+  }
+
+  /** Rename the finished temporary onto `key`, replacing an empty directory there. */
+  async #renameInto(tmp: string, path: string, key: string, signal?: AbortSignal): Promise<void> {
+    const rename = (): Promise<void> => this.client.rename(tmp, path, { overwrite: true, ...(signal ? { signal } : {}) });
+    try {
+      await rename();
+    } catch (err) {
+      if (retryClassOf(err) !== 'fatal') throw err;
+      const st = await this.#linkStatus(path, signal).catch(() => undefined);
+      if (st?.type !== 'DIRECTORY') throw err;
+      await this.#removeEmptyDir(key, path, signal);
+      await rename();
+    }
+  }
+
+  async #readDir(
+    dir: string,
+    namePrefix: string,
+    afterRest: string | undefined,
+    follow: boolean,
+    reclaim: ListOptions['reclaim'],
+    signal?: AbortSignal,
+  ): Promise<WalkRecord[]> {
     const path = this.#path(dir);
     const records: { name: string; st: FileStatus }[] = [];
+    const temps: FileStatus[] = [];
     let start = batchStart(namePrefix, afterRest);
     let previous: string | undefined;
     try {
@@ -157,7 +312,10 @@ export class HdfsStore implements ObjectStore {
             }
             continue;
           }
-          if (name.startsWith(TMP)) continue;
+          if (isTempName(name)) {
+            if (reclaim) temps.push(st);
+            continue;
+          }
           records.push({ name, st });
         }
         const last = statuses[statuses.length - 1];
@@ -168,6 +326,7 @@ export class HdfsStore implements ObjectStore {
       if (err instanceof NotFoundError) return [];
       throw err;
     }
+    if (reclaim && temps.length > 0) await this.#reclaim(dir, path, temps, reclaim, signal);
     return Promise.all(
       records.map(async (r) => {
         const rec: WalkRecord = { name: r.name, ...nodeOf(r.st) };
@@ -188,9 +347,21 @@ export class HdfsStore implements ObjectStore {
     );
   }
 
-  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
-    return listTree(options, PAGE, async (req, follow) => {
-      const records = await this.#readDir(req.read, req.namePrefix, req.after, follow, options.signal);
+  /** Remove the temporaries of writers that are gone (temp.ts) and report each. */
+  async #reclaim(dir: string, path: string, temps: FileStatus[], report: (path: string, bytes: number) => void, signal?: AbortSignal): Promise<void> {
+    for (const st of temps) {
+      if (st.type === 'DIRECTORY' || !isAbandoned(st.pathSuffix, Number(st.modificationTime) || 0)) continue;
+      // false: gone already (another run reclaimed it).
+      if (await this.client.delete(`${path === '/' ? '' : path}/${st.pathSuffix}`, false, signal)) report(`${this.description}${dir}${st.pathSuffix}`, Number(st.length) || 0);
+    }
+  }
+
+  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    if (options.prefix !== undefined) this.#refuse('list', dirPart(options.prefix));
+    if (options.startAfter !== undefined) this.#refuse('list', dirPart(options.startAfter));
+    yield* listTree(options, PAGE, async (req, follow) => {
+      this.#refuse('list', req.read);
+      const records = await this.#readDir(req.read, req.namePrefix, req.after, follow, options.reclaim, options.signal);
       if (!req.identify) return { records };
       const st = await this.client.getFileStatus(this.#path(req.read), options.signal).catch(() => undefined);
       return st?.fileId === undefined ? { records } : { records, id: String(st.fileId) };
@@ -198,6 +369,7 @@ export class HdfsStore implements ObjectStore {
   }
 
   async head(key: string, options: { followSymlinks?: boolean; signal?: AbortSignal } = {}): Promise<Entry> {
+    this.#refuse('stat', key);
     const path = this.#path(key);
     const st = options.followSymlinks ? await this.client.getFileStatus(path, options.signal) : await this.client.getFileLinkStatus(path, options.signal);
     if (key.endsWith('/') && !isDirStatus(st)) throw new NotFoundError(`hdfs GETFILESTATUS ${this.client.endpoint}${path}: not a directory`);
@@ -205,6 +377,7 @@ export class HdfsStore implements ObjectStore {
   }
 
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    this.#refuse('read', key);
     return this.client.open(this.#path(key), {
       ...(options.offset !== undefined ? { offset: options.offset } : {}),
       ...(options.length !== undefined ? { length: options.length } : {}),
@@ -213,12 +386,24 @@ export class HdfsStore implements ObjectStore {
   }
 
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
-    if (key.endsWith('/')) return this.mkdir(key, options.mode === undefined ? {} : { mode: options.mode });
-    const path = this.#path(key);
-    const target = this.#inplace ? path : this.#tmpPath(path);
+    if (key.endsWith('/')) {
+      if (!Buffer.isBuffer(body)) body.resume();
+      return this.mkdir(key, options.mode === undefined ? {} : { mode: options.mode });
+    }
     const signal = options.signal;
+    let path = '';
+    let target = '';
     try {
-      // CREATE makes missing parent directories.
+      this.#refuse('write', key);
+      path = this.#path(key);
+      await this.#ensureDir(parentKey(key), signal);
+      if (this.#inplace) {
+        // In place, the bytes go to the key itself: never through a link there, never into a directory.
+        const st = await this.#linkStatus(path, signal);
+        if (st?.type === 'SYMLINK') throw new UnsafePathError(`${this.#linkError(path, key).message} (--inplace writes into the file itself)`);
+        if (st?.type === 'DIRECTORY') await this.#removeEmptyDir(key, path, signal);
+      }
+      target = this.#inplace ? path : this.#tmpPath(path);
       await this.client.create(target, body, {
         overwrite: true,
         ...(options.size !== undefined ? { size: options.size } : {}),
@@ -227,24 +412,34 @@ export class HdfsStore implements ObjectStore {
       });
       // The namenode masks CREATE's permission with its umask: set it exactly.
       if (options.mode !== undefined) await this.client.setPermission(target, options.mode, signal);
-      if (options.mtime !== undefined) await this.client.setTimes(target, { mtime: options.mtime }, signal);
-      if (target !== path) await this.client.rename(target, path, { overwrite: true, ...(signal ? { signal } : {}) });
+      if (options.mtime !== undefined) await this.client.setTimes(target, { mtime: clampMtime(options.mtime) }, signal);
+      if (target !== path) await this.#renameInto(target, path, key, signal);
     } catch (err) {
       if (!Buffer.isBuffer(body) && !body.destroyed) body.destroy();
-      if (target !== path) await this.client.delete(target).catch(() => {});
+      if (target !== '' && target !== path) await this.client.delete(target).catch(() => {});
       throw err;
     }
   }
 
+  /**
+   * Not recursive: a directory key removes only an empty directory. DELETE removes whatever is
+   * there, so the type is looked at first: a file key never removes a directory that took its name
+   * (nor a directory key a file). A link is removed, not what it points at.
+   */
   async delete(key: string, options: { signal?: AbortSignal } = {}): Promise<void> {
-    // Not recursive: a directory key removes only an empty directory. A missing path answers false.
-    await this.client.delete(this.#path(key), false, options.signal);
+    this.#refuse('delete', key);
+    const path = this.#path(key);
+    const st = await this.#linkStatus(path, options.signal);
+    if (!st || isDirStatus(st) !== key.endsWith('/')) return;
+    await this.client.delete(path, false, options.signal);
+    if (key.endsWith('/')) this.#forget(key);
   }
 
   async mkdir(key: string, options: { mode?: number } = {}): Promise<void> {
-    const path = this.#path(key);
-    await this.client.mkdirs(path, options.mode);
-    if (options.mode !== undefined) await this.client.setPermission(path, options.mode);
+    this.#refuse('mkdir', key);
+    const dir = key === '' || key.endsWith('/') ? key : key + '/';
+    await this.#makeDir(dir, options.mode);
+    if (options.mode !== undefined) await this.client.setPermission(this.#path(dir), options.mode);
   }
 
   /**
@@ -252,13 +447,15 @@ export class HdfsStore implements ObjectStore {
    * targets, so a relative one (which would change meaning if resolved here) is refused.
    */
   async symlink(key: string, target: string): Promise<void> {
+    this.#refuse('symlink', key);
     const path = this.#path(key);
     if (!target.startsWith('/'))
       throw new FatalError(`hdfs CREATESYMLINK ${this.client.endpoint}${path}: WebHDFS takes only absolute link targets, not ${JSON.stringify(target)}`);
+    await this.#ensureDir(parentKey(key));
     const tmp = this.#tmpPath(path);
     try {
       await this.client.createSymlink(tmp, target);
-      await this.client.rename(tmp, path, { overwrite: true });
+      await this.#renameInto(tmp, path, key);
     } catch (err) {
       await this.client.delete(tmp).catch(() => {});
       throw err;
@@ -267,18 +464,23 @@ export class HdfsStore implements ObjectStore {
 
   /**
    * SETPERMISSION and SETTIMES. uid/gid are ignored (features.attrs.owner is false): HDFS owners are
-   * names; see setOwner. Nothing is set on a symlink: the namenode would resolve it and change the
-   * target.
+   * names; see setOwner. Nothing is set on a symlink, and a key that is one is refused without
+   * `isSymlink`: the namenode would resolve it and change the target.
    */
   async setAttrs(key: string, attrs: Attrs, options: { isSymlink?: boolean } = {}): Promise<void> {
+    this.#refuse('setattrs', key);
     if (options.isSymlink) return;
     const path = this.#path(key);
+    // Only a namenode that makes links can have one here (see the class comment).
+    if (this.features.symlinks && key !== '' && (await this.#linkStatus(path))?.type === 'SYMLINK')
+      throw new UnsafePathError(`hdfs ${this.client.endpoint}${path} is a symlink: ferry does not change attributes through links inside the destination (key ${JSON.stringify(key)})`);
     if (attrs.mode !== undefined) await this.client.setPermission(path, attrs.mode);
-    if (attrs.mtime !== undefined) await this.client.setTimes(path, { mtime: attrs.mtime });
+    if (attrs.mtime !== undefined) await this.client.setTimes(path, { mtime: clampMtime(attrs.mtime) });
   }
 
   /** SETOWNER by name. Only the HDFS superuser may change the owner; an owner may change the group to one of its own. */
   async setOwner(key: string, owner: { owner?: string; group?: string }): Promise<void> {
+    this.#refuse('setowner', key);
     await this.client.setOwner(this.#path(key), owner.owner, owner.group);
   }
 
@@ -302,14 +504,27 @@ export function hdfsUser(addressUser: string | undefined, env: NodeJS.ProcessEnv
 
 export const hdfsBackend: Backend = {
   scheme: 'hdfs',
-  summary: `hdfs://[USER@]NAMENODE[:PORT]/PATH — HDFS over WebHDFS (the namenode's HTTP port, default ${DEFAULT_WEBHDFS_PORT}; user from the address, HADOOP_USER_NAME or the login name)`,
+  summary: `hdfs://[USER@]NAMENODE[:PORT][/PATH] — HDFS over WebHDFS (the namenode's HTTP port, default ${DEFAULT_WEBHDFS_PORT}; user from the address, HADOOP_USER_NAME or the login name; no path: the user's home)`,
   async open(address, options) {
     if (!address.host) throw new UsageError(`no namenode in ${address.display}: hdfs://[USER@]NAMENODE[:PORT]/PATH`);
+    const port = address.port ?? DEFAULT_WEBHDFS_PORT;
+    const user = hdfsUser(address.user, options.env ?? process.env);
+    let root = address.bucket;
+    if (root === '') {
+      // No path: the user's home, as `hdfs dfs -ls` lists it, never the filesystem's root.
+      const probe = new WebHdfsClient({ host: address.host, port, user });
+      try {
+        root = await probe.homeDirectory();
+      } finally {
+        probe.close();
+      }
+      if (!root.endsWith('/')) root += '/';
+    }
     return new HdfsStore({
       host: address.host,
-      port: address.port ?? DEFAULT_WEBHDFS_PORT,
-      user: hdfsUser(address.user, options.env ?? process.env),
-      root: address.bucket,
+      port,
+      user,
+      root,
       inplace: options.inplace ?? false,
       ...(options.concurrency ? { maxSockets: Math.max(8, options.concurrency * 2) } : {}),
     });

@@ -147,6 +147,19 @@ const DENIED_EXCEPTIONS = new Set(['AccessControlException', 'SecurityException'
 
 /** Map a non-2xx answer to ferry's error classes. `what` names the operation, endpoint and path. */
 export function errorFor(f: Failure, what: string): FerryError {
+  const err = classify(f, what);
+  // Callers that must tell one refusal from another (a file in the way, a directory not empty) read the name.
+  if (f.remote?.exception) Object.defineProperty(err, 'remoteException', { value: f.remote.exception, enumerable: false });
+  return err;
+}
+
+/** The namenode's exception name behind an error of this client ('ParentNotDirectoryException'), if any. */
+export function remoteExceptionOf(err: unknown): string | undefined {
+  const ex = (err as { remoteException?: unknown } | null)?.remoteException;
+  return typeof ex === 'string' ? ex : undefined;
+}
+
+function classify(f: Failure, what: string): FerryError {
   const ex = f.remote?.exception ?? '';
   const detail = f.remote ? `${f.status} ${ex}: ${f.remote.message ?? ''}`.trim() : `HTTP ${f.status}${f.text ? ': ' + snippet(f.text) : ''}`;
   if (f.status === 429 || f.status === 503) return new ThrottledError(`${what}: the server is busy (${detail})`);
@@ -371,6 +384,13 @@ export class WebHdfsClient {
     } catch {
       throw new FatalError(`${what}: answered 200 with a body that is not JSON: ${snippet(text)}`);
     }
+  }
+
+  /** The user's home directory (`/user/NAME` on Hadoop), whether or not it exists. */
+  async homeDirectory(signal?: AbortSignal): Promise<string> {
+    const j = await this.#json<{ Path?: unknown }>('GETHOMEDIRECTORY', 'GET', '/', {}, signal);
+    if (typeof j?.Path !== 'string' || !j.Path.startsWith('/')) throw new FatalError(`${this.#what('GETHOMEDIRECTORY', '/')}: the answer has no absolute Path`);
+    return j.Path;
   }
 
   async getFileStatus(path: string, signal?: AbortSignal): Promise<FileStatus> {

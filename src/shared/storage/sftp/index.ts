@@ -4,16 +4,26 @@ import type { Attributes, FileEntry, InputAttributes, SFTPWrapper, Stats } from 
 import { sshError, type ResolvedSshTarget, type SshOptions } from '../../ssh/connect.js';
 import { channelOpen, SftpPool } from '../../ssh/pool.js';
 import type { Address } from '../address.js';
-import { FatalError, FerryError, NotFoundError, PermissionDeniedError, TransientError } from '../errors.js';
+import { FatalError, FerryError, InTheWayError, NotFoundError, PermissionDeniedError, TransientError, UnsafePathError } from '../errors.js';
+import { parentKey, treeKeyProblem } from '../keys.js';
 import type { Backend, OpenOptions } from '../registry.js';
+import { isAbandoned, isTempName, tempName } from '../temp.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
-import { listTree, type DirListing, type NodeAttrs, type WalkRecord } from '../tree.js';
+import { listTree, specialKind, type DirListing, type NodeAttrs, type WalkRecord } from '../tree.js';
 import { SftpReadStream, writeBody } from './io.js';
 
 const PAGE = 1000;
-const TMP = '.ferry-tmp-';
 /** Metadata requests in flight while listing one directory (readlink/stat of its symlinks). */
 const LIST_DEPTH = 32;
+/** SFTP version 3 carries times as unsigned 32-bit seconds: 1970-01-01 to 2106-02-07. */
+const MTIME_RANGE = { min: 0, max: (2 ** 32 - 1) * 1000 } as const;
+/**
+ * Directories remembered as checked (no symlink on the way from the root). Past this many the set
+ * starts over: memory never grows with the tree, and a directory is checked again at most once more.
+ */
+const CHECKED_MAX = 4096;
+/** How long a failed write may spend removing its temporary over a new connection. */
+const CLEANUP_MS = 10_000;
 
 /** SFTP status codes (draft-ietf-secsh-filexfer-02, the version OpenSSH speaks). */
 const STATUS = {
@@ -46,8 +56,6 @@ function kindOf(mode: number): Kind {
       return 'o';
   }
 }
-
-
 
 function statusOf(err: unknown): number | undefined {
   const code = (err as { code?: unknown } | null)?.code;
@@ -96,8 +104,18 @@ function call<T>(sftp: SFTPWrapper, fn: (done: (err: Error | undefined | null, v
   });
 }
 
+/** lstat, or undefined when nothing is there. */
+async function lstatOrNone(sftp: SFTPWrapper, path: string): Promise<Stats | undefined> {
+  try {
+    return await call<Stats>(sftp, (done) => sftp.lstat(path, done));
+  } catch (err) {
+    if (statusOf(err) === STATUS.NO_SUCH_FILE) return undefined;
+    throw err;
+  }
+}
+
 function toEntry(key: string, kind: Kind, attrs: Attributes): Entry {
-  return {
+  const e: Entry = {
     key,
     size: kind === 'd' ? 0 : attrs.size,
     mtime: attrs.mtime * 1000,
@@ -106,17 +124,37 @@ function toEntry(key: string, kind: Kind, attrs: Attributes): Entry {
     uid: attrs.uid,
     gid: attrs.gid,
   };
+  if (kind === 'o') e.special = specialKind(attrs.mode);
+  return e;
 }
 
 /** A listed node as the tree walk sees it. */
 function nodeOf(attrs: Attributes): NodeAttrs {
   const kind = kindOf(attrs.mode);
-  return { kind, size: kind === 'd' ? 0 : attrs.size, mtime: attrs.mtime * 1000, mode: attrs.mode & 0o7777, uid: attrs.uid, gid: attrs.gid };
+  const n: NodeAttrs = { kind, size: kind === 'd' ? 0 : attrs.size, mtime: attrs.mtime * 1000, mode: attrs.mode & 0o7777, uid: attrs.uid, gid: attrs.gid };
+  if (kind === 'o') n.special = specialKind(attrs.mode);
+  return n;
+}
+
+/** What a non-regular file is, for messages. */
+function describeKind(mode: number): string {
+  const kind = kindOf(mode);
+  return kind === 'd' ? 'a directory' : kind === 'l' ? 'a symlink' : `a ${specialKind(mode)}`;
 }
 
 /** A path without its trailing '/' (the root '/' stays). */
 function bare(path: string): string {
   return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+}
+
+/** The directory part of a key or prefix ('a/b/c' → 'a/b/'). */
+function dirPart(key: string): string {
+  return key.slice(0, key.lastIndexOf('/') + 1);
+}
+
+/** An SFTP v3 time (whole seconds) for an mtime in ms, clamped to what the protocol carries. */
+function sftpSeconds(mtime: number): number {
+  return Math.floor(Math.min(MTIME_RANGE.max, Math.max(MTIME_RANGE.min, mtime)) / 1000);
 }
 
 async function mapLimit<T, R>(items: T[], n: number, fn: (x: T) => Promise<R>): Promise<R[]> {
@@ -141,11 +179,27 @@ export interface SftpStoreOptions {
   channels?: number;
 }
 
+/** A directory below the root: a real directory ('ok'), or it or a parent is missing or a file ('absent'). */
+type DirState = 'ok' | 'absent';
+
 /**
  * A directory on an SSH server, over SFTP. Keys are paths relative to the directory; directories
  * are keys ending in '/'. Behaves like the file backend: each directory is read whole, sorted with
  * '/' appended to sub-directory names, and held only while it is walked; writes go to a temporary
- * `.ferry-tmp-*` name renamed into place.
+ * name (temp.ts) renamed into place.
+ *
+ * The tree store safety contract:
+ * - a key that would not name a path inside the root ('..', '/x', 'a//b') is refused before any
+ *   request (UnsafePathError);
+ * - nothing is written, removed or changed through a symlink below the root: the directories on the
+ *   way to a key are checked once each (lstat) and remembered in a bounded set, so a write into a
+ *   known directory costs no request; the root itself may be a link;
+ * - an empty directory where a file goes, or a file where a directory goes, is replaced (the name
+ *   changed type on the source, as rsync does); a directory with content is in the way (InTheWayError);
+ * - FIFOs, sockets and devices are listed as `special` and never opened: opening a FIFO would block
+ *   the server's sftp-server until a writer came;
+ * - mtimes are clamped to SFTP v3's unsigned 32-bit seconds;
+ * - temporaries of writers that are gone are removed by listings that ask for it (`reclaim`).
  */
 export class SftpStore implements ObjectStore {
   readonly scheme = 'sftp';
@@ -157,6 +211,10 @@ export class SftpStore implements ObjectStore {
   readonly #inplace: boolean;
   readonly #where: string;
   #root: Promise<string> | undefined;
+  /** Directory keys known to be real directories, with none but real ones above (bounded: CHECKED_MAX). */
+  readonly #checked = new Set<string>();
+  /** Checks in flight, so that parallel writes into one new directory share one round trip. */
+  readonly #checking = new Map<string, Promise<DirState>>();
 
   constructor(bucket: string, pool: SftpPool, target: ResolvedSshTarget, options: { inplace?: boolean } = {}) {
     this.#pool = pool;
@@ -170,7 +228,7 @@ export class SftpStore implements ObjectStore {
     this.description = `sftp://${this.#where}${shown}`;
     this.features = {
       copy: { scope: this.#scope() },
-      attrs: { mode: true, owner: target.user === 'root', mtime: true },
+      attrs: { mode: true, owner: target.user === 'root', mtime: true, mtimeRange: { ...MTIME_RANGE } },
       symlinks: true,
       dirs: true,
       inplace: true,
@@ -189,12 +247,24 @@ export class SftpStore implements ObjectStore {
     return sftpError(err, this.#what(op, path), this.#target);
   }
 
+  /** Refuse a key that would not name a path inside the root, before any request. */
+  #refuse(op: string, key: string): void {
+    const why = treeKeyProblem(key);
+    if (why !== undefined) throw new UnsafePathError(`sftp ${op} in ${this.description}: refusing the key ${JSON.stringify(key)}: ${why}`);
+  }
+
+  #linkError(linkPath: string, key: string): UnsafePathError {
+    return new UnsafePathError(
+      `sftp ${this.#where}${linkPath} is a symlink: ferry does not write through links inside the destination (key ${JSON.stringify(key)}); replace the link with a directory, or name the link's target as the destination`,
+    );
+  }
+
   /** The absolute directory the keys are relative to, ending in '/'. Relative ones are under the login's home. */
   #rootPath(): Promise<string> {
     if (!this.#root) {
       const b = this.#bucket;
       const rel = b.startsWith('/~/') ? b.slice(3) : b.startsWith('~/') ? b.slice(2) : b === '~' || b === '/~' ? '' : b.startsWith('/') ? undefined : b;
-      if (rel === undefined) this.#root = Promise.resolve(b === '' ? '/' : b);
+      if (rel === undefined) this.#root = Promise.resolve(b);
       else {
         const p = this.#pool
           .withSftp((sftp) => call<string>(sftp, (done) => sftp.realpath('.', done)))
@@ -217,6 +287,7 @@ export class SftpStore implements ObjectStore {
   }
 
   async #run<T>(op: string, key: string, fn: (sftp: SFTPWrapper, path: string) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    this.#refuse(op, key);
     let path = this.#bucket + key;
     try {
       path = await this.#path(key);
@@ -226,99 +297,109 @@ export class SftpStore implements ObjectStore {
     }
   }
 
+  /** `dir` is a real directory, and so is every directory above it (checked, or made, before it). */
+  #remember(dir: string): void {
+    if (this.#checked.size >= CHECKED_MAX) this.#checked.clear();
+    this.#checked.add(dir);
+  }
+
+  /** Forget `dir` and what is under it (the store removed it). */
+  #forget(dir: string): void {
+    for (const d of this.#checked) if (d.startsWith(dir)) this.#checked.delete(d);
+  }
+
   /**
-   * One directory's records for the tree walk. When following links, directories carry their real
-   * path as identity, so a symlink loop is entered at most once per path.
+   * Whether `dir` (a key ending in '/', '' for the root) can be written in without passing a symlink
+   * below the root: 'ok' when every directory on the way, and `dir` itself, is a real directory;
+   * 'absent' when one of them is missing or a file (nothing under it exists; a writer makes it).
+   * Throws UnsafePathError at a link. Directories found real are remembered, so a write into a
+   * known directory costs no request; a new one costs one lstat.
    */
-  async #readDir(sftp: SFTPWrapper, path: string, follow: boolean): Promise<DirListing> {
-    let list: FileEntry[];
+  #checkDir(sftp: SFTPWrapper, dir: string): Promise<DirState> | DirState {
+    if (dir === '' || this.#checked.has(dir)) return 'ok';
+    let p = this.#checking.get(dir);
+    if (!p) {
+      p = this.#checkDirNow(sftp, dir).finally(() => this.#checking.delete(dir));
+      this.#checking.set(dir, p);
+    }
+    return p;
+  }
+
+  async #checkDirNow(sftp: SFTPWrapper, dir: string): Promise<DirState> {
+    // lstat every directory below the deepest one known real, all at once (pipelined on the
+    // channel: about one round trip), and judge them from the top: what lies below a link or a
+    // file was looked at through it and says nothing. lstat, not realpath: SFTP's REALPATH only
+    // promises a canonical name, and a server that does not resolve links there would hide one.
+    const chain: string[] = [];
+    for (let d = dir; d !== '' && !this.#checked.has(d); d = parentKey(d)) chain.unshift(d);
+    const root = await this.#rootPath();
+    const looks = await Promise.allSettled(chain.map((d) => lstatOrNone(sftp, root + d.slice(0, -1))));
+    for (let i = 0; i < chain.length; i++) {
+      const look = looks[i]!;
+      if (look.status === 'rejected') throw look.reason;
+      const st = look.value;
+      if (!st) return 'absent';
+      const kind = kindOf(st.mode);
+      if (kind === 'l') throw this.#linkError(root + chain[i]!.slice(0, -1), chain[i]!);
+      if (kind !== 'd') return 'absent';
+      this.#remember(chain[i]!);
+    }
+    return 'ok';
+  }
+
+  /**
+   * Make directory `dir` (a key ending in '/') and its missing parents. A file where a directory
+   * must go is removed (the name is a directory on the source now); a link there is refused. The
+   * caller has checked the directories that exist (#checkDir); above the root, links are followed.
+   */
+  async #makeDir(sftp: SFTPWrapper, dir: string, mode?: number): Promise<void> {
+    const root = await this.#rootPath();
+    if (dir === '') return this.#mkdirp(sftp, bare(root), mode);
+    const path = root + dir.slice(0, -1);
+    const attrs: InputAttributes = mode === undefined ? {} : { mode };
+    const mk = (): Promise<void> => call<void>(sftp, (done) => sftp.mkdir(path, attrs, done));
     try {
-      list = await call<FileEntry[]>(sftp, (done) => sftp.readdir(path, done));
-    } catch (err) {
-      // A missing directory (or a file where a directory was expected) lists nothing, as on disk.
-      if (statusOf(err) === STATUS.NO_SUCH_FILE) return { records: [] };
-      throw err;
-    }
-    const real = follow ? bare(await call<string>(sftp, (done) => sftp.realpath(bare(path), done)).catch(() => bare(path))) : '';
-    const records: WalkRecord[] = [];
-    const links: WalkRecord[] = [];
-    for (const f of list) {
-      if (f.filename === '.' || f.filename === '..' || f.filename.startsWith(TMP)) continue;
-      const r: WalkRecord = { name: f.filename, ...nodeOf(f.attrs) };
-      if (follow && r.kind === 'd') r.id = `${real === '/' ? '' : real}/${r.name}`;
-      records.push(r);
-      if (r.kind === 'l') links.push(r);
-    }
-    await mapLimit(links, LIST_DEPTH, async (r) => {
-      const p = path + r.name;
-      r.target = await call<string>(sftp, (done) => sftp.readlink(p, done)).catch(() => '');
-      if (!follow) return;
-      const st = await call<Stats>(sftp, (done) => sftp.stat(p, done)).catch(() => null);
-      r.follow = st ? nodeOf(st) : null;
-      if (r.follow?.kind === 'd') r.follow.id = bare(await call<string>(sftp, (done) => sftp.realpath(p, done)).catch(() => p));
-    });
-    return follow ? { records, id: real } : { records };
-  }
-
-  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
-    return listTree(options, PAGE, (req, follow) => this.#run('list', req.read, (sftp, path) => this.#readDir(sftp, path, follow), options.signal));
-  }
-
-  async head(key: string, options: { followSymlinks?: boolean; signal?: AbortSignal } = {}): Promise<Entry> {
-    return this.#run(
-      'stat',
-      key,
-      async (sftp, path) => {
-        const p = bare(path);
-        const st = await call<Stats>(sftp, (done) => (options.followSymlinks ? sftp.stat(p, done) : sftp.lstat(p, done)));
-        const kind = kindOf(st.mode);
-        if (key.endsWith('/') && kind !== 'd') throw new NotFoundError(`${this.#what('stat', path)}: not a directory`);
-        const e = toEntry(key, kind, st);
-        if (kind === 'l') {
-          e.isSymlink = true;
-          e.target = await call<string>(sftp, (done) => sftp.readlink(p, done));
+      await mk();
+    } catch (first) {
+      let err = first;
+      if (statusOf(err) === STATUS.NO_SUCH_FILE) {
+        await this.#makeDir(sftp, parentKey(dir));
+        try {
+          await mk();
+          err = undefined;
+        } catch (again) {
+          err = again;
         }
-        return e;
-      },
-      options.signal,
-    );
+      }
+      if (err !== undefined) await this.#existingDir(sftp, dir, path, err, mk);
+    }
+    this.#remember(dir);
   }
 
-  async get(key: string, options: GetOptions = {}): Promise<Readable> {
-    let path = this.#bucket + key;
-    let lease: { sftp: SFTPWrapper; release: () => void } | undefined;
-    try {
-      path = await this.#path(key);
-      lease = await this.#pool.lease(options.signal);
-      const { sftp } = lease;
-      const handle = await call<Buffer>(sftp, (done) => sftp.open(path, 'r', done));
-      const start = options.offset ?? 0;
-      if (options.length === 0) {
-        await call<void>(sftp, (done) => sftp.close(handle, done)).catch(() => {});
-        lease.release();
-        return Readable.from([]);
-      }
-      const l = lease;
-      const what = this.#what('read', path);
-      const stream = new SftpReadStream(sftp, handle, {
-        start,
-        ...(options.length === undefined ? {} : { end: start + options.length }),
-        mapError: (err) => sftpError(err, what, this.#target),
-        onClose: () => l.release(),
-      });
-      if (options.signal) addAbortSignal(options.signal, stream);
-      return stream;
-    } catch (err) {
-      lease?.release();
-      throw this.#error(err, 'open', path);
+  /** mkdir failed with `err`: fine when a directory is there (OpenSSH answers FAILURE for EEXIST); a file there is replaced. */
+  async #existingDir(sftp: SFTPWrapper, dir: string, path: string, err: unknown, mk: () => Promise<void>): Promise<void> {
+    const status = statusOf(err);
+    if (status !== STATUS.FAILURE && status !== STATUS.PERMISSION_DENIED) throw err;
+    const st = await lstatOrNone(sftp, path);
+    if (!st) throw err;
+    switch (kindOf(st.mode)) {
+      case 'd':
+        return;
+      case 'l':
+        throw this.#linkError(path, dir);
+      default:
+        // A file (or FIFO) whose name is a directory on the source now: replaced, as rsync does.
+        await call<void>(sftp, (done) => sftp.unlink(path, done));
+        try {
+          await mk();
+        } catch (again) {
+          // Another writer made it first.
+          if (kindOf((await lstatOrNone(sftp, path))?.mode ?? 0) !== 'd') throw again;
+        }
     }
   }
 
-  #tmpPath(path: string): string {
-    return `${posix.dirname(path)}/${TMP}${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
-  }
-
-  /** mkdir -p: make `dir` (no trailing '/') and any missing parent. */
+  /** mkdir -p of an absolute path: for the root itself and what is above it (links followed there). */
   async #mkdirp(sftp: SFTPWrapper, dir: string, mode?: number): Promise<void> {
     const attrs: InputAttributes = mode === undefined ? {} : { mode };
     try {
@@ -346,13 +427,221 @@ export class SftpStore implements ObjectStore {
     }
   }
 
-  /** Open `path` for writing, making missing parent directories. */
-  async #openForWrite(sftp: SFTPWrapper, path: string, parent: string): Promise<Buffer> {
+  /**
+   * Ready the directory of the file `key` and say where its bytes go: a temporary name beside it,
+   * or (inplace) the path itself, which must then be neither a link nor a directory.
+   */
+  async #prepareWrite(sftp: SFTPWrapper, op: string, key: string, path: string): Promise<string> {
+    const dir = parentKey(key);
+    if ((await this.#checkDir(sftp, dir)) === 'absent') await this.#makeDir(sftp, dir);
+    if (!this.#inplace) return this.#tmpPath(path);
+    const st = await lstatOrNone(sftp, path);
+    if (st) {
+      switch (kindOf(st.mode)) {
+        case 'l':
+          throw new UnsafePathError(
+            `${this.#what(op, path)} is a symlink: ferry does not write through links inside the destination (key ${JSON.stringify(key)}; --inplace writes into the file itself)`,
+          );
+        case 'd':
+          await this.#removeEmptyDir(sftp, key, path);
+          break;
+        case 'o':
+          // Opening a FIFO for writing would block until a reader came: replace it, as a rename would.
+          await call<void>(sftp, (done) => sftp.unlink(path, done));
+          break;
+        default:
+          break;
+      }
+    }
+    return path;
+  }
+
+  /** An empty directory where the file `key` must go is removed; one with content is in the way. */
+  async #removeEmptyDir(sftp: SFTPWrapper, key: string, path: string): Promise<void> {
+    try {
+      await call<void>(sftp, (done) => sftp.rmdir(path, done));
+    } catch (err) {
+      if (statusOf(err) === STATUS.FAILURE)
+        throw new InTheWayError(
+          `${this.#what('write', path)}: the directory ${JSON.stringify(key + '/')} has content and stands where the file ${JSON.stringify(key)} must go; ferry does not remove it (move or delete it, or exclude the key)`,
+        );
+      if (statusOf(err) !== STATUS.NO_SUCH_FILE) throw err;
+    }
+    this.#forget(key + '/');
+  }
+
+  /** Rename the finished temporary onto `key`, replacing an empty directory there. */
+  async #renameInto(sftp: SFTPWrapper, from: string, path: string, key: string): Promise<void> {
+    try {
+      await this.#rename(sftp, from, path);
+    } catch (err) {
+      if (statusOf(err) !== STATUS.FAILURE) throw err;
+      const st = await lstatOrNone(sftp, path);
+      if (!st || kindOf(st.mode) !== 'd') throw err;
+      await this.#removeEmptyDir(sftp, key, path);
+      await this.#rename(sftp, from, path);
+    }
+  }
+
+  /**
+   * Remove a temporary after a failed write, best effort. When the channel is gone (a dropped
+   * connection), the pool connects again, if it can within CLEANUP_MS; what is left anyway is
+   * reclaimed by a later run's listing.
+   */
+  async #removeTemp(sftp: SFTPWrapper, path: string): Promise<void> {
+    if (channelOpen(sftp)) {
+      try {
+        await call<void>(sftp, (done) => sftp.unlink(path, done));
+        return;
+      } catch {
+        if (channelOpen(sftp)) return;
+      }
+    }
+    await this.#pool.withSftp((s) => call<void>(s, (done) => s.unlink(path, done)), AbortSignal.timeout(CLEANUP_MS)).catch(() => {});
+  }
+
+  /**
+   * One directory's records for the tree walk. When following links, directories carry their real
+   * path as identity, so a symlink loop is entered at most once per path.
+   */
+  async #readDir(sftp: SFTPWrapper, dir: string, path: string, follow: boolean, reclaim: ListOptions['reclaim']): Promise<DirListing> {
+    let list: FileEntry[];
+    try {
+      list = await call<FileEntry[]>(sftp, (done) => sftp.readdir(path, done));
+    } catch (err) {
+      // A missing directory (or a file where a directory was expected) lists nothing, as on disk.
+      if (statusOf(err) === STATUS.NO_SUCH_FILE) return { records: [] };
+      throw err;
+    }
+    const real = follow ? bare(await call<string>(sftp, (done) => sftp.realpath(bare(path), done)).catch(() => bare(path))) : '';
+    const records: WalkRecord[] = [];
+    const links: WalkRecord[] = [];
+    const temps: FileEntry[] = [];
+    for (const f of list) {
+      if (f.filename === '.' || f.filename === '..') continue;
+      if (isTempName(f.filename)) {
+        if (reclaim) temps.push(f);
+        continue;
+      }
+      const r: WalkRecord = { name: f.filename, ...nodeOf(f.attrs) };
+      if (follow && r.kind === 'd') r.id = `${real === '/' ? '' : real}/${r.name}`;
+      records.push(r);
+      if (r.kind === 'l') links.push(r);
+    }
+    if (reclaim && temps.length > 0) await this.#reclaim(sftp, dir, path, temps, reclaim);
+    await mapLimit(links, LIST_DEPTH, async (r) => {
+      const p = path + r.name;
+      r.target = await call<string>(sftp, (done) => sftp.readlink(p, done)).catch(() => '');
+      if (!follow) return;
+      const st = await call<Stats>(sftp, (done) => sftp.stat(p, done)).catch(() => null);
+      r.follow = st ? nodeOf(st) : null;
+      if (r.follow?.kind === 'd') r.follow.id = bare(await call<string>(sftp, (done) => sftp.realpath(p, done)).catch(() => p));
+    });
+    return follow ? { records, id: real } : { records };
+  }
+
+  /**
+   * Remove the temporaries of writers that are gone (temp.ts) and report each. Only in a directory
+   * of this tree: a listing that follows links may be reading someone else's.
+   */
+  async #reclaim(sftp: SFTPWrapper, dir: string, path: string, temps: FileEntry[], report: (path: string, bytes: number) => void): Promise<void> {
+    const gone = temps.filter((f) => {
+      const kind = kindOf(f.attrs.mode);
+      return (kind === 'f' || kind === 'l') && isAbandoned(f.filename, f.attrs.mtime * 1000);
+    });
+    if (gone.length === 0) return;
+    try {
+      if ((await this.#checkDir(sftp, dir)) !== 'ok') return;
+    } catch (err) {
+      if (err instanceof UnsafePathError) return;
+      throw err;
+    }
+    await mapLimit(gone, LIST_DEPTH, async (f) => {
+      try {
+        await call<void>(sftp, (done) => sftp.unlink(path + f.filename, done));
+      } catch {
+        // Gone already (another run reclaimed it), or not ours to remove: left as it is.
+        return;
+      }
+      report(`${this.description}${dir}${f.filename}`, kindOf(f.attrs.mode) === 'f' ? f.attrs.size : 0);
+    });
+  }
+
+  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    if (options.prefix !== undefined) this.#refuse('list', dirPart(options.prefix));
+    if (options.startAfter !== undefined) this.#refuse('list', dirPart(options.startAfter));
+    yield* listTree(options, PAGE, (req, follow) =>
+      this.#run('list', req.read, (sftp, path) => this.#readDir(sftp, req.read, path, follow, options.reclaim), options.signal),
+    );
+  }
+
+  async head(key: string, options: { followSymlinks?: boolean; signal?: AbortSignal } = {}): Promise<Entry> {
+    return this.#run(
+      'stat',
+      key,
+      async (sftp, path) => {
+        const p = bare(path);
+        const st = await call<Stats>(sftp, (done) => (options.followSymlinks ? sftp.stat(p, done) : sftp.lstat(p, done)));
+        const kind = kindOf(st.mode);
+        if (key.endsWith('/') && kind !== 'd') throw new NotFoundError(`${this.#what('stat', path)}: not a directory`);
+        const e = toEntry(key, kind, st);
+        if (kind === 'l') {
+          e.isSymlink = true;
+          e.target = await call<string>(sftp, (done) => sftp.readlink(p, done));
+        }
+        return e;
+      },
+      options.signal,
+    );
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    let path = this.#bucket + key;
+    let lease: { sftp: SFTPWrapper; release: () => void } | undefined;
+    try {
+      this.#refuse('read', key);
+      path = await this.#path(key);
+      lease = await this.#pool.lease(options.signal);
+      const { sftp } = lease;
+      // Look before opening: opening a FIFO blocks the server's sftp-server until a writer comes.
+      const st = await call<Stats>(sftp, (done) => sftp.stat(path, done));
+      if (kindOf(st.mode) !== 'f') throw new FatalError(`${this.#what('read', path)}: ${describeKind(st.mode)}, not a regular file; ferry reads only regular files`);
+      const handle = await call<Buffer>(sftp, (done) => sftp.open(path, 'r', done));
+      const start = options.offset ?? 0;
+      if (options.length === 0) {
+        await call<void>(sftp, (done) => sftp.close(handle, done)).catch(() => {});
+        lease.release();
+        lease = undefined;
+        return Readable.from([]);
+      }
+      const l = lease;
+      const what = this.#what('read', path);
+      const stream = new SftpReadStream(sftp, handle, {
+        start,
+        ...(options.length === undefined ? {} : { end: start + options.length }),
+        size: st.size,
+        mapError: (err) => sftpError(err, what, this.#target),
+        onClose: () => l.release(),
+      });
+      if (options.signal) addAbortSignal(options.signal, stream);
+      return stream;
+    } catch (err) {
+      lease?.release();
+      throw this.#error(err, 'open', path);
+    }
+  }
+
+  #tmpPath(path: string): string {
+    return `${posix.dirname(path)}/${tempName()}`;
+  }
+
+  /** Open `path` for writing; a directory that went missing since it was checked is made again. */
+  async #openForWrite(sftp: SFTPWrapper, path: string, dir: string): Promise<Buffer> {
     try {
       return await call<Buffer>(sftp, (done) => sftp.open(path, 'w', done));
     } catch (err) {
       if (statusOf(err) !== STATUS.NO_SUCH_FILE) throw err;
-      await this.#mkdirp(sftp, parent);
+      await this.#makeDir(sftp, dir);
       return call<Buffer>(sftp, (done) => sftp.open(path, 'w', done));
     }
   }
@@ -383,27 +672,33 @@ export class SftpStore implements ObjectStore {
       if (!Buffer.isBuffer(body)) body.resume();
       return this.mkdir(key, options.mode === undefined ? {} : { mode: options.mode });
     }
-    let target = '';
+    try {
+      this.#refuse('write', key);
+    } catch (err) {
+      if (!Buffer.isBuffer(body)) body.destroy();
+      throw err;
+    }
     await this.#run(
       'write',
       key,
       async (sftp, path) => {
-        target = this.#inplace ? path : this.#tmpPath(path);
+        let target = '';
         let handle: Buffer | undefined;
         try {
-          handle = await this.#openForWrite(sftp, target, posix.dirname(path));
+          target = await this.#prepareWrite(sftp, 'write', key, path);
+          handle = await this.#openForWrite(sftp, target, parentKey(key));
           await writeBody(sftp, handle, body, options.signal ? { signal: options.signal } : {});
           const h = handle;
           const attrs = this.#attrs(options);
           if (attrs) await call<void>(sftp, (done) => sftp.fsetstat(h, attrs, done));
           handle = undefined;
           await call<void>(sftp, (done) => sftp.close(h, done));
-          if (target !== path) await this.#rename(sftp, target, path);
+          if (target !== path) await this.#renameInto(sftp, target, path, key);
         } catch (err) {
           if (!Buffer.isBuffer(body)) body.destroy();
           const h = handle;
           if (h) await call<void>(sftp, (done) => sftp.close(h, done)).catch(() => {});
-          if (target !== path) await call<void>(sftp, (done) => sftp.unlink(target, done)).catch(() => {});
+          if (target !== '' && target !== path) await this.#removeTemp(sftp, target);
           throw err;
         }
       },
@@ -416,23 +711,28 @@ export class SftpStore implements ObjectStore {
     const a: InputAttributes = {};
     if (o.mode !== undefined) a.mode = o.mode;
     if (o.mtime !== undefined) {
-      // SFTP version 3 keeps whole seconds.
-      a.mtime = Math.floor(o.mtime / 1000);
+      a.mtime = sftpSeconds(o.mtime);
       a.atime = a.mtime;
     }
     return a;
   }
 
+  /** Deleting a symlink removes the link. A file key whose name is a directory now, or a directory key whose name is a file, is gone already. */
   async delete(key: string, options: { signal?: AbortSignal } = {}): Promise<void> {
     await this.#run(
       'delete',
       key,
       async (sftp, path) => {
+        if ((await this.#checkDir(sftp, parentKey(key))) === 'absent') return;
         try {
-          if (key.endsWith('/')) await call<void>(sftp, (done) => sftp.rmdir(bare(path), done));
-          else await call<void>(sftp, (done) => sftp.unlink(path, done));
+          if (key.endsWith('/')) {
+            await call<void>(sftp, (done) => sftp.rmdir(bare(path), done));
+            this.#forget(key);
+          } else await call<void>(sftp, (done) => sftp.unlink(path, done));
         } catch (err) {
           if (statusOf(err) === STATUS.NO_SUCH_FILE) return;
+          // unlink of a directory: EISDIR, which OpenSSH answers as FAILURE.
+          if (!key.endsWith('/') && statusOf(err) === STATUS.FAILURE && kindOf((await lstatOrNone(sftp, path))?.mode ?? 0) === 'd') return;
           throw err;
         }
       },
@@ -441,31 +741,47 @@ export class SftpStore implements ObjectStore {
   }
 
   async mkdir(key: string, options: { mode?: number } = {}): Promise<void> {
-    await this.#run('mkdir', key, (sftp, path) => this.#mkdirp(sftp, bare(path), options.mode));
+    await this.#run('mkdir', key, async (sftp) => {
+      const dir = key === '' || key.endsWith('/') ? key : key + '/';
+      await this.#checkDir(sftp, parentKey(dir));
+      await this.#makeDir(sftp, dir, options.mode);
+    });
   }
 
   async symlink(key: string, target: string): Promise<void> {
     await this.#run('symlink', key, async (sftp, path) => {
+      const dir = parentKey(key);
+      if ((await this.#checkDir(sftp, dir)) === 'absent') await this.#makeDir(sftp, dir);
       const tmp = this.#tmpPath(path);
       try {
         try {
           await call<void>(sftp, (done) => sftp.symlink(target, tmp, done));
         } catch (err) {
           if (statusOf(err) !== STATUS.NO_SUCH_FILE) throw err;
-          await this.#mkdirp(sftp, posix.dirname(path));
+          await this.#makeDir(sftp, dir);
           await call<void>(sftp, (done) => sftp.symlink(target, tmp, done));
         }
-        await this.#rename(sftp, tmp, path);
+        await this.#renameInto(sftp, tmp, path, key);
       } catch (err) {
-        await call<void>(sftp, (done) => sftp.unlink(tmp, done)).catch(() => {});
+        await this.#removeTemp(sftp, tmp);
         throw err;
       }
     });
   }
 
+  /** Without `isSymlink`, a key that is a link is refused: SFTP's setstat would change what it points at. */
   async setAttrs(key: string, attrs: Attrs, options: { isSymlink?: boolean } = {}): Promise<void> {
     await this.#run('setstat', key, async (sftp, path) => {
       const p = bare(path);
+      // The root may be a link (the user named it); below it, nothing is changed through one.
+      if (key !== '') {
+        if ((await this.#checkDir(sftp, parentKey(key))) === 'absent') throw new NotFoundError(`${this.#what('setstat', path)}: no such file or directory`);
+        if (!options.isSymlink) {
+          const st = await call<Stats>(sftp, (done) => sftp.lstat(p, done));
+          if (kindOf(st.mode) === 'l')
+            throw new UnsafePathError(`${this.#what('setstat', p)} is a symlink: ferry does not change attributes through links inside the destination (key ${JSON.stringify(key)})`);
+        }
+      }
       // chown before chmod: chown clears setuid/setgid bits.
       if (attrs.uid !== undefined && attrs.gid !== undefined && this.features.attrs?.owner) {
         const owner = { uid: attrs.uid, gid: attrs.gid };
@@ -474,7 +790,7 @@ export class SftpStore implements ObjectStore {
       }
       if (attrs.mode !== undefined && !options.isSymlink) await call<void>(sftp, (done) => sftp.setstat(p, { mode: attrs.mode! }, done));
       if (attrs.mtime !== undefined) {
-        const t = Math.floor(attrs.mtime / 1000);
+        const t = sftpSeconds(attrs.mtime);
         if (options.isSymlink) await this.#lsetstat(sftp, p, { atime: t, mtime: t });
         else await call<void>(sftp, (done) => sftp.setstat(p, { atime: t, mtime: t }, done));
       }
@@ -492,6 +808,7 @@ export class SftpStore implements ObjectStore {
   }
 
   copySource(key: string): CopySource {
+    this.#refuse('copy', key);
     return { scope: this.#scope(), location: { bucket: this.#bucket, key } };
   }
 
@@ -502,50 +819,59 @@ export class SftpStore implements ObjectStore {
   async copyFrom(key: string, source: CopySource, options: PutOptions & { size: number } = { size: 0 }): Promise<void> {
     const loc = source.location as { bucket: string; key: string };
     if (source.scope !== this.#scope()) throw new FatalError(`sftp copy: source scope ${source.scope} is not ${this.#scope()}`);
+    this.#refuse('copy', loc.key);
     const from = loc.bucket === this.#bucket ? this.#path(loc.key) : new SftpStore(loc.bucket, this.#pool, this.#target).#path(loc.key);
     let srcPath = loc.bucket + loc.key;
-    let target = '';
-    await this.#run('copy', key, async (sftp, path) => {
-      srcPath = await from;
-      target = this.#inplace ? path : this.#tmpPath(path);
-      let src: Buffer | undefined;
-      let dst: Buffer | undefined;
-      try {
+    await this.#run(
+      'copy',
+      key,
+      async (sftp, path) => {
+        srcPath = await from;
+        let target = '';
+        let src: Buffer | undefined;
+        let dst: Buffer | undefined;
         try {
-          src = await call<Buffer>(sftp, (done) => sftp.open(srcPath, 'r', done));
+          try {
+            // Look before opening: opening a FIFO blocks the server until a writer comes.
+            const st = await call<Stats>(sftp, (done) => sftp.stat(srcPath, done));
+            if (kindOf(st.mode) !== 'f') throw new FatalError(`${this.#what('read', srcPath)}: ${describeKind(st.mode)}, not a regular file; ferry reads only regular files`);
+            src = await call<Buffer>(sftp, (done) => sftp.open(srcPath, 'r', done));
+          } catch (err) {
+            throw this.#error(err, 'open', srcPath);
+          }
+          target = await this.#prepareWrite(sftp, 'copy', key, path);
+          dst = await this.#openForWrite(sftp, target, parentKey(key));
+          const s = src;
+          const d = dst;
+          let copied = false;
+          try {
+            await call<void>(sftp, (done) => sftp.ext_copy_data(s, 0, 0, d, 0, done));
+            copied = true;
+          } catch (err) {
+            if (!/does not support/i.test((err as Error).message ?? '')) throw err;
+          }
+          if (!copied) {
+            const reader = new SftpReadStream(sftp, s, { start: 0, mapError: (e) => e as Error, onClose: () => {} });
+            src = undefined; // the reader closes it
+            await writeBody(sftp, d, reader, options.signal ? { signal: options.signal } : {});
+          }
+          const attrs = this.#attrs(options);
+          if (attrs) await call<void>(sftp, (done) => sftp.fsetstat(d, attrs, done));
+          dst = undefined;
+          await call<void>(sftp, (done) => sftp.close(d, done));
+          if (target !== path) await this.#renameInto(sftp, target, path, key);
         } catch (err) {
-          throw this.#error(err, 'open', srcPath);
+          const d = dst;
+          if (d) await call<void>(sftp, (done) => sftp.close(d, done)).catch(() => {});
+          if (target !== '' && target !== path) await this.#removeTemp(sftp, target);
+          throw err;
+        } finally {
+          const s = src;
+          if (s) await call<void>(sftp, (done) => sftp.close(s, done)).catch(() => {});
         }
-        dst = await this.#openForWrite(sftp, target, posix.dirname(path));
-        const s = src;
-        const d = dst;
-        let copied = false;
-        try {
-          await call<void>(sftp, (done) => sftp.ext_copy_data(s, 0, 0, d, 0, done));
-          copied = true;
-        } catch (err) {
-          if (!/does not support/i.test((err as Error).message ?? '')) throw err;
-        }
-        if (!copied) {
-          const reader = new SftpReadStream(sftp, s, { start: 0, mapError: (e) => e as Error, onClose: () => {} });
-          src = undefined; // the reader closes it
-          await writeBody(sftp, d, reader, options.signal ? { signal: options.signal } : {});
-        }
-        const attrs = this.#attrs(options);
-        if (attrs) await call<void>(sftp, (done) => sftp.fsetstat(d, attrs, done));
-        dst = undefined;
-        await call<void>(sftp, (done) => sftp.close(d, done));
-        if (target !== path) await this.#rename(sftp, target, path);
-      } catch (err) {
-        const d = dst;
-        if (d) await call<void>(sftp, (done) => sftp.close(d, done)).catch(() => {});
-        if (target && target !== path) await call<void>(sftp, (done) => sftp.unlink(target, done)).catch(() => {});
-        throw err;
-      } finally {
-        const s = src;
-        if (s) await call<void>(sftp, (done) => sftp.close(s, done)).catch(() => {});
-      }
-    }, options.signal);
+      },
+      options.signal,
+    );
   }
 
   async close(): Promise<void> {

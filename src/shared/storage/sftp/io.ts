@@ -54,7 +54,16 @@ export class SftpReadStream extends Readable {
   constructor(
     sftp: SFTPWrapper,
     handle: Buffer,
-    options: { start: number; end?: number; chunk?: number; depth?: number; mapError: (err: unknown) => Error; onClose: () => void },
+    options: {
+      start: number;
+      end?: number;
+      /** The file's size from a stat just made: reads stop there and no fstat is sent. */
+      size?: number;
+      chunk?: number;
+      depth?: number;
+      mapError: (err: unknown) => Error;
+      onClose: () => void;
+    },
   ) {
     super({ highWaterMark: 1 << 20 });
     this.#sftp = sftp;
@@ -65,6 +74,11 @@ export class SftpReadStream extends Readable {
     this.#depth = options.depth ?? DEPTH;
     this.#mapError = options.mapError;
     this.#onClose = options.onClose;
+    if (options.size !== undefined) {
+      this.#size = options.size;
+      this.#sizeKnown = true;
+      return;
+    }
     // Ask for the size alongside the first read, so a small file costs one round trip and a large
     // one is read in bounded, pipelined requests.
     if (!channelOpen(sftp)) {
