@@ -55,13 +55,6 @@ const JUICEFS_LATER: [string, string, unknown][] = [
   ['--encrypt-algo <ALGO>', 'encryptAlgo', undefined],
 ];
 
-function num(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} takes a number ≥ 0, not ${JSON.stringify(v)}.`);
-    return n;
-  };
-}
 
 const ADDRESS_HELP = `
 Addresses:
@@ -154,7 +147,7 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('-p, --threads <N>', 'concurrent transfers', int('--threads', 1), 10)
     .option('--list-threads <N>', 'sub-trees listed at once', int('--list-threads', 1), 1)
     .option('--list-depth <N>', 'levels of directories split into sub-trees listed in parallel', int('--list-depth', 1), 1)
-    .option('--bwlimit <MBPS>', 'limit bandwidth to MBPS megabits per second (0: no limit)', num('--bwlimit'), 0)
+    .option('--bwlimit <MBPS>', 'limit bandwidth to MBPS megabits per second (0: no limit)', atLeast('--bwlimit', 0), 0)
     .option('--no-https', 'use plain HTTP for object stores')
     .option('--storage-class <CLASS>', 'storage class of objects written to the destination')
     // Output

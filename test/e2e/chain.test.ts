@@ -8,22 +8,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultRegistry } from '../../src/shared/storage/all.js';
-import { openCosStore } from '../../src/shared/storage/cos/index.js';
-import { OssStore } from '../../src/shared/storage/oss/index.js';
-import { openSftp } from '../../src/shared/storage/sftp/index.js';
-import type { BackendRegistry } from '../../src/shared/storage/registry.js';
-import { CosServer } from '../support/cos-server.js';
-import { OssServer } from '../support/oss-server.js';
-import { startS3Server, type S3TestServer } from '../support/s3-server.js';
-import { sshdMissing, startSshd, warnIfSshdMissing, writeClientFiles, type Sshd } from '../support/sshd.js';
-import { WebHdfsServer } from '../support/webhdfs-server.js';
+import { COS_SK, OSS_SK, startBackends, type Backends } from '../support/backends.js';
 import { ferry as runFerry } from '../manager/cli-harness.js';
-
-const OSS_AK = 'LTAI5tChainKey';
-const OSS_SK = 'chain-oss-secret';
-const COS_AK = 'AKIDchainKey';
-const COS_SK = 'chain-cos-secret';
 
 /** Names that break naive URL, path or XML handling, in nested directories, with a few sizes. */
 const FILES: Record<string, Buffer> = {};
@@ -46,14 +32,9 @@ function readTree(root: string, rel = ''): Record<string, string> {
 }
 
 let work: string;
-let s3: S3TestServer;
-let oss: OssServer;
-let cos: CosServer;
-let hdfs: WebHdfsServer;
-let sshd: Sshd | undefined;
-let registry: BackendRegistry;
+let b: Backends;
 
-const ferry = (...args: string[]) => runFerry(args, { registry });
+const ferry = (...args: string[]) => runFerry(args, { registry: b.registry });
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'ferry-chain-'));
@@ -61,37 +42,23 @@ beforeAll(async () => {
     mkdirSync(join(work, 'src', k, '..'), { recursive: true });
     writeFileSync(join(work, 'src', k), v);
   }
-  s3 = await startS3Server();
-  await s3.createBucket('chain');
-  oss = await OssServer.start({ credentials: [{ accessKeyId: OSS_AK, accessKeySecret: OSS_SK }], buckets: ['chain'] });
-  cos = await CosServer.start({ credentials: [{ secretId: COS_AK, secretKey: COS_SK }], buckets: ['chain-1250000000'] });
-  hdfs = await WebHdfsServer.start({ groups: { ferry: ['ferry'] } });
-  hdfs.mkdir('/user/ferry', 'ferry', 0o755);
-  registry = defaultRegistry();
-  // The cloud backends' own clients, pointed at the local servers; the addresses stay the real ones.
-  registry.register({ scheme: 'oss', summary: 'oss (test server)', open: async (a, o) => new OssStore(a, o, { connectTo: oss.url }) });
-  registry.register({ scheme: 'cos', summary: 'cos (test server)', open: async (a, o) => openCosStore(a, { ...o, noHttps: true }, { connectTo: cos.ip }) });
-  if (!sshdMissing) {
-    sshd = await startSshd();
-    const client = await writeClientFiles(sshd, { knownHosts: [] });
-    registry.register({ scheme: 'sftp', summary: 'sftp (test sshd)', open: async (a, o) => openSftp(a, { ...o, ssh: client.sshOptions }) });
-    mkdirSync(join(work, 'sftp'));
-  } else warnIfSshdMissing();
+  b = await startBackends('chain');
+  if (b.sshd) mkdirSync(join(work, 'sftp'));
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.allSettled([s3?.close(), oss?.close(), cos?.close(), hdfs?.stop(), sshd?.cleanup()]);
+  await b?.close();
   rmSync(work, { recursive: true, force: true });
 });
 
 function hops(): [string, string][] {
   const addrs = [
     join(work, 'src') + '/',
-    `s3://S3RVER:S3RVER@${s3.endpoint}/chain/tree/`,
-    `oss://${OSS_AK}:${OSS_SK}@chain.oss-cn-hangzhou.aliyuncs.com/tree/`,
-    `cos://${COS_AK}:${COS_SK}@chain-1250000000.cos.${cos.region}.myqcloud.com/tree/`,
-    `hdfs://ferry@127.0.0.1:${hdfs.namenodePort}/user/ferry/tree/`,
-    ...(sshd ? [`sftp://${sshd.user}@127.0.0.1:${sshd.port}${join(work, 'sftp')}/tree/`] : []),
+    b.s3Addr('chain', 'tree/'),
+    b.ossAddr('chain', 'tree/'),
+    b.cosAddr('chain', 'tree/'),
+    b.hdfsAddr('/user/ferry/tree/'),
+    ...(b.sshd ? [b.sftpAddr(join(work, 'sftp') + '/tree/')] : []),
     join(work, 'back') + '/',
   ];
   return addrs.slice(1).map((dst, i) => [addrs[i]!, dst]);
@@ -115,7 +82,7 @@ describe('a tree through every backend, by the CLI', () => {
 
   it('--delete-dst removes an extra key on every backend', async () => {
     for (const [src, dst] of hops()) {
-      const store = await registry.open(dst);
+      const store = await b.registry.open(dst);
       try {
         await store.put('zz-extra/stray', Buffer.from('not on the source'), { size: 17 });
         const r = await ferry('sync', '--delete-dst', '--json', src, dst);

@@ -9,33 +9,17 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultRegistry } from '../../src/shared/storage/all.js';
-import { openCosStore } from '../../src/shared/storage/cos/index.js';
-import { OssStore } from '../../src/shared/storage/oss/index.js';
-import { openSftp } from '../../src/shared/storage/sftp/index.js';
 import type { BackendRegistry } from '../../src/shared/storage/registry.js';
 import { tempName } from '../../src/shared/storage/temp.js';
-import { CosServer } from '../support/cos-server.js';
-import { OssServer } from '../support/oss-server.js';
-import { startS3Server, type S3TestServer } from '../support/s3-server.js';
-import { sshdMissing, startSshd, warnIfSshdMissing, writeClientFiles, type Sshd } from '../support/sshd.js';
-import { WebHdfsServer } from '../support/webhdfs-server.js';
+import { HDFS_HOME, startBackends, type Backends } from '../support/backends.js';
+import { sshdMissing } from '../support/sshd.js';
 import { ferry as runFerry } from '../manager/cli-harness.js';
 
-const OSS_AK = 'LTAI5tSafetyKey';
-const OSS_SK = 'safety-oss-secret';
-const COS_AK = 'AKIDsafetyKey';
-const COS_SK = 'safety-cos-secret';
-const HDFS_HOME = '/user/ferry';
 /** The unprivileged user the permission tests run ferry as (root reads every directory). */
 const NOBODY = 65534;
 
 let work: string;
-let s3: S3TestServer;
-let oss: OssServer;
-let cos: CosServer;
-let hdfs: WebHdfsServer;
-let sshd: Sshd | undefined;
+let b: Backends;
 let registry: BackendRegistry;
 let seq = 0;
 
@@ -44,24 +28,12 @@ const ferry = (...args: string[]) => runFerry(args, { registry });
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'ferry-safety-'));
   chmodSync(work, 0o755);
-  s3 = await startS3Server();
-  await s3.createBucket('safety');
-  oss = await OssServer.start({ credentials: [{ accessKeyId: OSS_AK, accessKeySecret: OSS_SK }], buckets: ['safety'] });
-  cos = await CosServer.start({ credentials: [{ secretId: COS_AK, secretKey: COS_SK }], buckets: ['safety-1250000000'] });
-  hdfs = await WebHdfsServer.start({ groups: { ferry: ['ferry'], other: ['other'] } });
-  hdfs.mkdir(HDFS_HOME, 'ferry', 0o755);
-  registry = defaultRegistry();
-  registry.register({ scheme: 'oss', summary: 'oss (test server)', open: async (a, o) => new OssStore(a, o, { connectTo: oss.url }) });
-  registry.register({ scheme: 'cos', summary: 'cos (test server)', open: async (a, o) => openCosStore(a, { ...o, noHttps: true }, { connectTo: cos.ip }) });
-  if (!sshdMissing) {
-    sshd = await startSshd();
-    const client = await writeClientFiles(sshd, { knownHosts: [] });
-    registry.register({ scheme: 'sftp', summary: 'sftp (test sshd)', open: async (a, o) => openSftp(a, { ...o, ssh: client.sshOptions }) });
-  } else warnIfSshdMissing();
+  b = await startBackends('safety', { ferry: ['ferry'], other: ['other'] });
+  registry = b.registry;
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.allSettled([s3?.close(), oss?.close(), cos?.close(), hdfs?.stop(), sshd?.cleanup()]);
+  await b?.close();
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -93,13 +65,10 @@ function tree(root: string, rel = ''): Record<string, string> {
   return out;
 }
 
-/** The local directory that an SFTP address with this path reaches (the test sshd is this machine). */
-const sftpAddr = (path: string) => `sftp://${sshd!.user}@127.0.0.1:${sshd!.port}${path}`;
-
 /** Destinations that are directory trees, as [name, address of dir, a way to read it back as local files]. */
 function treeDestinations(): { name: string; addr: (d: string) => string }[] {
   // Decided when the tests are collected, before beforeAll starts sshd: its address is read inside each test.
-  return [{ name: 'file', addr: (d) => d + '/' }, ...(sshdMissing ? [] : [{ name: 'sftp', addr: (d: string) => sftpAddr(d) + '/' }])];
+  return [{ name: 'file', addr: (d) => d + '/' }, ...(sshdMissing ? [] : [{ name: 'sftp', addr: (d: string) => b.sftpAddr(d) + '/' }])];
 }
 
 /** Run ferry as an unprivileged user, through the built binary: root reads every directory. */
@@ -155,14 +124,14 @@ describe('deletion needs a complete view', () => {
   it('a source directory HDFS refuses to list protects the destination copies under it', async () => {
     // Bug: a 403 on one HDFS directory made its whole sub-tree look deleted on the source.
     const base = `${HDFS_HOME}/cv-${++seq}`;
-    hdfs.mkdir(base, 'ferry', 0o755);
-    const store = await registry.open(`hdfs://ferry@127.0.0.1:${hdfs.namenodePort}${base}/`);
+    b.hdfs.mkdir(base, 'ferry', 0o755);
+    const store = await registry.open(`hdfs://ferry@127.0.0.1:${b.hdfs.namenodePort}${base}/`);
     await store.put('pub/a', Buffer.from('a'), { size: 1 });
     await store.close?.();
-    hdfs.mkdir(`${base}/secret`, 'other', 0o700);
+    b.hdfs.mkdir(`${base}/secret`, 'other', 0o700);
     const dst = dir('dst');
     write(dst, { 'pub/a': 'a', 'secret/kept': 'k', 'stray': 's' });
-    const r = await ferry('sync', '--delete-dst', '--json', `hdfs://ferry@127.0.0.1:${hdfs.namenodePort}${base}/`, dst + '/');
+    const r = await ferry('sync', '--delete-dst', '--json', `hdfs://ferry@127.0.0.1:${b.hdfs.namenodePort}${base}/`, dst + '/');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/secret\/.*incomplete/);
     expect(tree(dst)).toEqual({ 'pub/a': 'a', 'secret/kept': 'k' });
@@ -292,7 +261,7 @@ describe('writes stay inside the destination root', () => {
     // s3rver keeps objects as files and normalises such keys away, and ali-oss normalises them
     // before signing; COS's test server holds any key, as the real services do.
     const sources = [
-      { name: 'cos', addr: (p: string) => `cos://${COS_AK}:${COS_SK}@safety-1250000000.cos.${cos.region}.myqcloud.com/${p}`, keys: hostile },
+      { name: 'cos', addr: (p: string) => b.cosAddr('safety', p), keys: hostile },
     ];
     for (const source of sources) {
       const prefix = `hostile-${++seq}/`;
@@ -303,7 +272,7 @@ describe('writes stay inside the destination root', () => {
         await from.close?.();
       }
       const base = `${HDFS_HOME}/hostile-${seq}`;
-      hdfs.mkdir(base, 'ferry', 0o755);
+      b.hdfs.mkdir(base, 'ferry', 0o755);
       const dests = [
         ...treeDestinations().map((t) => {
           const parent = dir('hostile');
@@ -311,11 +280,11 @@ describe('writes stay inside the destination root', () => {
         }),
         {
           name: 'hdfs',
-          addr: `hdfs://ferry@127.0.0.1:${hdfs.namenodePort}${base}/inside/`,
+          addr: `hdfs://ferry@127.0.0.1:${b.hdfs.namenodePort}${base}/inside/`,
           check: () => {
-            expect(hdfs.stat(`${base}/escape.txt`)).toBeUndefined();
-            expect(hdfs.stat(`${HDFS_HOME}/escape2.txt`)).toBeUndefined();
-            expect(hdfs.stat(`${base}/inside/fine.txt`)?.length).toBe(8);
+            expect(b.hdfs.stat(`${base}/escape.txt`)).toBeUndefined();
+            expect(b.hdfs.stat(`${HDFS_HOME}/escape2.txt`)).toBeUndefined();
+            expect(b.hdfs.stat(`${base}/inside/fine.txt`)?.length).toBe(8);
           },
         },
       ];
@@ -403,7 +372,7 @@ describe('overlapping or root-level destructive runs are refused', () => {
   });
 
   it('overlapping SFTP directories and S3 prefixes are refused too', async () => {
-    const r1 = await ferry('sync', '--delete-dst', `s3://S3RVER:S3RVER@${s3.endpoint}/safety/x/`, `s3://S3RVER:S3RVER@${s3.endpoint}/safety/x/y/`);
+    const r1 = await ferry('sync', '--delete-dst', b.s3Addr('safety', 'x/'), b.s3Addr('safety', 'x/y/'));
     expect(r1.code).toBe(2);
     const r2 = await ferry('sync', '--delete-src', 'sftp://u@example.invalid/data/', 'sftp://u@example.invalid/data/../data/');
     expect(r2.code).toBe(2);
@@ -411,7 +380,7 @@ describe('overlapping or root-level destructive runs are refused', () => {
 
   it('--delete-dst at the root of a file system needs --allow-root', async () => {
     const src = dir('src');
-    for (const d of ['/', 'file:///', 'sftp://u@example.invalid/', `hdfs://ferry@127.0.0.1:${hdfs.namenodePort}/`]) {
+    for (const d of ['/', 'file:///', 'sftp://u@example.invalid/', `hdfs://ferry@127.0.0.1:${b.hdfs.namenodePort}/`]) {
       const r = await ferry('sync', '--delete-dst', '--dry', src + '/', d);
       expect(r.code, d).toBe(2);
       expect(r.stderr, d).toContain('--allow-root');
@@ -422,24 +391,24 @@ describe('overlapping or root-level destructive runs are refused', () => {
 describe('deleting a source needs proof of a copy', () => {
   it('--delete-src compares content on stores without mtimes: a changed file of the same size is copied, not lost', async () => {
     // Bug: equal sizes meant "equal", so the source's new content was deleted.
-    const src = `s3://S3RVER:S3RVER@${s3.endpoint}/safety/prove-${++seq}/`;
-    const dst = `oss://${OSS_AK}:${OSS_SK}@safety.oss-cn-hangzhou.aliyuncs.com/prove-${seq}/`;
-    const a = await registry.open(src);
-    const b = await registry.open(dst);
+    const src = b.s3Addr('safety', `prove-${++seq}/`);
+    const dst = b.ossAddr('safety', `prove-${seq}/`);
+    const from = await registry.open(src);
+    const to = await registry.open(dst);
     try {
-      await a.put('same', Buffer.from('1111'), { size: 4 });
-      await a.put('changed', Buffer.from('NEW!'), { size: 4 });
-      await b.put('same', Buffer.from('1111'), { size: 4 });
-      await b.put('changed', Buffer.from('old!'), { size: 4 });
+      await from.put('same', Buffer.from('1111'), { size: 4 });
+      await from.put('changed', Buffer.from('NEW!'), { size: 4 });
+      await to.put('same', Buffer.from('1111'), { size: 4 });
+      await to.put('changed', Buffer.from('old!'), { size: 4 });
       const r = await ferry('sync', '--delete-src', '--json', src, dst);
       expect(r.code).toBe(0);
-      const body = async (key: string) => Buffer.concat(await (await b.get(key)).toArray()).toString();
+      const body = async (key: string) => Buffer.concat(await (await to.get(key)).toArray()).toString();
       expect(await body('changed')).toBe('NEW!');
       expect(await body('same')).toBe('1111');
-      await expect(a.head('changed')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND' });
-      await expect(a.head('same')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND' });
+      await expect(from.head('changed')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND' });
+      await expect(from.head('same')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND' });
     } finally {
-      await Promise.all([a.close?.(), b.close?.()]);
+      await Promise.all([from.close?.(), to.close?.()]);
     }
   });
 
@@ -466,7 +435,7 @@ describe('special files and odd entries', () => {
       symlinkSync('/dev/null', join(root, 'src/null-device'));
       sock = createServer().listen(join(root, 'src/socket'));
       await new Promise((r) => sock!.once('listening', r));
-      const src = t.name === 'file' ? join(root, 'src') + '/' : sftpAddr(join(root, 'src')) + '/';
+      const src = t.name === 'file' ? join(root, 'src') + '/' : b.sftpAddr(join(root, 'src')) + '/';
       const r = await ferry('sync', '--check-new', '--json', src, join(root, 'dst') + '/');
       expect(r.code, r.stderr).toBe(0);
       expect(r.json).toMatchObject({ copied: 1, skipped: 3, failed: 0 });
