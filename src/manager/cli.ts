@@ -261,8 +261,8 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   const o = p.options;
   const stats = new SyncStats();
   /** The summary (--json: on standard output, also when the run failed before it started). */
-  const finish = (code: number, failure?: string, stopped?: string): number => {
-    con.info(stats.summaryLine(failure));
+  const finish = (code: number, failure?: string, stopped?: string, ran = true): number => {
+    if (ran) con.info(stats.summaryLine(failure));
     if (p.json) out.stdout.write(redactor.redact(JSON.stringify({ ...stats.toJSON(), ...(stopped ? { stopped } : {}), exitCode: code, error: failure ?? null })) + '\n');
     return code;
   };
@@ -270,7 +270,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   const refuse = (err: unknown): number => {
     con.error(messageOf(err));
     const usage = err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError;
-    return finish(usage ? EXIT.usage : EXIT.failed, messageOf(err));
+    return finish(usage ? EXIT.usage : EXIT.failed, messageOf(err), undefined, false);
   };
   const storeOptions = { noHttps: p.noHttps, inplace: o.inplace, concurrency: o.threads, ...(o.storageClass ? { storageClass: o.storageClass } : {}) };
   let src: ObjectStore | undefined;
@@ -334,7 +334,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
       const last = dstAddr.prefix.slice(dstAddr.prefix.lastIndexOf('/') + 1);
       con.warn(
         `${JSON.stringify(dstAddr.display)} has no trailing '/': it is a key prefix, so --delete-dst reaches every destination key starting with it ` +
-          `(such as '${last}.old/…' or '${last}uration.yaml'), not only the directory '${last}/'`,
+          `(such as '${last}.old/…' or '${last}-2.txt'), not only the directory '${last}/'`,
       );
     }
     con.startProgress(stats, p.statsInterval * 1000);

@@ -148,6 +148,7 @@ describe('deletion needs a complete view', () => {
     expect(r.code).toBe(1);
     expect(r.json).toMatchObject({ deleted: 2, protected: 2 });
     expect(r.stderr).toContain('--max-deletes 2');
+    expect(r.stderr).toMatch(/protected from deletion: 2 — the run FAILED: 2 deletions withheld by --max-deletes/);
     expect(Object.keys(tree(dst))).toHaveLength(3);
   });
 
@@ -549,7 +550,7 @@ describe('honest output', () => {
     expect(missing.code).toBe(1);
     expect(missing.json).toMatchObject({ exitCode: 1, failed: 0 });
     expect(String(missing.json.error)).toContain('does not exist');
-    expect(missing.stderr).toContain('the run FAILED');
+    expect(missing.stderr).toContain('does not exist');
     const usage = await ferry('sync', '--json', '--update', '--force-update', root + '/', root + '/x/');
     expect(usage.code).toBe(2);
     expect(String(usage.json.error)).toContain('contradict');
