@@ -7,7 +7,7 @@ import { parseAddress, redactAddress, secretsOf, type Address } from '../shared/
 import { isFilesystemRoot, overlap, storageLocation } from '../shared/storage/location.js';
 import { defaultRegistry } from '../shared/storage/all.js';
 import type { BackendRegistry, OpenOptions } from '../shared/storage/registry.js';
-import { FerryError, NotFoundError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/storage/errors.js';
+import { FerryError, NotFoundError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
 import type { Entry, ObjectStore } from '../shared/storage/types.js';
 import { Console, type Verbosity } from './output.js';
 import { runSync, type SyncOptions } from './sync/run.js';

@@ -1,4 +1,4 @@
-import { NotFoundError } from '../../shared/storage/errors.js';
+import { NotFoundError } from '../../shared/errors.js';
 import { compareKeys } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 

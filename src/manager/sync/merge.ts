@@ -1,4 +1,4 @@
-import { ListOrderError } from '../../shared/storage/errors.js';
+import { ListOrderError } from '../../shared/errors.js';
 import { compareKeys } from '../../shared/storage/keys.js';
 import type { Entry } from '../../shared/storage/types.js';
 

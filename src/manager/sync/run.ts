@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { AbortedError, FerryError, NotFoundError } from '../../shared/storage/errors.js';
+import { AbortedError, FerryError, NotFoundError } from '../../shared/errors.js';
 import { compareKeys, isUnder, parentKey } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { ByteRateLimiter } from '../../shared/throttle/bucket.js';

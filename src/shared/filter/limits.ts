@@ -4,7 +4,7 @@
  * symlinks always pass); sizes are inclusive bounds; ages and times are strict (a file modified
  * exactly at --start-time, at --end-time or exactly --max-age ago is skipped).
  */
-import { UsageError } from '../storage/errors.js';
+import { UsageError } from '../errors.js';
 
 const SIZE_SHIFTS: Readonly<Record<string, number>> = { '': 0, k: 10, m: 20, g: 30, t: 40, p: 50, e: 60 };
 

@@ -24,7 +24,7 @@
  * wildcards every character, `\` included, is literal. A pattern starting with `**` may also match
  * zero leading components ("**\/b" matches "b").
  */
-import { UsageError } from '../storage/errors.js';
+import { UsageError } from '../errors.js';
 
 /** One `--include` or `--exclude`, in the order given on the command line. */
 export type Rule = { include: boolean; pattern: string };

@@ -2,7 +2,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { AnyAuthMethod, AuthenticationType, Client as SshClient, ConnectConfig, ParsedKey, SFTPWrapper, ServerHostKeyAlgorithm } from 'ssh2';
-import { AbortedError, FatalError, FerryError, PermissionDeniedError, TransientError, retryClassOf } from '../storage/errors.js';
+import { AbortedError, FatalError, FerryError, PermissionDeniedError, TransientError, retryClassOf } from '../errors.js';
 import { expandTokens, localUserName, readSshConfig } from './config.js';
 import { addKnownHost, checkHostKey, fingerprint, hostKeyAlgorithmsFor, keyTypeOf, knownHostLines, knownHostName } from './known-hosts.js';
 

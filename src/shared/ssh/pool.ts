@@ -1,5 +1,5 @@
 import type { SFTPWrapper } from 'ssh2';
-import { AbortedError, TransientError } from '../storage/errors.js';
+import { AbortedError, TransientError } from '../errors.js';
 import { connectResolved, describeTarget, resolveSshTarget, type ResolvedSshTarget, type SshConnection, type SshOptions, type SshTarget } from './connect.js';
 
 /**

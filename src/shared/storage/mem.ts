@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { NotFoundError } from './errors.js';
+import { NotFoundError } from '../errors.js';
 import { compareKeys } from './keys.js';
 import type { Backend } from './registry.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from './types.js';

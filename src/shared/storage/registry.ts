@@ -1,5 +1,5 @@
 import { parseAddress, type Address } from './address.js';
-import { NotSupportedYetError, UnsupportedSchemeError } from './errors.js';
+import { NotSupportedYetError, UnsupportedSchemeError } from '../errors.js';
 import { withPrefix } from './prefixed.js';
 import type { ObjectStore } from './types.js';
 

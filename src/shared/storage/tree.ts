@@ -1,4 +1,4 @@
-import { AbortedError } from './errors.js';
+import { AbortedError } from '../errors.js';
 import { compareKeys } from './keys.js';
 import type { Entry, ListOptions } from './types.js';
 

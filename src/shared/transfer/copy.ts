@@ -1,6 +1,6 @@
 import type { Duplex, Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
-import { ChecksumMismatchError, FatalError, NotFoundError, SourceChangedError, retryClassOf } from '../storage/errors.js';
+import { ChecksumMismatchError, FatalError, NotFoundError, SourceChangedError, retryClassOf } from '../errors.js';
 import type { Entry, ObjectStore, PutOptions } from '../storage/types.js';
 import { throttle, type ByteRateLimiter } from '../throttle/bucket.js';
 import { DigestTap, digestOf } from './checksum.js';

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { retryClassOf } from '../storage/errors.js';
+import { retryClassOf } from '../errors.js';
 
 export interface RetryOptions {
   /** Attempts in all, the first included. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { runSync, type SyncOptions } from '../../../src/manager/sync/run.js';
-import { TransientError } from '../../../src/shared/storage/errors.js';
+import { TransientError } from '../../../src/shared/errors.js';
 import { MemStore } from '../../../src/shared/storage/mem.js';
 import type { Entry, ListOptions, ObjectStore } from '../../../src/shared/storage/types.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { listTree, type DirListing, type ReadRequest, type WalkRecord } from '../../../src/shared/storage/tree.js';
-import { PermissionDeniedError } from '../../../src/shared/storage/errors.js';
+import { PermissionDeniedError } from '../../../src/shared/errors.js';
 import type { Entry } from '../../../src/shared/storage/types.js';
 
 const file = (name: string, size = 1): WalkRecord => ({ name, kind: 'f', size, mtime: 0 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MemStore } from '../../../src/shared/storage/mem.js';
-import { NotFoundError, ThrottledError, TransientError } from '../../../src/shared/storage/errors.js';
+import { NotFoundError, ThrottledError, TransientError } from '../../../src/shared/errors.js';
 import type { ObjectStore } from '../../../src/shared/storage/types.js';
 import { Transfer, type TransferOptions } from '../../../src/shared/transfer/copy.js';
 import { readAll } from '../storage/conformance.js';

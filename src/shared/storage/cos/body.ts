@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { FerryError, fromSystemError, SourceChangedError } from '../errors.js';
+import { FerryError, fromSystemError, SourceChangedError } from '../../errors.js';
 
 /**
  * Reads an upload body in exact-length slices, each handed to the SDK as a stream of its own, so a

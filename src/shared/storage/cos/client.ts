@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, type ClientRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import COS from 'cos-nodejs-sdk-v5';
-import { AbortedError, FatalError, FerryError, NotFoundError, PermissionDeniedError, ThrottledError, TransientError } from '../errors.js';
+import { AbortedError, FatalError, FerryError, NotFoundError, PermissionDeniedError, ThrottledError, TransientError } from '../../errors.js';
 
 /**
  * One request to COS through the SDK, with the SDK's own retries taken out.

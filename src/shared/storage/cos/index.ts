@@ -1,7 +1,7 @@
 import { Readable, Writable } from 'node:stream';
 import type COS from 'cos-nodejs-sdk-v5';
 import type { Address } from '../address.js';
-import { FatalError, type FerryError, ListOrderError, PermissionDeniedError, SourceChangedError, TransientError, UsageError } from '../errors.js';
+import { FatalError, type FerryError, ListOrderError, PermissionDeniedError, SourceChangedError, TransientError, UsageError } from '../../errors.js';
 import { compareKeys } from '../keys.js';
 import { parseListPage } from '../listing-xml.js';
 import type { Backend, OpenOptions } from '../registry.js';

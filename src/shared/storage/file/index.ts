@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FatalError, type FerryError, fromSystemError, InTheWayError, NotFoundError, UnsafePathError } from '../errors.js';
+import { FatalError, type FerryError, fromSystemError, InTheWayError, NotFoundError, UnsafePathError } from '../../errors.js';
 import { parentKey, treeKeyProblem } from '../keys.js';
 import type { Backend } from '../registry.js';
 import { isAbandoned } from '../temp.js';

@@ -1,6 +1,6 @@
 import { userInfo } from 'node:os';
 import type { Readable } from 'node:stream';
-import { FatalError, InTheWayError, ListOrderError, NotFoundError, retryClassOf, UnsafePathError, UsageError } from '../errors.js';
+import { FatalError, InTheWayError, ListOrderError, NotFoundError, retryClassOf, UnsafePathError, UsageError } from '../../errors.js';
 import { compareKeys, parentKey, treeKeyProblem } from '../keys.js';
 import type { Backend } from '../registry.js';
 import { isAbandoned, isTempName, tempName } from '../temp.js';

@@ -32,7 +32,7 @@ import {
   SourceChangedError,
   ThrottledError,
   TransientError,
-} from '../errors.js';
+} from '../../errors.js';
 import { compareKeys } from '../keys.js';
 
 /** The namenode's WebHDFS HTTP port in Hadoop 3 (`dfs.namenode.http-address`). */

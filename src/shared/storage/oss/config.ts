@@ -1,5 +1,5 @@
 import type { Address } from '../address.js';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../../errors.js';
 
 /** Where an `oss://` address points, as ali-oss needs it. */
 export interface OssEndpoint {

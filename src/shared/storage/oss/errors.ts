@@ -5,7 +5,7 @@ import {
   PermissionDeniedError,
   ThrottledError,
   TransientError,
-} from '../errors.js';
+} from '../../errors.js';
 
 /** What ali-oss throws: a service error (XML `Code`, HTTP `status`) or a wrapped network error (status -1, -2). */
 interface SdkError {

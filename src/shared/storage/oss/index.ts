@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { addAbortSignal, Readable, Transform, type TransformCallback } from 'node:stream';
 import OSS from 'ali-oss';
 import type { Address } from '../address.js';
-import { FatalError, FerryError, fromSystemError, ListOrderError, SourceChangedError, TransientError, UsageError } from '../errors.js';
+import { FatalError, FerryError, fromSystemError, ListOrderError, SourceChangedError, TransientError, UsageError } from '../../errors.js';
 import { compareKeys } from '../keys.js';
 import { parseListPage, type ListPage } from '../listing-xml.js';
 import type { Backend, OpenOptions } from '../registry.js';

@@ -3,7 +3,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { isIP } from 'node:net';
 import type { S3ClientConfig } from '@aws-sdk/client-s3';
 import type { Address } from '../address.js';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../../errors.js';
 import type { OpenOptions } from '../registry.js';
 
 /** Where the credentials of a store come from; see `resolveCredentials` for the rule. */

@@ -7,7 +7,7 @@ import {
   retryClassOf,
   ThrottledError,
   TransientError,
-} from '../errors.js';
+} from '../../errors.js';
 
 /** What a failed call was doing: for messages such as `s3 HEAD my-bucket/a/b.txt: ...`. */
 export interface CallSite {

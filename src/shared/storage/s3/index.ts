@@ -18,7 +18,7 @@ import {
   type _Error as DeleteError,
   type StorageClass,
 } from '@aws-sdk/client-s3';
-import { AbortedError, FatalError, FerryError, ListOrderError, NotFoundError, PermissionDeniedError, SourceChangedError, ThrottledError, TransientError } from '../errors.js';
+import { AbortedError, FatalError, FerryError, ListOrderError, NotFoundError, PermissionDeniedError, SourceChangedError, ThrottledError, TransientError } from '../../errors.js';
 import { compareKeys } from '../keys.js';
 import type { Backend } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';

@@ -19,7 +19,7 @@ import type { Readable } from 'node:stream';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getEndpointFromInstructions } from '@smithy/core/endpoints';
 import { escapeUri, SigV4 } from './sigv4.js';
-import { TransientError } from '../errors.js';
+import { TransientError } from '../../errors.js';
 import { CONNECTION_TIMEOUT_MS, SOCKET_TIMEOUT_MS, type S3Settings } from './config.js';
 
 /** SHA-256 of an empty payload: what the SDK signs for requests without a body. */

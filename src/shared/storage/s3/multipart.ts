@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { FatalError } from '../errors.js';
+import { FatalError } from '../../errors.js';
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;

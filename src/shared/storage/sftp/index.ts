@@ -4,7 +4,7 @@ import type { Attributes, FileEntry, InputAttributes, SFTPWrapper, Stats } from 
 import { sshError, type ResolvedSshTarget, type SshOptions } from '../../ssh/connect.js';
 import { channelOpen, SftpPool } from '../../ssh/pool.js';
 import type { Address } from '../address.js';
-import { FatalError, FerryError, InTheWayError, NotFoundError, PermissionDeniedError, TransientError, UnsafePathError } from '../errors.js';
+import { FatalError, FerryError, InTheWayError, NotFoundError, PermissionDeniedError, TransientError, UnsafePathError } from '../../errors.js';
 import { parentKey, treeKeyProblem } from '../keys.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import { isAbandoned, isTempName, tempName } from '../temp.js';
