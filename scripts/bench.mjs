@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // ferry's benchmark: the same workloads for ferry, rclone, cp and rsync in one run; medians,
-// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,s3]
+// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,e,s3]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, statSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -84,6 +84,17 @@ function makeTree(dir, dirs, perDir, size) {
   }
 }
 
+/** `count` files of `size` bytes in `dirs` directories (1: all in `dir` itself). */
+function makeMany(dir, dirs, count, size) {
+  const data = Buffer.alloc(size, 98);
+  const per = Math.ceil(count / dirs);
+  for (let d = 0; d < dirs; d++) {
+    const sub = dirs === 1 ? dir : join(dir, `d${String(d).padStart(3, '0')}`);
+    mkdirSync(sub, { recursive: true });
+    for (let f = 0; f < per && d * per + f < count; f++) writeFileSync(join(sub, `f${String(f).padStart(6, '0')}`), data);
+  }
+}
+
 function makeBig(path, bytes) {
   mkdirSync(dirname(path), { recursive: true });
   const fd = openSync(path, 'w');
@@ -118,6 +129,24 @@ try {
       if (peers.rclone) rows.push(measure('rclone', none, 'rclone', ['sync', '--transfers', '10', small, dst]));
       if (peers.rsync) rows.push(measure('rsync', none, 'rsync', ['-a', small + '/', dst + '/']));
       report('(b) no-op re-sync of the same 10,000 files', rows, 10000, 'files');
+    }
+  }
+  if (only.has('e')) {
+    // Listing at scale: a no-op re-sync of 200,000 files, once in one flat directory (the case that
+    // holds a whole directory while it is sorted) and once as 200 directories of 1,000.
+    const none = () => {};
+    for (const [label, dirs] of [['one flat directory', 1], ['200 directories × 1,000', 200]]) {
+      const src = join(work, 'many');
+      const copy = join(work, 'many-dst');
+      rmSync(src, { recursive: true, force: true });
+      rmSync(copy, { recursive: true, force: true });
+      makeMany(src, dirs, 200_000, 100);
+      execFileSync('cp', ['-a', src + '/.', copy + '/']);
+      const rows = [measure('ferry', none, 'node', [ferry, 'sync', '-q', src + '/', copy + '/'])];
+      if (peers.rclone) rows.push(measure('rclone', none, 'rclone', ['sync', '--transfers', '10', src, copy]));
+      report(`(e) no-op re-sync of 200,000 files, ${label}`, rows, 200_000, 'files');
+      rmSync(src, { recursive: true, force: true });
+      rmSync(copy, { recursive: true, force: true });
     }
   }
   if (only.has('c')) {

@@ -1,14 +1,17 @@
 // Builds the CLI into dist/cli.js (ESM) plus a chunk per lazily loaded backend: a bundle starts
-// faster than hundreds of modules.
+// faster than hundreds of modules. The file-system threads run dist/fs-thread.js, which the code
+// that starts them (file/pool.ts) finds beside itself.
 import { build } from 'esbuild';
 import { readFileSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 
 rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
 
-await build({
+const cli = await build({
   entryPoints: { cli: 'src/manager/entry.ts' },
+  metafile: true,
   outdir: 'dist',
   // Backends load their SDKs on first use (dynamic import): separate chunks keep start-up fast.
   splitting: true,
@@ -34,3 +37,22 @@ await build({
     ].join('\n'),
   },
 });
+
+// A thread's module is a file of its own, self-contained (no chunks to resolve when a thread starts).
+await build({
+  entryPoints: { 'fs-thread': 'src/shared/storage/file/fs-thread.ts' },
+  outdir: 'dist',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  sourcemap: 'linked',
+  logLevel: 'warning',
+});
+
+// pool.ts loads new URL('./fs-thread.js', import.meta.url): it must not end up in dist/chunks/.
+const pool = 'src/shared/storage/file/pool.ts';
+const holder = Object.entries(cli.metafile.outputs).find(([, o]) => pool in o.inputs)?.[0];
+if (holder === undefined || dirname(holder) !== 'dist') {
+  throw new Error(`${pool} is bundled into ${holder ?? 'no output'}, not beside dist/fs-thread.js: the file-system threads would not start`);
+}

@@ -147,6 +147,7 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('-p, --threads <N>', 'concurrent transfers', int('--threads', 1), 10)
     .option('--list-threads <N>', 'sub-trees listed at once', int('--list-threads', 1), 1)
     .option('--list-depth <N>', 'levels of directories split into sub-trees listed in parallel', int('--list-depth', 1), 1)
+    .option('--list-cutoff <N>', 'sort the names of a directory larger than N on disk, in a temporary file, to save memory', int('--list-cutoff', 1), 1_000_000)
     .option('--bwlimit <MBPS>', 'limit bandwidth to MBPS megabits per second (0: no limit)', atLeast('--bwlimit', 0), 0)
     .option('--no-https', 'use plain HTTP for object stores')
     .option('--storage-class <CLASS>', 'storage class of objects written to the destination')

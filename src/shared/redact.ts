@@ -1,28 +1,22 @@
-/** Environment variables that hold secrets, whatever the provider. */
-const SECRET_ENV = [
-  'AWS_SECRET_ACCESS_KEY',
-  'AWS_SESSION_TOKEN',
-  'ALIBABA_CLOUD_ACCESS_KEY_SECRET',
-  'ALIBABA_CLOUD_SECURITY_TOKEN',
-  'OSS_ACCESS_KEY_SECRET',
-  'OSS_SESSION_TOKEN',
-  'COS_SECRETKEY',
-  'COS_SECRET_KEY',
-  'TENCENTCLOUD_SECRETKEY',
-  'TENCENTCLOUD_SESSIONTOKEN',
-  'MINIO_SECRET_KEY',
-  'MINIO_ROOT_PASSWORD',
-];
+import { defaultRegistry } from './storage/all.js';
+
+/**
+ * Secrets users keep in the environment for the services ferry reaches, under names no backend
+ * reads (so no backend declares them): redacted all the same.
+ */
+const CONVENTIONAL_SECRET_ENV = ['COS_SECRET_KEY', 'MINIO_SECRET_KEY', 'MINIO_ROOT_PASSWORD'];
 
 /**
  * Removes known secrets from any text before it reaches a user: log lines, progress, errors.
- * Knows each secret in its plain and percent-encoded forms.
+ * Knows each secret in its plain and percent-encoded forms. From the start it knows the values in
+ * `env` of every registered backend's secret variables (Backend.secretEnv).
  */
 export class Redactor {
   readonly #secrets = new Set<string>();
 
-  constructor(env: NodeJS.ProcessEnv = process.env) {
-    for (const name of SECRET_ENV) this.add(env[name]);
+  constructor(env: NodeJS.ProcessEnv = process.env, secretEnv: Iterable<string> = defaultRegistry().secretEnv()) {
+    for (const name of secretEnv) this.add(env[name]);
+    for (const name of CONVENTIONAL_SECRET_ENV) this.add(env[name]);
   }
 
   add(secret: string | undefined): void {

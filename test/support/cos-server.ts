@@ -202,7 +202,7 @@ export class CosServer {
   readonly #credentials: CosCredential[];
   readonly #buckets = new Map<string, Bucket>();
   readonly #uploads = new Map<string, Upload>();
-  readonly #faults: CosFault[] = [];
+  readonly #faults: { fault: CosFault; op: 'UploadPart' | undefined }[] = [];
   readonly #sockets = new Set<Socket>();
   /** TCP connections accepted so far. */
   connections = 0;
@@ -267,9 +267,19 @@ export class CosServer {
     return this.#uploads.size;
   }
 
-  /** Fail the next `count` requests: 503 SlowDown, 500 InternalError, a dropped connection, or no answer. */
-  inject(fault: CosFault, count = 1): void {
-    for (let i = 0; i < count; i++) this.#faults.push(fault);
+  /**
+   * Fail the next `count` requests (or, with `op`, the next `count` part uploads): 503 SlowDown,
+   * 500 InternalError, a dropped connection, or no answer.
+   */
+  inject(fault: CosFault, count = 1, op?: 'UploadPart'): void {
+    for (let i = 0; i < count; i++) this.#faults.push({ fault, op });
+  }
+
+  #takeFault(method: string, query: Record<string, string>, headers: IncomingMessage['headers']): CosFault | undefined {
+    const isPart = method === 'PUT' && 'partNumber' in query && 'uploadId' in query && headers['x-cos-copy-source'] === undefined;
+    const i = this.#faults.findIndex((f) => f.op === undefined || (f.op === 'UploadPart' && isPart));
+    if (i < 0) return undefined;
+    return this.#faults.splice(i, 1)[0]!.fault;
   }
 
   /** Cut every open connection, as a network failure would (a body being sent stops short). */
@@ -304,7 +314,7 @@ export class CosServer {
     const key = path.slice(1);
     const host = HOST.exec(req.headers.host ?? '');
     const method = req.method ?? 'GET';
-    const fault = this.#faults.shift();
+    const fault = this.#takeFault(method, query, req.headers);
     this.requests.push({ method, bucket: host?.[1] ?? '', key, query, headers: { ...req.headers }, ...(fault ? { fault } : {}) });
 
     if (fault === 'drop') {

@@ -19,7 +19,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 const require = createRequire(import.meta.url);
 
@@ -135,22 +135,27 @@ class S3OrderStore extends FilesystemStore {
 
   /**
    * s3rver waits forever on a body whose client went away mid-way, with the bytes that came already
-   * in the object's file (so the key exists); S3 stores nothing of an incomplete body.
+   * in the object's file (so the key exists); S3 stores nothing of an incomplete body. The body is
+   * taken whole first, and only a complete one is stored.
    */
   override async putObject(object: StoredObject & { bucket: string }): Promise<{ md5: string; size: number }> {
     const content = object.content as (Readable & { complete?: boolean }) | null;
     if (typeof content?.complete !== 'boolean') return super.putObject(object);
-    const cut = new Promise<never>((_resolve, reject) => {
+    const body = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      content.on('data', (c: Buffer) => chunks.push(c));
+      content.once('end', () => resolve(Buffer.concat(chunks)));
+      content.once('error', () => {});
       content.once('close', () => {
         if (!content.complete) reject(new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.'));
       });
     });
-    try {
-      return await Promise.race([super.putObject(object), cut]);
-    } catch (err) {
-      if (!content.complete) await this.deleteObject(object.bucket, object.key);
-      throw err;
-    }
+    // s3rver answers before a Buffer body is on disk (it does not wait for the file's write): give it a stream, and wait for the file.
+    (object as { content: unknown }).content = Readable.from([body]);
+    const stored = await super.putObject(object);
+    const file = this.getResourcePath(object.bucket, object.key, 'object');
+    for (let i = 0; i < 200 && (await fsp.stat(file).then((st) => st.size, () => -1)) !== body.length; i++) await new Promise((r) => setTimeout(r, 5));
+    return stored;
   }
 
   /** s3rver removes emptied directories after a delete; parallel deletes in one directory race on that. */
@@ -283,6 +288,8 @@ export interface S3TestServer {
   accessKey: string;
   secretKey: string;
   createBucket(name: string): Promise<void>;
+  /** Multipart uploads of `bucket` started and neither completed nor aborted. */
+  pendingUploads(bucket: string): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -304,6 +311,13 @@ export async function startS3Server(options: { credentials?: Record<string, stri
     accessKey: 'S3RVER',
     secretKey: 'S3RVER',
     createBucket: async (name) => void (await store.putBucket(name)),
+    pendingUploads: async (bucket) => {
+      // An upload is a directory with its key file; a part arriving after the abort can make the directory again, without it.
+      const dir = store.getResourcePath(bucket, undefined, 'uploads');
+      const ids = await fsp.readdir(dir).catch(() => [] as string[]);
+      const live = await Promise.all(ids.map((id) => fsp.stat(join(dir, id, 'key')).then(() => true, () => false)));
+      return live.filter(Boolean).length;
+    },
     close: async () => {
       await server.close();
       await fsp.rm(directory, { recursive: true, force: true });

@@ -180,6 +180,19 @@ export class WebHdfsServer {
     return { type: n.type, owner: n.owner, group: n.group, permission: n.permission, mtime: n.mtime, length: n.length, ...(n.target ? { target: n.target } : {}) };
   }
 
+  /** Every path under `path` (not following links), as stored. */
+  walk(path: string): string[] {
+    const out: string[] = [];
+    const visit = (n: INode | undefined, at: string): void => {
+      for (const [name, child] of n?.children ?? []) {
+        out.push(`${at}/${name}`);
+        visit(child, `${at}/${name}`);
+      }
+    };
+    visit(this.#find(path), path.replace(/\/$/, ''));
+    return out.sort(byteCompare);
+  }
+
   /** Names in a directory, as stored. */
   names(path: string): string[] {
     return [...(this.#find(path)?.children?.keys() ?? [])].sort(byteCompare);

@@ -1,6 +1,6 @@
 import { NotFoundError } from '../../shared/errors.js';
 import { compareKeys } from '../../shared/storage/keys.js';
-import type { Entry, ObjectStore } from '../../shared/storage/types.js';
+import type { Entry, ListOptions, ObjectStore } from '../../shared/storage/types.js';
 
 /** ferry's own keys (metadata backups) at the root of a sync: never listed, so never deleted. */
 export const RESERVED_PREFIX = '.ferry/';
@@ -22,6 +22,13 @@ export interface ListSideOptions {
   reclaim?: (path: string, bytes: number) => void;
   /** Pages buffered ahead per sub-tree. */
   pagesAhead?: number;
+  /**
+   * Directory keys under which nothing is wanted (a filter excludes all of it: rules.ts
+   * compileSubtreeTest): tree stores do not read them. Their own entries are still listed.
+   */
+  skipDir?: (key: string) => boolean;
+  /** `--list-cutoff`: directories of more names are sorted on disk (ListOptions.listCutoff). */
+  listCutoff?: number;
 }
 
 const PAGE = 1000;
@@ -31,10 +38,19 @@ const PAGE = 1000;
  * ferry's reserved keys. With more than one list thread, the top `depth` levels are read with a
  * delimiter and the sub-trees below are listed concurrently (at most `threads` at once, a few
  * pages buffered each), then yielded in order — memory stays bounded by threads × pages.
+ *
+ * The listing starts at once and runs a page ahead of its consumer, so that the two sides of a
+ * sync are listed at the same time (more pages ahead cost memory and collection time, and gained
+ * nothing measurable). Iterate it to its end or stop it (`return()`, as `for await` does on
+ * `break`): stopping lets go of what the store holds (temporary files of large directories).
  */
-export async function* listSide(store: ObjectStore, o: ListSideOptions): AsyncIterable<Entry[]> {
-  const end = o.end;
-  const pages = o.threads > 1 ? parallelPages(store, o) : sequentialPages(store, o);
+export function listSide(store: ObjectStore, o: ListSideOptions): AsyncIterable<Entry[]> {
+  const ahead = new Prefetch(o.threads > 1 ? parallelPages(store, o) : sequentialPages(store, o), 1);
+  return bounded(ahead.drain(), o.end);
+}
+
+/** Pages up to `end` (inclusive), without ferry's reserved keys. */
+async function* bounded(pages: AsyncIterable<Entry[]>, end: string | undefined): AsyncIterable<Entry[]> {
   for await (const page of pages) {
     let out = page;
     let stop = false;
@@ -49,6 +65,16 @@ export async function* listSide(store: ObjectStore, o: ListSideOptions): AsyncIt
     if (out.length > 0) yield out;
     if (stop) return;
   }
+}
+
+/** What every list() call of a side passes on. */
+function passOn(o: ListSideOptions): Pick<ListOptions, 'signal' | 'reclaim' | 'skipDir' | 'listCutoff'> {
+  return {
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.reclaim ? { reclaim: o.reclaim } : {}),
+    ...(o.skipDir ? { skipDir: o.skipDir } : {}),
+    ...(o.listCutoff === undefined ? {} : { listCutoff: o.listCutoff }),
+  };
 }
 
 async function headStart(store: ObjectStore, o: ListSideOptions): Promise<Entry | undefined> {
@@ -68,8 +94,7 @@ async function* sequentialPages(store: ObjectStore, o: ListSideOptions): AsyncIt
   yield* store.list({
     followSymlinks: o.followSymlinks,
     ...(o.start === undefined ? {} : { startAfter: o.start }),
-    ...(o.signal ? { signal: o.signal } : {}),
-    ...(o.reclaim ? { reclaim: o.reclaim } : {}),
+    ...passOn(o),
   });
 }
 
@@ -83,8 +108,7 @@ async function* units(store: ObjectStore, prefix: string, depth: number, o: List
     prefix,
     delimiter: '/',
     followSymlinks: o.followSymlinks,
-    ...(o.signal ? { signal: o.signal } : {}),
-    ...(o.reclaim ? { reclaim: o.reclaim } : {}),
+    ...passOn(o),
   });
   const start = o.start;
   for await (const page of pages) {
@@ -94,6 +118,9 @@ async function* units(store: ObjectStore, prefix: string, depth: number, o: List
         // Stores with real directories report them here with their attributes; on object stores a
         // common prefix is not an object (a directory marker, if any, is listed in the sub-tree).
         if (store.features.dirs && (o.start === undefined || compareKeys(e.key, o.start) > 0)) yield { entry: e };
+        // Nothing under it is wanted: not listed at all. Only where the directory is an entry of
+        // its own; an object store's directory marker would be listed in the sub-tree.
+        if (store.features.dirs && o.skipDir?.(e.key)) continue;
         if (depth > 1) yield* units(store, e.key, depth - 1, o);
         else yield { prefix: e.key };
       } else yield { entry: e };
@@ -101,10 +128,15 @@ async function* units(store: ObjectStore, prefix: string, depth: number, o: List
   }
 }
 
-/** Lists one sub-tree into a small buffer while the consumer is still busy with earlier ones. */
+/**
+ * Lists into a small buffer (`max` pages) while the consumer is still busy with earlier pages.
+ * Stopping it (or stopping its drain()) ends the listing with its source's return(), which lets go
+ * of what the source holds, as soon as the page being listed arrives.
+ */
 class Prefetch {
   readonly #pages: Entry[][] = [];
   #done = false;
+  #stopped = false;
   #error: unknown;
   #wake: (() => void) | undefined;
   #space: (() => void) | undefined;
@@ -116,7 +148,8 @@ class Prefetch {
   async #run(source: AsyncIterable<Entry[]>): Promise<void> {
     try {
       for await (const p of source) {
-        while (this.#pages.length >= this.max) await new Promise<void>((r) => (this.#space = r));
+        while (this.#pages.length >= this.max && !this.#stopped) await new Promise<void>((r) => (this.#space = r));
+        if (this.#stopped) break;
         this.#pages.push(p);
         this.#wake?.();
       }
@@ -127,17 +160,27 @@ class Prefetch {
     this.#wake?.();
   }
 
+  stop(): void {
+    this.#stopped = true;
+    this.#pages.length = 0;
+    this.#space?.();
+  }
+
   async *drain(): AsyncIterable<Entry[]> {
-    for (;;) {
-      const p = this.#pages.shift();
-      if (p) {
-        this.#space?.();
-        yield p;
-        continue;
+    try {
+      for (;;) {
+        const p = this.#pages.shift();
+        if (p) {
+          this.#space?.();
+          yield p;
+          continue;
+        }
+        if (this.#error) throw this.#error;
+        if (this.#done) return;
+        await new Promise<void>((r) => (this.#wake = r));
       }
-      if (this.#error) throw this.#error;
-      if (this.#done) return;
-      await new Promise<void>((r) => (this.#wake = r));
+    } finally {
+      if (!this.#done) this.stop();
     }
   }
 }
@@ -156,8 +199,7 @@ async function* parallelPages(store: ObjectStore, o: ListSideOptions): AsyncIter
       prefix,
       followSymlinks: o.followSymlinks,
       ...(o.start !== undefined && o.start.startsWith(prefix) ? { startAfter: o.start } : {}),
-      ...(o.signal ? { signal: o.signal } : {}),
-    ...(o.reclaim ? { reclaim: o.reclaim } : {}),
+      ...passOn(o),
     });
 
   // Yield the queue's head until fewer than `threads` sub-trees are pending.
@@ -183,17 +225,22 @@ async function* parallelPages(store: ObjectStore, o: ListSideOptions): AsyncIter
     }
   }
 
-  for await (const u of units(store, '', Math.max(1, o.depth), o)) {
-    if ('entry' in u) {
-      queue.push(u.entry);
-      queued++;
-    } else {
-      if (o.start !== undefined && compareKeys(u.prefix, o.start) < 0 && !o.start.startsWith(u.prefix)) continue;
-      queue.push(new Prefetch(subtree(u.prefix), ahead));
-      active++;
+  try {
+    for await (const u of units(store, '', Math.max(1, o.depth), o)) {
+      if ('entry' in u) {
+        queue.push(u.entry);
+        queued++;
+      } else {
+        if (o.start !== undefined && compareKeys(u.prefix, o.start) < 0 && !o.start.startsWith(u.prefix)) continue;
+        queue.push(new Prefetch(subtree(u.prefix), ahead));
+        active++;
+      }
+      yield* flush(false);
     }
-    yield* flush(false);
+    yield* flush(true);
+    if (batch.length > 0) yield batch;
+  } finally {
+    // Stopped early or failed: the sub-trees listed ahead stop too.
+    for (const q of queue) if (q instanceof Prefetch) q.stop();
   }
-  yield* flush(true);
-  if (batch.length > 0) yield batch;
 }

@@ -77,6 +77,10 @@ interface CompiledRule {
   wild3: boolean;
   re: RegExp | null;
   inner: CompiledRule | null;
+  /** The pattern ends in `**`: what matches a text matches every longer text too. */
+  tailGlobstar: boolean;
+  /** The pattern ends in '/' and a single `*`: its last component is any name. */
+  tailStar: boolean;
 }
 
 type Token =
@@ -134,6 +138,78 @@ export function compileRules(rules: readonly Rule[], options: CompileOptions = {
       }
       pos = end + 1;
       segment++;
+    }
+    return true;
+  };
+}
+
+/** Could any key strictly under directory key `dir` be kept? false only when that is certain. */
+export type SubtreeTest = (dir: string) => boolean;
+
+/**
+ * For a lister that prunes: "can anything under directory key `dir` be kept by these rules?",
+ * answered false only when certain (a lister then skips the sub-tree), true ("maybe") otherwise.
+ *
+ * Layered mode: false when the directory key itself is dropped (every key under it passes the same
+ * levels, so rsync never enters it: `--exclude 'logs/'`, `--exclude 'logs/***'`), or when, at the
+ * level of its entries, an exclude rule that matches every name comes before any include rule
+ * (`--exclude 'logs/*'`, `--exclude 'logs/**'`, `--exclude '**\/logs/*'`): each entry, and so everything below it, is
+ * dropped there. An include rule before that may match something deeper, so the answer is then
+ * "maybe", as it is for any rule whose match depends on the name.
+ *
+ * Full-path mode: false when an exclude rule that matches every key under `dir` (one ending in
+ * `**` that matches `dir` itself, or `*`) comes before every include rule.
+ */
+export function compileSubtreeTest(rules: readonly Rule[], options: CompileOptions = {}): SubtreeTest {
+  const fullPath = options.matchFullPath === true;
+  const compiled = rules.map((rule) => compileRule(rule, fullPath));
+  if (!compiled.some((r) => !r.include)) return () => true;
+  const keep = compileRules(rules, options);
+  const segStarts = new Int32Array(64);
+
+  if (fullPath) {
+    return (dir: string): boolean => {
+      const base = dir.length > 0 && dir.charCodeAt(0) === 47 ? 1 : 0;
+      for (const rule of compiled) {
+        if (rule.include) return true;
+        if (rule.kind === Kind.NameAny) return false;
+        if (rule.kind === Kind.SliceRegExp && rule.tailGlobstar && regExpMatches(rule, dir, base, dir.length, -1)) return false;
+      }
+      return true;
+    };
+  }
+
+  return (dir: string): boolean => {
+    if (!dir.endsWith('/')) return true;
+    if (!keep(dir)) return false;
+    const base = dir.length > 0 && dir.charCodeAt(0) === 47 ? 1 : 0;
+    // The level of an entry of `dir`: the probe stands for any name, which the rules tested below
+    // do not look at (their last component is `*`, or they look only at the levels above).
+    const probe = dir + '\0';
+    let segment = 0;
+    for (let pos = base; pos < dir.length; pos = dir.indexOf('/', pos) + 1) {
+      if (segment === segStarts.length) return true; // deeper than worth a look: maybe
+      segStarts[segment++] = pos;
+    }
+    segStarts[segment] = dir.length;
+    for (const rule of compiled) {
+      if (rule.include) return true;
+      if (rule.dirOnly) continue;
+      switch (rule.kind) {
+        case Kind.NameAny:
+          return false;
+        case Kind.Subtree:
+          if (levelMatches(rule, probe, base, dir.length, probe.length, segment, false, segStarts)) return false;
+          break;
+        case Kind.TailRegExp:
+        case Kind.AnchoredRegExp:
+          if (rule.tailStar && levelMatches(rule, probe, base, dir.length, probe.length, segment, false, segStarts)) return false;
+          break;
+        case Kind.SliceRegExp:
+          if (rule.tailGlobstar && regExpMatches(rule, dir, base, dir.length, -1)) return false;
+          if (rule.tailStar && levelMatches(rule, probe, base, dir.length, probe.length, segment, false, segStarts)) return false;
+          break;
+      }
     }
     return true;
   };
@@ -234,6 +310,8 @@ function compileRule(rule: Rule, fullPath: boolean): CompiledRule {
     wild3: false,
     re: null,
     inner: null,
+    tailGlobstar: false,
+    tailStar: false,
   };
 
   if (!/[*?[]/.test(pattern)) {
@@ -247,6 +325,10 @@ function compileRule(rule: Rule, fullPath: boolean): CompiledRule {
   const slashes = tokens.reduce((n, tok) => (tok.t === 'char' && tok.ch === '/' ? n + 1 : n), 0);
   out.slashes = slashes;
   const onlyChars = tokens.every((tok) => tok.t === 'char');
+  const last = tokens[tokens.length - 1];
+  const beforeLast = tokens[tokens.length - 2];
+  out.tailGlobstar = last?.t === 'globstar';
+  out.tailStar = last?.t === 'star' && beforeLast?.t === 'char' && beforeLast.ch === '/';
 
   const globstars = tokens.filter((tok) => tok.t === 'globstar').length;
   if (!fullPath && globstars === 1 && body.endsWith('/***') && !body.endsWith('\\/***') && body.length > 4) {

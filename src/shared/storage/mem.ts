@@ -1,5 +1,6 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { NotFoundError } from '../errors.js';
+import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sliced, throwIfAborted } from './body.js';
 import { compareKeys } from './keys.js';
 import type { Backend } from './registry.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from './types.js';
@@ -161,7 +162,11 @@ export class MemStore implements ObjectStore {
     return i;
   }
 
-  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    return abortablePages(this.#list(options), options.signal, `${this.description} list ${JSON.stringify(options.prefix ?? '')}`);
+  }
+
+  async *#list(options: ListOptions): AsyncIterable<Entry[]> {
     const prefix = options.prefix ?? '';
     const p = Buffer.from(prefix);
     let i = this.#bound(p, false);
@@ -181,7 +186,6 @@ export class MemStore implements ObjectStore {
         i++;
       }
       if (page.length >= PAGE) {
-        options.signal?.throwIfAborted();
         yield page;
         page = [];
       }
@@ -207,26 +211,38 @@ export class MemStore implements ObjectStore {
     return this.#entry(i);
   }
 
+  /** The bytes come in slices of at most 1 MiB (no copy), so that a signal can stop a reader between them. */
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    const what = `${this.description} get ${JSON.stringify(key)}`;
+    throwIfAborted(options.signal, what);
     const i = this.#index(key);
     if (i < 0) throw new NotFoundError(`${this.description}: ${JSON.stringify(key)} not found`);
     const data = this.#blobs[this.#blob[i]!]!;
     const start = Math.min(options.offset ?? 0, data.length);
     const end = options.length === undefined ? data.length : Math.min(data.length, start + options.length);
-    return Readable.from([data.subarray(start, end)], { objectMode: false });
+    return abortable(sliced(data.subarray(start, end)), options.signal, what);
   }
 
+  /** The key changes only once the whole body is in: a failed or interrupted put leaves it as it was. */
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
+    const what = `${this.description} put ${JSON.stringify(key)}`;
+    const signal = options.signal;
+    const unhook = destroyOnAbort(body, signal, what);
     let data: Buffer;
-    if (Buffer.isBuffer(body)) data = body;
-    else {
-      const chunks: Buffer[] = [];
-      for await (const c of body) {
-        options.signal?.throwIfAborted();
-        chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array));
-      }
-      data = chunks.length === 0 ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    try {
+      throwIfAborted(signal, what);
+      if (Buffer.isBuffer(body)) {
+        checkDeclaredSize(body, options.size, what);
+        data = body;
+      } else data = await readBody(body, options.size, what);
+      throwIfAborted(signal, what);
+    } catch (err) {
+      if (!Buffer.isBuffer(body)) body.destroy();
+      throw orAborted(err, signal, what);
+    } finally {
+      unhook();
     }
+    if (data.length === 0) data = EMPTY;
     const attrs: Attrs = {};
     if (options.mtime !== undefined) attrs.mtime = options.mtime;
     if (options.mode !== undefined) attrs.mode = options.mode;

@@ -18,6 +18,8 @@ export function withPrefix(inner: ObjectStore, prefix: string): ObjectStore {
     async *list(options: ListOptions = {}) {
       const o: ListOptions = { ...options, prefix: prefix + (options.prefix ?? '') };
       if (options.startAfter !== undefined) o.startAfter = prefix + options.startAfter;
+      const skipDir = options.skipDir;
+      if (skipDir) o.skipDir = (key) => key.length > n && key.startsWith(prefix) && skipDir(key.slice(n));
       for await (const page of inner.list(o)) yield strip(page);
     },
     async head(key, options) {

@@ -22,6 +22,13 @@ export interface Backend {
   aliases?: string[];
   /** One line for --help and for the list of supported schemes. */
   summary: string;
+  /**
+   * The environment variables the backend takes credentials from (what a worker elsewhere must be
+   * given to open the same store), e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.
+   */
+  credentialEnv?: readonly string[];
+  /** Those of `credentialEnv` whose values are secrets: redacted from everything ferry shows. */
+  secretEnv?: readonly string[];
   /** Open the store rooted at the address's bucket (or directory); the prefix is applied by the caller. */
   open(address: Address, options: OpenOptions): Promise<ObjectStore>;
 }
@@ -54,6 +61,22 @@ export class BackendRegistry {
 
   schemes(): string[] {
     return [...this.#backends.keys()].sort();
+  }
+
+  /** Every registered backend's credentialEnv, once each. */
+  credentialEnv(): string[] {
+    return this.#union((b) => b.credentialEnv);
+  }
+
+  /** Every registered backend's secretEnv, once each. */
+  secretEnv(): string[] {
+    return this.#union((b) => b.secretEnv);
+  }
+
+  #union(of: (b: Backend) => readonly string[] | undefined): string[] {
+    const names = new Set<string>();
+    for (const b of this.#backends.values()) for (const n of of(b) ?? []) names.add(n);
+    return [...names].sort();
   }
 
   /** Open the store an address names, rooted at its prefix: keys are relative to it. */

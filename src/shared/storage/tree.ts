@@ -56,6 +56,8 @@ export interface ReadRequest {
   after?: string;
   /** Following links: also say the directory's own identity (for the top of the walk). */
   identify?: boolean;
+  /** The directory's size as its parent listed it (what a store may guess its number of names from). */
+  size?: number;
 }
 
 /** A directory's records, and its own identity when asked for it. */
@@ -66,126 +68,179 @@ export interface DirListing {
   error?: string;
 }
 
-type WalkStep = ReadRequest | { page: Entry[] };
-
 /**
- * The recursive listing of a directory tree in UTF-8 byte order of the keys, shared by every store
- * that is a tree (file, sftp, hdfs). Each directory is read whole and sorted with '/' appended to
- * sub-directory names (so 'a-b' comes before 'a/', as in S3); only the directories on the current
- * path are held. Symlinked directories are entered when following links, never twice on one path.
- *
- * The walk does no I/O: it yields read requests and is resumed with the records (empty when the
- * directory does not exist), so each store reads its own way.
+ * A directory whose records come sorted, a page at a time, from a store that holds only the names
+ * while it sorts (file/index.ts): what a very large directory costs is then its names, not its
+ * records.
  */
-export function* walkTree(o: { prefix: string; startAfter?: string; shallow: boolean; follow: boolean; pageSize: number }): Generator<WalkStep, void, DirListing> {
-  const isDir = (r: WalkRecord) => r.kind === 'd' || (o.follow && r.kind === 'l' && r.follow?.kind === 'd');
-  const after = o.startAfter;
-  let topId: string | undefined;
-  /** Why the directory just read could not be read, if it could not. */
-  let readError: string | undefined;
-  function* read(dir: string, namePrefix: string, identify = false): Generator<WalkStep, WalkRecord[], DirListing> {
-    const req: ReadRequest = { read: dir, namePrefix };
-    if (after !== undefined && after.startsWith(dir)) req.after = after.slice(dir.length);
-    if (identify) req.identify = true;
-    const listing = yield req;
-    if (identify) topId = listing.id;
-    if (listing.error !== undefined) readError = listing.error;
-    const keyed: { r: WalkRecord; k: string }[] = [];
-    for (const r of listing.records) {
-      const k = isDir(r) ? r.name + '/' : r.name;
-      if (k.startsWith(namePrefix)) keyed.push({ r, k });
-    }
-    keyed.sort((a, b) => compareKeys(a.k, b.k));
-    return keyed.map((x) => x.r);
-  }
-  const slash = o.prefix.lastIndexOf('/');
-  const startDir = o.prefix.slice(0, slash + 1);
-  const top = yield* read(startDir, o.prefix.slice(slash + 1), o.follow && !o.shallow);
-  const stack: { dir: string; records: WalkRecord[]; next: number; seen: Set<string> }[] = [{ dir: startDir, records: top, next: 0, seen: new Set(topId === undefined ? [] : [topId]) }];
-  let page: Entry[] = [];
-  while (stack.length > 0) {
-    const level = stack[stack.length - 1]!;
-    const r = level.records[level.next++];
-    if (!r) {
-      stack.pop();
-      continue;
-    }
-    const dir = isDir(r);
-    const key = level.dir + r.name + (dir ? '/' : '');
-    const emit = after === undefined || compareKeys(key, after) > 0;
-    // A directory before startAfter may still hold keys after it.
-    const descend = dir && !o.shallow && (emit || after!.startsWith(key));
-    if (!emit && !descend) continue;
-    // A directory is read before its own entry goes out, so that an unreadable one carries the error.
-    let sub: { records: WalkRecord[]; seen: Set<string> } | undefined;
-    let unreadable: string | undefined;
-    if (descend) {
-      const id = r.kind === 'l' ? r.follow?.id : r.id;
-      if (id === undefined || !level.seen.has(id)) {
-        readError = undefined;
-        sub = { records: yield* read(key, ''), seen: id === undefined ? level.seen : new Set(level.seen).add(id) };
-        unreadable = readError;
-      }
-    }
-    if (emit) {
-      const f = o.follow && r.kind === 'l' && r.follow ? r.follow : null;
-      const a = f ?? r;
-      const e: Entry = { key, size: dir ? 0 : a.size, mtime: a.mtime, isDir: dir };
-      if (a.mode !== undefined) e.mode = a.mode;
-      if (a.uid !== undefined) e.uid = a.uid;
-      if (a.gid !== undefined) e.gid = a.gid;
-      if (!f && r.kind === 'l') {
-        e.isSymlink = true;
-        e.target = r.target ?? '';
-      }
-      if (a.kind === 'o') e.special = a.special ?? 'special file';
-      const error = r.error ?? unreadable;
-      if (error !== undefined) e.error = error;
-      page.push(e);
-      if (page.length >= o.pageSize) {
-        yield { page };
-        page = [];
-      }
-    }
-    if (sub) stack.push({ dir: key, records: sub.records, next: 0, seen: sub.seen });
-  }
-  if (page.length > 0) yield { page };
+export interface SortedRecords {
+  /**
+   * The next records in key order (sorted with '/' appended to directory names, as the walk sorts
+   * a DirListing); none at the end.
+   */
+  next(): Promise<WalkRecord[]>;
+  /** Let go of what it holds (temporary files); called once, also when the listing stops early. */
+  close(): Promise<void>;
+}
+
+/** Records already in key order, as one page. */
+export function inOrder(records: WalkRecord[]): SortedRecords {
+  let page: WalkRecord[] = records;
+  return {
+    next: async () => {
+      const out = page;
+      page = [];
+      return out;
+    },
+    close: async () => {
+      page = [];
+    },
+  };
+}
+
+/** A directory read the SortedRecords way. */
+export interface SortedListing {
+  sorted: SortedRecords;
+  id?: string;
+  error?: string;
+}
+
+/** One directory on the path the walk is in. */
+interface Level {
+  dir: string;
+  /** Records in key order: the whole directory, or the current page of `source`. */
+  records: WalkRecord[];
+  next: number;
+  source: SortedRecords | undefined;
+  /** Names a sorted source gives must start with this (a DirListing is filtered when it is sorted). */
+  namePrefix: string;
+  /** Identities of the directories on the path, for following links. */
+  seen: Set<string>;
 }
 
 /**
- * A tree store's list(): the walk driven by the store's `readDir`, in pages of `pageSize`.
- * Only the delimiter '/' is supported.
+ * A tree store's list(): the recursive listing of a directory tree in UTF-8 byte order of the keys,
+ * shared by every store that is a tree (file, sftp, hdfs), in pages of `pageSize`. A directory comes
+ * from the store's `readDir` whole (a DirListing, which the walk sorts with '/' appended to
+ * sub-directory names, so that 'a-b' comes before 'a/', as in S3) or sorted a page at a time (a
+ * SortedListing); only the directories on the current path are held. Symlinked directories are
+ * entered when following links, never twice on one path. Directories for which
+ * `options.skipDir` says so are listed but not read. Only the delimiter '/' is supported.
  */
-export async function* listTree(options: ListOptions, pageSize: number, readDir: (req: ReadRequest, follow: boolean) => Promise<DirListing>): AsyncIterable<Entry[]> {
+export async function* listTree(options: ListOptions, pageSize: number, readDir: (req: ReadRequest, follow: boolean) => Promise<DirListing | SortedListing>): AsyncIterable<Entry[]> {
   if (options.delimiter !== undefined && options.delimiter !== '/') throw new Error(`a directory tree lists only with delimiter '/', not ${JSON.stringify(options.delimiter)}`);
   const follow = options.followSymlinks ?? false;
-  const walk = walkTree({
-    prefix: options.prefix ?? '',
-    ...(options.startAfter === undefined ? {} : { startAfter: options.startAfter }),
-    shallow: options.delimiter !== undefined,
-    follow,
-    pageSize,
-  });
-  let step = walk.next();
-  while (!step.done) {
-    const s = step.value;
-    if ('page' in s) {
-      yield s.page;
-      step = walk.next();
-    } else {
-      options.signal?.throwIfAborted();
-      let listing: DirListing;
-      try {
-        listing = await readDir(s, follow);
-      } catch (err) {
-        // A sub-directory that cannot be read (permission denied, a path too long for the system,
-        // an I/O error after the store's retries) fails its own key, which the walk marks, and the
-        // listing goes on: a sync then protects that sub-tree from deletion. The top must be read.
-        if (s.read === (options.prefix ?? '').slice(0, (options.prefix ?? '').lastIndexOf('/') + 1) || options.signal?.aborted || isAbort(err)) throw err;
-        listing = { records: [], error: (err as Error).message };
-      }
-      step = walk.next(listing);
+  const shallow = options.delimiter !== undefined;
+  const prefix = options.prefix ?? '';
+  const after = options.startAfter;
+  const skipDir = options.skipDir;
+  const signal = options.signal;
+  const isDir = (r: WalkRecord) => r.kind === 'd' || (follow && r.kind === 'l' && r.follow?.kind === 'd');
+  const slash = prefix.lastIndexOf('/');
+  const startDir = prefix.slice(0, slash + 1);
+
+  /** Read a directory: its level, its identity when asked, and why it could not be read. */
+  const open = async (dir: string, namePrefix: string, seen: Set<string>, identify: boolean, size?: number): Promise<{ level: Level; id?: string; error?: string }> => {
+    signal?.throwIfAborted();
+    const req: ReadRequest = { read: dir, namePrefix };
+    if (after !== undefined && after.startsWith(dir)) req.after = after.slice(dir.length);
+    if (identify) req.identify = true;
+    if (size !== undefined) req.size = size;
+    let listing: DirListing | SortedListing;
+    try {
+      listing = await readDir(req, follow);
+    } catch (err) {
+      // A sub-directory that cannot be read (permission denied, a path too long for the system,
+      // an I/O error after the store's retries) fails its own key, which the walk marks, and the
+      // listing goes on: a sync then protects that sub-tree from deletion. The top must be read.
+      if (dir === startDir || signal?.aborted || isAbort(err)) throw err;
+      listing = { records: [], error: (err as Error).message };
     }
+    const level: Level = { dir, records: [], next: 0, source: undefined, namePrefix: '', seen };
+    if ('sorted' in listing) {
+      level.source = listing.sorted;
+      level.namePrefix = namePrefix;
+    } else {
+      const keyed: { r: WalkRecord; k: string }[] = [];
+      for (const r of listing.records) {
+        const k = isDir(r) ? r.name + '/' : r.name;
+        if (k.startsWith(namePrefix)) keyed.push({ r, k });
+      }
+      keyed.sort((a, b) => compareKeys(a.k, b.k));
+      level.records = keyed.map((x) => x.r);
+    }
+    return { level, ...(listing.id === undefined ? {} : { id: listing.id }), ...(listing.error === undefined ? {} : { error: listing.error }) };
+  };
+
+  const stack: Level[] = [];
+  try {
+    const top = await open(startDir, prefix.slice(slash + 1), new Set(), follow && !shallow);
+    if (top.id !== undefined) top.level.seen.add(top.id);
+    stack.push(top.level);
+    let page: Entry[] = [];
+    while (stack.length > 0) {
+      const level = stack[stack.length - 1]!;
+      const r = level.records[level.next++];
+      if (!r) {
+        if (level.source) {
+          signal?.throwIfAborted();
+          level.records = await level.source.next();
+          level.next = 0;
+          if (level.records.length > 0) continue;
+          const source = level.source;
+          level.source = undefined;
+          await source.close();
+        }
+        stack.pop();
+        continue;
+      }
+      const dir = isDir(r);
+      const name = dir ? r.name + '/' : r.name;
+      if (level.namePrefix !== '' && !name.startsWith(level.namePrefix)) continue;
+      const key = level.dir + name;
+      const emit = after === undefined || compareKeys(key, after) > 0;
+      // A directory before startAfter may still hold keys after it. One that could not be looked
+      // at (an error record) is not entered; its entry carries the error.
+      const descend = dir && !shallow && r.error === undefined && (emit || after!.startsWith(key)) && !(skipDir !== undefined && skipDir(key));
+      if (!emit && !descend) continue;
+      // A directory is read before its own entry goes out, so that an unreadable one carries the error.
+      let sub: Level | undefined;
+      let unreadable: string | undefined;
+      if (descend) {
+        const id = r.kind === 'l' ? r.follow?.id : r.id;
+        if (id === undefined || !level.seen.has(id)) {
+          const read = await open(key, '', id === undefined ? level.seen : new Set(level.seen).add(id), false, r.kind === 'l' ? r.follow?.size : r.size);
+          sub = read.level;
+          unreadable = read.error;
+        }
+      }
+      // Held on the stack before anything is yielded: a listing stopped at the yield closes it.
+      if (sub) stack.push(sub);
+      if (emit) {
+        const f = follow && r.kind === 'l' && r.follow ? r.follow : null;
+        const a = f ?? r;
+        const e: Entry = { key, size: dir ? 0 : a.size, mtime: a.mtime, isDir: dir };
+        if (a.mode !== undefined) e.mode = a.mode;
+        if (a.uid !== undefined) e.uid = a.uid;
+        if (a.gid !== undefined) e.gid = a.gid;
+        if (!f && r.kind === 'l') {
+          e.isSymlink = true;
+          e.target = r.target ?? '';
+        }
+        if (a.kind === 'o') e.special = a.special ?? 'special file';
+        const error = r.error ?? unreadable;
+        if (error !== undefined) e.error = error;
+        page.push(e);
+        if (page.length >= pageSize) {
+          yield page;
+          page = [];
+        }
+      }
+    }
+    if (page.length > 0) yield page;
+  } finally {
+    // Stopped early (or failed): what the open directories hold goes.
+    for (const level of stack) await level.source?.close().catch(() => {});
   }
 }
 

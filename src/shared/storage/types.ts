@@ -43,6 +43,17 @@ export interface ListOptions {
    * listing asks for this; without it temporaries are hidden and left alone.
    */
   reclaim?: (path: string, bytes: number) => void;
+  /**
+   * Tree stores: a directory key for which this says true is listed, but not read: nothing under
+   * it is wanted (a filter excludes all of it). Stores that list by prefix may ignore it.
+   */
+  skipDir?: (key: string) => boolean;
+  /**
+   * `--list-cutoff`: a directory of more names than this is sorted on disk (sorted runs in a
+   * temporary file, merged as the listing goes) instead of in memory. Stores that sort directories
+   * themselves honour it; the default is 1,000,000.
+   */
+  listCutoff?: number;
   signal?: AbortSignal;
 }
 
@@ -56,7 +67,10 @@ export interface GetOptions {
 }
 
 export interface PutOptions {
-  /** The body's size when known; backends use it to choose single or multipart upload. */
+  /**
+   * The body's size when known; backends use it to choose single or multipart upload. It is
+   * enforced: a body of another length fails with SourceChangedError and stores nothing.
+   */
   size?: number;
   mtime?: number;
   mode?: number;
@@ -117,13 +131,27 @@ export interface ObjectStore {
   readonly description: string;
   readonly features: Features;
 
-  /** Pages of entries in UTF-8 byte order of the key. Throws ListOrderError if the source breaks it. */
+  /**
+   * Pages of entries in UTF-8 byte order of the key. Throws ListOrderError if the source breaks it,
+   * and AbortedError once `options.signal` has fired.
+   */
   list(options?: ListOptions): AsyncIterable<Entry[]>;
   /** Throws NotFoundError when the key does not exist. */
   head(key: string, options?: { followSymlinks?: boolean; signal?: AbortSignal }): Promise<Entry>;
+  /** The call, and reading the stream, fail with AbortedError once `options.signal` fires. */
   get(key: string, options?: GetOptions): Promise<Readable>;
+  /**
+   * Store `body` under `key`, whole or not at all: a failed put, one whose body is not its
+   * announced `size` (SourceChangedError), or one interrupted by its signal (AbortedError) leaves
+   * the key as it was, and no temporary or open multipart upload behind. (Written in place,
+   * `features.inplace` with --inplace, a file holds what was written before the failure.)
+   */
   put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<void>;
-  /** Deleting a key that does not exist succeeds. A directory key removes an empty directory. */
+  /**
+   * Deleting a key that does not exist succeeds. Where directories are real (features.dirs), a
+   * directory key removes an empty directory and fails with NotEmptyError when it holds entries;
+   * elsewhere a directory key is a marker object, and only the marker is deleted.
+   */
   delete(key: string, options?: { signal?: AbortSignal }): Promise<void>;
 
   /** features.dirs */

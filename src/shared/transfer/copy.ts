@@ -1,6 +1,6 @@
 import type { Duplex, Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
-import { ChecksumMismatchError, FatalError, NotFoundError, SourceChangedError, retryClassOf } from '../errors.js';
+import { ChecksumMismatchError, FatalError, NotEmptyError, NotFoundError, SourceChangedError, retryClassOf } from '../errors.js';
 import type { Entry, ObjectStore, PutOptions } from '../storage/types.js';
 import { throttle, type ByteRateLimiter } from '../throttle/bucket.js';
 import { DigestTap, digestOf } from './checksum.js';
@@ -142,7 +142,7 @@ export class Transfer {
       await store.delete(e.key, { signal: this.o.signal });
     } catch (err) {
       // A directory that still holds excluded or failed keys stays.
-      if (e.isDir && (err as { cause?: { code?: string } }).cause?.code === 'ENOTEMPTY') {
+      if (e.isDir && err instanceof NotEmptyError) {
         return { result: 'kept', bytes: 0, checked: false, warning: `${store.description}${e.key} is not empty: kept` };
       }
       throw err;

@@ -77,3 +77,57 @@ describe.each(stores)('listSide on %s', (_name, make) => {
     expect(files(await collect(store, { start: 'a/b/2', end: 'b', threads: 3, depth: 2 }))).toEqual(want);
   });
 });
+
+describe.each(stores)('listSide on %s: sub-trees not wanted', (name, make) => {
+  const store = make();
+
+  it('passes skipDir to the store: tree stores list the directory but nothing under it', async () => {
+    const skipDir = (key: string) => key === 'a/b/' || key === 'c/';
+    for (const [threads, depth] of [
+      [1, 1],
+      [3, 1],
+      [3, 2],
+    ] as const) {
+      const got = await collect(store, { skipDir, threads, depth });
+      if (name === 'file') {
+        expect(got.filter((k) => k.startsWith('a/b/') || k.startsWith('c/')), `threads ${threads} depth ${depth}`).toEqual(['a/b/', 'c/']);
+      } else {
+        // Object stores may ignore it (a prefix is no entry of its own there).
+        expect(got.filter((k) => !k.endsWith('/'))).toEqual(keys.filter((k) => !k.startsWith('.ferry/')));
+      }
+    }
+  });
+});
+
+describe('listSide: stopping early', () => {
+  it('lets go of what the store holds when the consumer stops', async () => {
+    // A side listed ahead of its consumer kept its store's listing (and its temporary files) open.
+    let returned = 0;
+    const unused = () => Promise.reject(new Error('not used by this test'));
+    const endless: ObjectStore = {
+      scheme: 'mem',
+      description: 'endless',
+      features: {},
+      list: () =>
+        (async function* () {
+          try {
+            for (let i = 0; ; i++) yield [{ key: `k${String(i).padStart(9, '0')}`, size: 0, mtime: 0, isDir: false }];
+          } finally {
+            returned++;
+          }
+        })(),
+      head: unused,
+      get: unused,
+      put: unused,
+      delete: unused,
+    };
+    let n = 0;
+    for await (const page of listSide(endless, { followSymlinks: false, threads: 1, depth: 1 })) {
+      n += page.length;
+      if (n >= 5) break;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    expect(returned).toBe(1);
+  });
+});
+

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileRules, type CompileOptions, type Rule } from '../../../src/shared/filter/rules.js';
+import { compileRules, compileSubtreeTest, type CompileOptions, type Rule } from '../../../src/shared/filter/rules.js';
 
 const inc = (pattern: string): Rule => ({ include: true, pattern });
 const exc = (pattern: string): Rule => ({ include: false, pattern });
@@ -380,3 +380,80 @@ describe('compileRules: invalid patterns', () => {
     expectTable([exc('/')], { a: true, 'a/': true });
   });
 });
+
+/** dir → may anything under it be kept?, for every directory of the table. */
+function expectSubtrees(rules: Rule[], table: Record<string, boolean>, options?: CompileOptions): void {
+  const test = compileSubtreeTest(rules, options);
+  const got = Object.fromEntries(Object.keys(table).map((dir) => [dir, test(dir)]));
+  expect(got).toEqual(table);
+}
+
+/** Names below a directory, at several depths, of files and directories. */
+const BELOW = ['f', 'a.txt', '4.png', '0x', 'keep/', 'keep/f', 'sub/deep/g.txt', 'logs/', 'logs/f', 'b/', 'b/c', 'cache/z', 'pic/', 'pic/4.png', '.x'];
+
+describe('compileSubtreeTest: can anything under a directory be kept (listers skip the sub-tree when not)', () => {
+  // The layered verdicts were checked against rsync 3.2 (`rsync -r --dry-run` with the same rules
+  // over a tree holding BELOW in each directory): every "false" is a directory of which rsync
+  // transfers nothing; every "true" one of which it transfers something, except where noted.
+  it.each<[string, Rule[], Record<string, boolean>]>([
+    ["--exclude 'logs/'", [exc('logs/')], { 'logs/': false, 'a/logs/': false, 'logs2/': true, 'a/': true }],
+    ["--exclude 'logs/***'", [exc('logs/***')], { 'logs/': false, 'a/logs/': false, 'logs/sub/': false, 'xlogs/': true }],
+    ["--exclude '/logs/***'", [exc('/logs/***')], { 'logs/': false, 'a/logs/': true }],
+    ["--exclude 'logs/*'", [exc('logs/*')], { 'logs/': false, 'a/logs/': false, 'logs/sub/': false, 'logs2/': true }],
+    ["--exclude 'logs/**'", [exc('logs/**')], { 'logs/': false, 'a/logs/': false }],
+    ["--exclude '/logs/**'", [exc('/logs/**')], { 'logs/': false, 'a/logs/': true }],
+    ["--exclude 'logs' (files and directories)", [exc('logs')], { 'logs/': false, 'a/logs/': false, 'a/': true }],
+    ["--exclude '**/cache/**'", [exc('**/cache/**')], { 'cache/': false, 'x/cache/': false, 'x/': true }],
+    ["--exclude '**/b/*'", [exc('**/b/*')], { 'a/b/': false, 'x/a/b/': false, 'a/': true }],
+    ["--exclude '/a/b/*'", [exc('/a/b/*')], { 'a/b/': false, 'x/a/b/': true }],
+    ["--exclude '*' and '*/'", [exc('*/')], { 'a/': false, 'x/a/b/': false }],
+    ["--exclude '.*'", [exc('.*')], { '.git/': false, 'a/': true }],
+    ['an include before the exclude keeps what it may match deeper', [inc('*.txt'), exc('logs/*')], { 'logs/': true, 'a/': true }],
+    ['an include after it is never reached', [exc('logs/*'), inc('*.txt')], { 'logs/': false }],
+    // logs/logs/ would be kept (it is named logs): "maybe".
+    ["--include 'logs/' --exclude '*'", [inc('logs/'), exc('*')], { 'logs/': true, 'other/': false }],
+    // rsync transfers nothing under pic/ here (no entry is named pic or 4.png), but one could be: "maybe".
+    ["--include 'pic/' --include '4.png' --exclude '*'", [inc('pic/'), inc('4.png'), exc('*')], { 'pic/': true, 'other/': false }],
+    ["--include '*/' --exclude '*' (directories only)", [inc('*/'), exc('*')], { 'a/': true }],
+    ['patterns that match some names only', [exc('logs/[a-z]*'), exc('logs/x'), exc('*.tmp'), exc('logs/*/')], { 'logs/': true, 'x.tmp/': false }],
+    ["--include 'logs/keep/' --exclude 'logs/*'", [inc('logs/keep/'), exc('logs/*')], { 'logs/': true }],
+  ])('layered: %s', (_name, rules, table) => {
+    expectSubtrees(rules, table);
+  });
+
+  it.each<[string, Rule[], Record<string, boolean>]>([
+    // juicefs: 'logs/' matches the key "logs/" only, not the keys in it.
+    ["--exclude 'logs/'", [exc('logs/')], { 'logs/': true }],
+    ["--exclude 'logs/**'", [exc('logs/**')], { 'logs/': false, 'a/logs/': false, 'xlogs/': true }],
+    ["--exclude '/logs/**'", [exc('/logs/**')], { 'logs/': false, 'a/logs/': true }],
+    ["--exclude '*'", [exc('*')], { 'a/': false }],
+    ['an include first', [inc('*.txt'), exc('**')], { 'a/': true }],
+  ])('full path: %s', (_name, rules, table) => {
+    expectSubtrees(rules, table, FULL);
+  });
+
+  it('no exclude rule: always maybe', () => {
+    expectSubtrees([], { 'a/': true });
+    expectSubtrees([inc('x')], { 'a/': true });
+  });
+
+  it('never says "nothing" of a directory under which the matcher keeps a key', () => {
+    const ruleSets: Rule[][] = [
+      [exc('logs/')], [exc('logs/***')], [exc('logs/*')], [exc('logs/**')], [exc('**/b/*')], [exc('*/*')], [exc('/*/*')],
+      [inc('*.txt'), exc('logs/*')], [inc('keep/'), exc('logs/**')], [inc('pic/'), inc('4.png'), exc('*')], [inc('*/'), exc('*')],
+      [exc('b'), inc('*.txt'), exc('*')], [exc('[a-k]*/*'), exc('*/[a-c]*')], [exc('**/keep/**'), inc('*.txt'), exc('*/*/*')],
+    ];
+    const dirs = ['logs/', 'a/logs/', 'a/', 'a/b/', 'x/a/b/', 'keep/', 'pic/', 'b/', 'z/', 'logs/keep/'];
+    for (const options of [{}, FULL]) {
+      for (const rules of ruleSets) {
+        const keep = compileRules(rules, options);
+        const test = compileSubtreeTest(rules, options);
+        for (const dir of dirs) {
+          if (test(dir)) continue;
+          for (const below of BELOW) expect(keep(dir + below), `${JSON.stringify(rules)} ${JSON.stringify(options)}: ${dir}${below}`).toBe(false);
+        }
+      }
+    }
+  });
+});
+

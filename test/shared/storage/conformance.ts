@@ -3,9 +3,12 @@
  * `describeConformance`; a capability the store does not declare skips the tests that need it.
  */
 import { createHash } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compareKeys } from '../../../src/shared/storage/keys.js';
+import { isTempName } from '../../../src/shared/storage/temp.js';
 import type { Entry, ObjectStore } from '../../../src/shared/storage/types.js';
 
 export type Fault = 'throttle' | 'error' | 'drop';
@@ -26,6 +29,17 @@ export interface ConformanceTarget {
   inject?(fault: Fault, count: number): void;
   /** The same store opened with credentials the server refuses. */
   openWithBadCredentials?(): Promise<ObjectStore>;
+  /**
+   * A body size that goes up in parts (features.multipart); default `bigObjectBytes` where the store
+   * has multipart, else 8 MiB (past every store's whole-body path).
+   */
+  multipartBytes?: number;
+  /** Make the server answer the next request that uploads a part with 500 InternalError. */
+  failNextPart?(): void;
+  /** Multipart uploads started and neither completed nor aborted. */
+  pendingUploads?(): Promise<number>;
+  /** Temporaries (temp.ts) anywhere under the store's root, where a tree store writes before renaming. */
+  temporaries?(): Promise<string[]>;
 }
 
 /** Deterministic bytes: the same (size, seed) always gives the same stream. */
@@ -60,6 +74,11 @@ export async function sha256(stream: AsyncIterable<Buffer | Uint8Array>): Promis
   return { hex: h.digest('hex'), size };
 }
 
+/** The temporaries (temp.ts) under a directory of this machine: `temporaries` of stores whose root is local. */
+export async function localTemporaries(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).filter((p) => isTempName(basename(p)));
+}
+
 export async function readAll(stream: AsyncIterable<Buffer | Uint8Array>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(Buffer.from(c));
@@ -83,6 +102,27 @@ async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Prom
 
 async function rejectsWithCode(p: Promise<unknown>, code: string): Promise<void> {
   await expect(p).rejects.toMatchObject({ code });
+}
+
+/**
+ * A body that gives `bytes` bytes of pattern, then asks `onStall` once and gives nothing more (a
+ * source that hangs): a store must not wait for it once its signal fires.
+ */
+function stallingBody(bytes: number, onStall: () => void): Readable {
+  let sent = 0;
+  let stalled = false;
+  return new Readable({
+    read() {
+      if (sent < bytes) {
+        const n = Math.min(64 * 1024, bytes - sent);
+        sent += n;
+        this.push(Buffer.alloc(n, sent & 0xff));
+      } else if (!stalled) {
+        stalled = true;
+        onStall();
+      }
+    },
+  });
 }
 
 export function describeConformance(name: string, setup: () => Promise<ConformanceTarget>): void {
@@ -239,6 +279,161 @@ export function describeConformance(name: string, setup: () => Promise<Conforman
         await s.delete('del/b');
       }
       expect((await listAll(s, { prefix: 'del/' })).filter((e) => !e.isDir)).toEqual([]);
+    });
+
+    /** What a failed or interrupted put may not leave: temporaries of tree stores, open multipart uploads. */
+    async function nothingLeftOver(): Promise<void> {
+      if (t.temporaries) expect(await t.temporaries()).toEqual([]);
+      if (t.pendingUploads) expect(await t.pendingUploads()).toBe(0);
+    }
+
+    function multipartSize(): number {
+      return t.multipartBytes ?? (s.features.multipart ? (t.bigObjectBytes ?? 100 * 1024 * 1024) : 8 * 1024 * 1024);
+    }
+
+    describe('contract', () => {
+      it('refuses to delete a directory that holds entries with FERRY_NOT_EMPTY (features.dirs)', async (ctx) => {
+        // Regression: HDFS and SFTP failed such a delete as FERRY_FATAL, and only the file store's error carried ENOTEMPTY, as a cause.
+        if (!s.features.dirs || !s.mkdir) return ctx.skip();
+        await s.put('notempty/d/f', Buffer.from('kept'), { size: 4 });
+        await s.mkdir('notempty/e/sub/');
+        await rejectsWithCode(s.delete('notempty/d/'), 'FERRY_NOT_EMPTY');
+        await rejectsWithCode(s.delete('notempty/e/'), 'FERRY_NOT_EMPTY');
+        expect((await readAll(await s.get('notempty/d/f'))).toString()).toBe('kept');
+        expect((await s.head('notempty/e/sub/')).isDir).toBe(true);
+        // Emptied, it goes.
+        await s.delete('notempty/d/f');
+        await s.delete('notempty/d/');
+        await rejectsWithCode(s.head('notempty/d/'), 'FERRY_NOT_FOUND');
+        expect((await listAll(s, { prefix: 'notempty/' })).map((e) => e.key)).toEqual(['notempty/e/', 'notempty/e/sub/']);
+      });
+
+      it('deletes only the marker key of a directory where directories are not real', async (ctx) => {
+        if (s.features.dirs) return ctx.skip();
+        await s.put('markers/d/', Buffer.alloc(0), { size: 0 });
+        await s.put('markers/d/f', Buffer.from('kept'), { size: 4 });
+        await s.delete('markers/d/');
+        await rejectsWithCode(s.head('markers/d/'), 'FERRY_NOT_FOUND');
+        expect((await readAll(await s.get('markers/d/f'))).toString()).toBe('kept');
+        expect((await listAll(s, { prefix: 'markers/' })).map((e) => e.key)).toEqual(['markers/d/f']);
+      });
+
+      it('answers FERRY_ABORTED to list, get and put when the signal has fired already, and changes nothing', async () => {
+        // Regression: each store answered an aborted signal its own way (Node's AbortError, the signal's DOMException, FERRY_FATAL), and the file and mem stores wrote a buffer anyway.
+        await s.put('aborted/old', Buffer.from('old'), { size: 3 });
+        const aborted = AbortSignal.abort();
+        await rejectsWithCode(listAll(s, { prefix: 'aborted/', signal: aborted }), 'FERRY_ABORTED');
+        await rejectsWithCode(
+          s.get('aborted/old', { signal: aborted }).then((b) => readAll(b)),
+          'FERRY_ABORTED',
+        );
+        await rejectsWithCode(s.put('aborted/old', Buffer.from('new'), { size: 3, signal: aborted }), 'FERRY_ABORTED');
+        await rejectsWithCode(s.put('aborted/new', Readable.from([Buffer.from('new')]), { size: 3, signal: aborted }), 'FERRY_ABORTED');
+        expect((await readAll(await s.get('aborted/old'))).toString()).toBe('old');
+        await rejectsWithCode(s.head('aborted/new'), 'FERRY_NOT_FOUND');
+        await nothingLeftOver();
+      });
+
+      it('stops a listing with FERRY_ABORTED when the signal fires while a page is read, or between pages', async () => {
+        // Regression: tree stores went on yielding the pages of a large directory after the signal fired, and others stopped with a DOMException.
+        const keys = Array.from({ length: 1001 }, (_, i) => `abortlist/k${String(i).padStart(4, '0')}`);
+        await pool(keys, 16, (k) => s.put(k, Buffer.alloc(0), { size: 0 }));
+        const during = new AbortController();
+        const first = s.list({ prefix: 'abortlist/', signal: during.signal })[Symbol.asyncIterator]();
+        const page = first.next();
+        during.abort();
+        await rejectsWithCode(page, 'FERRY_ABORTED');
+
+        const between = new AbortController();
+        const it = s.list({ prefix: 'abortlist/', signal: between.signal })[Symbol.asyncIterator]();
+        const one = await it.next();
+        expect(one.done).toBe(false);
+        expect((one.value as Entry[]).length).toBeLessThan(keys.length);
+        between.abort();
+        await rejectsWithCode(it.next(), 'FERRY_ABORTED');
+      });
+
+      it('stops a read with FERRY_ABORTED when the signal fires during the call or while the body streams', async () => {
+        // Regression: the file and mem stores ignored the signal of a read, and SFTP and OSS ended it with Node's AbortError.
+        const size = 8 * 1024 * 1024;
+        await s.put('abortget/obj', patternStream(size, 5), { size });
+        const early = new AbortController();
+        const call = s.get('abortget/obj', { signal: early.signal });
+        early.abort();
+        await rejectsWithCode(
+          call.then((b) => readAll(b)),
+          'FERRY_ABORTED',
+        );
+
+        const late = new AbortController();
+        const body = await s.get('abortget/obj', { signal: late.signal });
+        const chunks = body[Symbol.asyncIterator]();
+        expect((await chunks.next()).done).toBe(false);
+        late.abort();
+        let read = 0;
+        const drained = (async () => {
+          for (let r = await chunks.next(); !r.done; r = await chunks.next()) read += (r.value as Buffer).length;
+        })();
+        await rejectsWithCode(drained, 'FERRY_ABORTED');
+        expect(read).toBeLessThan(size);
+      });
+
+      it('stops a put with FERRY_ABORTED when the signal fires mid-body, leaving the key as it was', async () => {
+        // Regression: the file, mem, OSS and SFTP stores waited for ever on a stalled source after the signal fired.
+        await s.put('abortput/old', Buffer.from('old'), { size: 3 });
+        for (const [size, sent] of [
+          [64 * 1024, 16 * 1024],
+          [multipartSize(), Math.floor(multipartSize() / 2)],
+        ] as const) {
+          for (const key of ['abortput/old', 'abortput/new']) {
+            const ac = new AbortController();
+            const put = s.put(key, stallingBody(sent, () => ac.abort()), { size, signal: ac.signal });
+            await rejectsWithCode(put, 'FERRY_ABORTED');
+          }
+          expect((await readAll(await s.get('abortput/old'))).toString()).toBe('old');
+          await rejectsWithCode(s.head('abortput/new'), 'FERRY_NOT_FOUND');
+          await nothingLeftOver();
+        }
+      }, 120_000);
+
+      it('refuses a body shorter or longer than its declared size with FERRY_SOURCE_CHANGED, storing nothing', async () => {
+        // Regression: the file, mem and SFTP stores stored whatever length came, and S3, COS and HDFS took a buffer's length over the size it was announced with.
+        await s.put('size/old', Buffer.from('old'), { size: 3 });
+        const cases: [string, () => Buffer | Readable, number][] = [
+          ['size/buffer-short', () => Buffer.alloc(10, 1), 11],
+          ['size/buffer-long', () => Buffer.alloc(12, 1), 11],
+          ['size/short', () => patternStream(1000, 2), 2000],
+          ['size/long', () => patternStream(3000, 2), 2000],
+          ['size/empty-long', () => Readable.from([Buffer.from('x')]), 0],
+          ['size/old', () => Readable.from([Buffer.from('newer')]), 6],
+          ['size/old', () => Buffer.from('newer'), 4],
+        ];
+        for (const [key, body, size] of cases) await rejectsWithCode(s.put(key, body(), { size }), 'FERRY_SOURCE_CHANGED');
+        for (const [key] of cases) if (key !== 'size/old') await rejectsWithCode(s.head(key), 'FERRY_NOT_FOUND');
+        expect((await readAll(await s.get('size/old'))).toString()).toBe('old');
+        await nothingLeftOver();
+      });
+
+      it('refuses a large (multipart-sized) body shorter or longer than its declared size, storing nothing', async () => {
+        const size = multipartSize();
+        await rejectsWithCode(s.put('size/large-short', patternStream(size - 1, 3), { size }), 'FERRY_SOURCE_CHANGED');
+        await rejectsWithCode(s.put('size/large-long', patternStream(size + 1, 3), { size }), 'FERRY_SOURCE_CHANGED');
+        for (const key of ['size/large-short', 'size/large-long']) await rejectsWithCode(s.head(key), 'FERRY_NOT_FOUND');
+        await nothingLeftOver();
+      }, 120_000);
+
+      it('aborts a multipart upload whose part fails, storing nothing (features.multipart)', async (ctx) => {
+        if (!s.features.multipart || !t.failNextPart || !t.pendingUploads) return ctx.skip();
+        const size = multipartSize();
+        t.failNextPart();
+        await rejectsWithCode(s.put('mpfail/obj', patternStream(size, 4), { size }), 'FERRY_TRANSIENT');
+        await rejectsWithCode(s.head('mpfail/obj'), 'FERRY_NOT_FOUND');
+        expect(await t.pendingUploads()).toBe(0);
+        // The same upload then goes through, its parts in order.
+        await s.put('mpfail/obj', patternStream(size, 4), { size });
+        expect(await sha256(await s.get('mpfail/obj'))).toEqual(await sha256(patternStream(size, 4)));
+        expect(await t.pendingUploads()).toBe(0);
+      }, 120_000);
     });
 
     describe('optional capabilities', () => {

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStore } from '../../../src/shared/storage/file/index.js';
-import { describeConformance } from './conformance.js';
+import { describeConformance, localTemporaries } from './conformance.js';
 import { describeTreeSafety } from './tree-safety.js';
 
 describeConformance('file', async () => {
@@ -12,6 +12,7 @@ describeConformance('file', async () => {
     emptySegments: false,
     maxKeyBytes: 1024,
     maxNameBytes: 255,
+    temporaries: () => localTemporaries(dir),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 });

@@ -9,7 +9,7 @@ import { parseAddress } from '../../../src/shared/storage/address.js';
 import { batchStart, hdfsBackend, HdfsStore, hdfsUser } from '../../../src/shared/storage/hdfs/index.js';
 import { encodePath } from '../../../src/shared/storage/hdfs/webhdfs.js';
 import { compareKeys } from '../../../src/shared/storage/keys.js';
-import { TEMP_PREFIX, tempName, tempNamePrefix } from '../../../src/shared/storage/temp.js';
+import { isTempName, TEMP_PREFIX, tempName, tempNamePrefix } from '../../../src/shared/storage/temp.js';
 import { WebHdfsServer, type WebHdfsServerOptions } from '../../support/webhdfs-server.js';
 import { describeConformance, listAll, readAll } from './conformance.js';
 import { describeTreeSafety } from './tree-safety.js';
@@ -34,6 +34,7 @@ describeConformance('hdfs', async () => {
     cleanup: () => server.stop(),
     inject: (fault, count) => server.inject(fault, count),
     openWithBadCredentials: async () => storeOn(server, root, { user: 'mallory' }),
+    temporaries: async () => server.walk(root).filter((p) => isTempName(p.slice(p.lastIndexOf('/') + 1))),
     emptySegments: false,
     maxNameBytes: 255,
     maxKeyBytes: 1024,
@@ -195,8 +196,8 @@ describe('hdfs backend', () => {
     expect(err.message).toContain('user=mallory');
     await expect(other.put('cls/g', Buffer.from('x'), { size: 1 })).rejects.toMatchObject({ code: 'FERRY_PERMISSION_DENIED' });
     await other.close();
-    // A non-empty directory is not removed by delete(): a fatal refusal, not a silent success.
-    await expect(s.delete('cls/')).rejects.toMatchObject({ code: 'FERRY_FATAL' });
+    // A non-empty directory is not removed by delete(): a refusal that says so (FERRY_NOT_EMPTY), not a silent success.
+    await expect(s.delete('cls/')).rejects.toMatchObject({ code: 'FERRY_NOT_EMPTY' });
     const missing = (await s.head('cls/nothing').catch((e: unknown) => e)) as Error;
     expect(missing).toMatchObject({ code: 'FERRY_NOT_FOUND' });
     expect(missing.message).toContain(`127.0.0.1:${server.namenodePort}${root}cls/nothing`);

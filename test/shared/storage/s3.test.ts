@@ -67,6 +67,10 @@ describeConformance('s3', async () => {
     maxKeyBytes: 1024,
     inject: (fault, count) => proxy.inject(fault, count),
     openWithBadCredentials: () => s3Backend.open(parseAddress(`minio://S3RVER:wrong-secret@${proxy.endpoint}/conformance`), { env: {} }),
+    // Past the 32 MiB of one PutObject: seven 5 MiB parts.
+    multipartBytes: 33 * MiB,
+    failNextPart: () => proxy.respond({ status: 500, body: '<Error><Code>InternalError</Code><Message>injected</Message></Error>', match: (r) => r.method === 'PUT' && r.query.has('partNumber') }),
+    pendingUploads: () => server.pendingUploads('conformance'),
   };
 });
 

@@ -11,7 +11,7 @@ import { parseAddress } from '../../../src/shared/storage/address.js';
 import { openSftp, sftpBackend, SftpStore } from '../../../src/shared/storage/sftp/index.js';
 import { isTempName } from '../../../src/shared/storage/temp.js';
 import { makeKey, sshdMissing, startSshd, warnIfSshdMissing, writeClientFiles, type ClientFiles, type Sshd } from '../../support/sshd.js';
-import { describeConformance, listAll, patternStream, readAll, sha256 } from './conformance.js';
+import { describeConformance, listAll, localTemporaries, patternStream, readAll, sha256 } from './conformance.js';
 import { describeTreeSafety } from './tree-safety.js';
 
 warnIfSshdMissing();
@@ -42,6 +42,7 @@ describe.skipIf(sshdMissing !== undefined)('sftp backend', () => {
       emptySegments: false,
       maxKeyBytes: 1024,
       maxNameBytes: 255,
+      temporaries: () => localTemporaries(dir),
       async openWithBadCredentials() {
         // A key the server has never seen: authentication must fail, not the host key check.
         const stranger = await makeKey(join(client.dir, 'stranger'));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { listTree, type DirListing, type ReadRequest, type WalkRecord } from '../../../src/shared/storage/tree.js';
+import { listTree, type DirListing, type ReadRequest, type SortedListing, type WalkRecord } from '../../../src/shared/storage/tree.js';
 import { PermissionDeniedError } from '../../../src/shared/errors.js';
 import type { Entry } from '../../../src/shared/storage/types.js';
 
@@ -66,3 +66,87 @@ describe('the tree walk', () => {
     expect(out).toEqual(['d/', 'd/f', 'd/up/']);
   });
 });
+
+describe('the tree walk: sub-trees not wanted', () => {
+  it('lists a directory that skipDir names but never reads it or anything under it', async () => {
+    const tree: Record<string, WalkRecord[]> = {
+      '': [dir('keep'), dir('logs'), file('x')],
+      'keep/': [file('1'), dir('logs')],
+      'keep/logs/': [file('2')],
+      'logs/': [file('3'), dir('deep')],
+      'logs/deep/': [file('4')],
+    };
+    const d = driver(tree);
+    const out: string[] = [];
+    for await (const page of listTree({ skipDir: (key) => key.endsWith('logs/') }, 3, d.read)) out.push(...page.map((e) => e.key));
+    expect(out).toEqual(['keep/', 'keep/1', 'keep/logs/', 'logs/', 'x']);
+    expect(d.reads.map((r) => r.read)).toEqual(['', 'keep/']);
+  });
+});
+
+describe('the tree walk: directories that come sorted a page at a time', () => {
+  /** A driver whose directories of more than two records come as SortedListing, in pages of two. */
+  function pagedDriver(tree: Record<string, WalkRecord[]>) {
+    const closed: string[] = [];
+    const read = async (req: ReadRequest): Promise<DirListing | SortedListing> => {
+      const records = tree[req.read] ?? [];
+      if (records.length <= 2) return { records };
+      const key = (r: WalkRecord) => (r.kind === 'd' ? r.name + '/' : r.name);
+      const sorted = [...records].sort((a, b) => (key(a) < key(b) ? -1 : 1));
+      let i = 0;
+      return {
+        sorted: {
+          next: async () => sorted.slice(i, (i += 2)),
+          close: async () => {
+            closed.push(req.read);
+          },
+        },
+      };
+    };
+    return { read, closed };
+  }
+  const tree: Record<string, WalkRecord[]> = {
+    '': [file('b'), dir('a'), file('a-b'), file('c'), dir('d')],
+    'a/': [file('2'), file('1'), dir('c'), file('0')],
+    'a/c/': [file('x')],
+    'd/': [file('y')],
+  };
+
+  it('lists them in the same order as whole directories, each closed once', async () => {
+    const p = pagedDriver(tree);
+    const out: string[] = [];
+    for await (const page of listTree({}, 3, p.read)) out.push(...page.map((e) => e.key));
+    expect(out).toEqual((await keys(tree)).map((e) => e.key));
+    expect(out).toEqual(['a-b', 'a/', 'a/0', 'a/1', 'a/2', 'a/c/', 'a/c/x', 'b', 'c', 'd/', 'd/y']);
+    expect(p.closed.sort()).toEqual(['', 'a/']);
+  });
+
+  it('honours the name prefix and startAfter within them', async () => {
+    const p = pagedDriver(tree);
+    const out: string[] = [];
+    for await (const page of listTree({ prefix: 'a', startAfter: 'a/1' }, 3, p.read)) out.push(...page.map((e) => e.key));
+    expect(out).toEqual(['a/2', 'a/c/', 'a/c/x']);
+  });
+
+  it('closes the directories it holds when the listing stops early', async () => {
+    // A listing dropped by its consumer kept what its large directories held (temporary files).
+    const p = pagedDriver(tree);
+    for await (const page of listTree({}, 1, p.read)) {
+      if (page[0]!.key === 'a/1') break;
+    }
+    expect(p.closed.sort()).toEqual(['', 'a/']);
+  });
+
+  it('does not enter a directory whose record carries an error', async () => {
+    const broken: Record<string, WalkRecord[]> = { '': [{ ...dir('bad'), error: 'cannot read its attributes' }, file('z')], 'bad/': [file('never')] };
+    const d = driver(broken);
+    const out: Entry[] = [];
+    for await (const page of listTree({}, 3, d.read)) out.push(...page);
+    expect(out.map((e) => [e.key, e.error])).toEqual([
+      ['bad/', 'cannot read its attributes'],
+      ['z', undefined],
+    ]);
+    expect(d.reads.map((r) => r.read)).toEqual(['']);
+  });
+});
+

@@ -2,8 +2,11 @@ import { Readable, Writable } from 'node:stream';
 import type COS from 'cos-nodejs-sdk-v5';
 import type { Address } from '../address.js';
 import { FatalError, type FerryError, ListOrderError, PermissionDeniedError, SourceChangedError, TransientError, UsageError } from '../../errors.js';
+import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, throwIfAborted } from '../body.js';
+import { copyRanges, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
 import { compareKeys } from '../keys.js';
 import { parseListPage } from '../listing-xml.js';
+import { credentialEnv, secretEnv } from './env.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { SliceReader } from './body.js';
@@ -54,6 +57,8 @@ export interface CosInternalOptions {
   multipartThreshold?: number;
   /** Smallest part of a multipart upload (default 16 MiB; grows with the size to stay within 10,000 parts). */
   partSize?: number;
+  /** Parts of one upload in flight at once (default 2; each is held in memory). */
+  partsInFlight?: number;
   /** Copies larger than this go through UploadPartCopy (default 5 GiB, COS's limit for one copy). */
   multipartCopyThreshold?: number;
   /** Smallest part of a multipart copy (default 1 GiB). */
@@ -131,6 +136,7 @@ export class CosStore implements ObjectStore {
   readonly #scope: string;
   readonly #multipartThreshold: number;
   readonly #partSize: number;
+  readonly #partsInFlight: number;
   readonly #copyThreshold: number;
   readonly #copyPartSize: number;
 
@@ -151,6 +157,7 @@ export class CosStore implements ObjectStore {
     });
     this.#multipartThreshold = Math.min(internal.multipartThreshold ?? 64 * MiB, MAX_SINGLE);
     this.#partSize = Math.max(internal.partSize ?? 16 * MiB, MIN_PART);
+    this.#partsInFlight = Math.max(1, internal.partsInFlight ?? 2);
     this.#copyThreshold = Math.min(internal.multipartCopyThreshold ?? MAX_SINGLE, MAX_SINGLE);
     this.#copyPartSize = Math.max(internal.copyPartSize ?? GiB, MIN_PART);
     // Copies work between buckets of one endpoint, signed by one SecretId.
@@ -167,14 +174,17 @@ export class CosStore implements ObjectStore {
 
   // ---- list -----------------------------------------------------------------------------------
 
-  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    return abortablePages(this.#list(options), options.signal, `cos LIST ${this.#client.where(options.prefix ?? '')}`);
+  }
+
+  async *#list(options: ListOptions): AsyncIterable<Entry[]> {
     const prefix = options.prefix ?? '';
     const after = options.startAfter;
     const delimiter = options.delimiter;
     let marker = after !== undefined && compareKeys(after, prefix) > 0 ? after : '';
     let last: string | undefined;
     for (;;) {
-      options.signal?.throwIfAborted();
       // GET Bucket, signed and sent by the SDK but read with parseListPage (~1 µs a key) instead
       // of the SDK's XML parser (~30).
       const query: Record<string, string> = { prefix, 'max-keys': '1000', 'encoding-type': 'url' };
@@ -253,7 +263,7 @@ export class CosStore implements ObjectStore {
     }
     const range = offset > 0 || length !== undefined ? `bytes=${offset}-${length === undefined ? '' : offset + length - 1}` : undefined;
     const body = await this.#download(key, range, options.signal);
-    if (body) return body;
+    if (body) return abortable(body, options.signal, `cos GET ${this.#client.where(key)}`);
     // 416: reading from the end of an object (or from 0 of an empty one) is empty, not an error.
     const e = await this.head(key, options.signal ? { signal: options.signal } : {});
     if (offset >= e.size) return Readable.from([]);
@@ -346,65 +356,48 @@ export class CosStore implements ObjectStore {
 
   // ---- put ------------------------------------------------------------------------------------
 
+  /**
+   * Bodies up to `multipartThreshold` go in one PUT, a stream sent as it is read (SliceReader
+   * checks its length before the last byte goes); larger or unsized ones in parts (multipart.ts),
+   * `partsInFlight` buffered parts at a time.
+   */
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
     const storageClass = options.storageClass ?? this.#config.storageClass;
     const signal = options.signal;
-    if (Buffer.isBuffer(body)) {
-      if (body.length <= this.#multipartThreshold) return this.#putOnce(key, body, body.length, storageClass, signal);
-      const partSize = this.#choosePartSize(key, body.length);
-      let offset = 0;
-      return this.#multipart(key, storageClass, signal, async () => {
-        if (offset >= body.length) return null;
-        const part = body.subarray(offset, offset + partSize);
-        offset += part.length;
-        return { body: part, size: part.length };
-      });
-    }
-
     const what = `cos PUT ${this.#client.where(key)}`;
-    const reader = new SliceReader(body, what);
-    const onAbort = (): void => reader.destroy();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const unhook = destroyOnAbort(body, signal, what);
     try {
-      const size = options.size;
-      if (size === 0) {
-        if (!(await reader.atEnd())) throw new SourceChangedError(`${what}: the source holds more than the 0 bytes expected`);
-        return await this.#putOnce(key, Buffer.alloc(0), 0, storageClass, signal);
-      }
+      throwIfAborted(signal, what);
+      if (Buffer.isBuffer(body)) checkDeclaredSize(body, options.size, what);
+      const size = Buffer.isBuffer(body) ? body.length : options.size;
       if (size !== undefined && size <= this.#multipartThreshold) {
-        return await this.#putOnce(key, reader.slice(size, { last: true, total: size }), size, storageClass, signal);
+        if (Buffer.isBuffer(body)) return await this.#putOnce(key, body, size, storageClass, signal);
+        const reader = new SliceReader(body, what);
+        try {
+          if (size === 0) {
+            if (!(await reader.atEnd())) throw new SourceChangedError(`${what}: the source holds more than the 0 bytes expected`);
+            return await this.#putOnce(key, Buffer.alloc(0), 0, storageClass, signal);
+          }
+          return await this.#putOnce(key, reader.slice(size, { last: true, total: size }), size, storageClass, signal);
+        } finally {
+          reader.destroy();
+        }
       }
-      if (size !== undefined) {
-        const partSize = this.#choosePartSize(key, size);
-        return await this.#multipart(key, storageClass, signal, async () => {
-          const left = size - reader.offset;
-          if (left <= 0) return null;
-          const n = Math.min(partSize, left);
-          return { body: reader.slice(n, { last: n === left, total: size }), size: n };
-        });
-      }
-      // Unknown size: parts are read into memory one at a time (the SDK needs each part's length).
-      const first = await reader.read(this.#partSize);
-      if (first.length < this.#partSize) return await this.#putOnce(key, first, first.length, storageClass, signal);
-      let next: Buffer | null = first;
-      return await this.#multipart(key, storageClass, signal, async () => {
-        const part = next ?? (await reader.read(this.#partSize));
-        next = null;
-        return part.length === 0 ? null : { body: part, size: part.length };
+      await uploadInParts(this.#uploadRequests(storageClass), key, body, {
+        size,
+        partSize: this.#partSize,
+        partsInFlight: this.#partsInFlight,
+        limits: this.features.multipart!,
+        signal,
+        what,
+        single: (data) => this.#putOnce(key, data, data.length, storageClass, signal),
       });
     } catch (err) {
-      reader.destroy();
-      throw err;
+      if (!Buffer.isBuffer(body)) body.destroy();
+      throw orAborted(err, signal, what);
     } finally {
-      signal?.removeEventListener('abort', onAbort);
+      unhook();
     }
-  }
-
-  #choosePartSize(key: string, size: number): number {
-    const needed = Math.ceil(size / MAX_PARTS / MiB) * MiB;
-    const partSize = Math.max(this.#partSize, needed);
-    if (partSize > MAX_PART) throw new FatalError(`cos PUT ${this.#client.where(key)}: ${size} bytes is more than COS holds in one object (${MAX_PARTS} parts of 5 GiB)`);
-    return partSize;
   }
 
   async #putOnce(key: string, body: Buffer | Readable, size: number, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<void> {
@@ -413,38 +406,37 @@ export class CosStore implements ObjectStore {
     await this.#client.call<COS.PutObjectResult>({ op: 'PUT', key }, (cos, done) => cos.putObject(params, done), { signal });
   }
 
-  /**
-   * Initiate, upload the parts `nextPart` gives one after the other (each streamed), complete; abort
-   * the upload on any failure so no parts are left behind.
-   */
-  async #multipart(
-    key: string,
-    storageClass: string | undefined,
-    signal: AbortSignal | undefined,
-    nextPart: () => Promise<{ body: Buffer | Readable; size: number } | null>,
-  ): Promise<void> {
-    const init: COS.MultipartInitParams = { ...this.#b, Key: key };
-    if (storageClass !== undefined) init.StorageClass = storageClass as COS.StorageClass;
-    const { UploadId } = await this.#client.call<COS.MultipartInitResult>({ op: 'INIT MULTIPART', key }, (cos, done) => cos.multipartInit(init, done), { signal });
-    if (!UploadId) throw new FatalError(`cos INIT MULTIPART ${this.#client.where(key)}: the answer has no UploadId`);
-    try {
-      const parts: COS.Part[] = [];
-      for (let n = 1; ; n++) {
-        const part = await nextPart();
-        if (!part) break;
-        if (n > MAX_PARTS) throw new FatalError(`cos PUT ${this.#client.where(key)}: more than ${MAX_PARTS} parts; give the size of a body this large`);
-        const r = await this.#client.call<COS.MultipartUploadResult>(
-          { op: 'UPLOAD PART', key, detail: `part ${n}` },
-          (cos, done) => cos.multipartUpload({ ...this.#b, Key: key, UploadId, PartNumber: n, Body: part.body, ContentLength: part.size }, done),
-          { signal },
-        );
-        parts.push({ PartNumber: n, ETag: r.ETag });
-      }
-      await this.#client.call({ op: 'COMPLETE MULTIPART', key }, (cos, done) => cos.multipartComplete({ ...this.#b, Key: key, UploadId, Parts: parts }, done), { signal });
-    } catch (err) {
-      await this.#client.call({ op: 'ABORT MULTIPART', key }, (cos, done) => cos.multipartAbort({ ...this.#b, Key: key, UploadId }, done)).catch(() => {});
-      throw err;
-    }
+  /** Initiate, complete and abort, for uploads and copies alike. */
+  #multipartRequests<P>(storageClass: string | undefined, uploadPart: MultipartRequests<P>['uploadPart']): MultipartRequests<P> {
+    return {
+      create: async (key, signal) => {
+        const init: COS.MultipartInitParams = { ...this.#b, Key: key };
+        if (storageClass !== undefined) init.StorageClass = storageClass as COS.StorageClass;
+        const { UploadId } = await this.#client.call<COS.MultipartInitResult>({ op: 'INIT MULTIPART', key }, (cos, done) => cos.multipartInit(init, done), { signal });
+        if (!UploadId) throw new FatalError(`cos INIT MULTIPART ${this.#client.where(key)}: the answer has no UploadId`);
+        return UploadId;
+      },
+      uploadPart,
+      complete: async (upload, parts, signal) => {
+        const Parts: COS.Part[] = parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag }));
+        await this.#client.call({ op: 'COMPLETE MULTIPART', key: upload.key }, (cos, done) => cos.multipartComplete({ ...this.#b, Key: upload.key, UploadId: upload.uploadId, Parts }, done), { signal });
+      },
+      abort: async (upload) => {
+        await this.#client.call({ op: 'ABORT MULTIPART', key: upload.key }, (cos, done) => cos.multipartAbort({ ...this.#b, Key: upload.key, UploadId: upload.uploadId }, done));
+      },
+    };
+  }
+
+  /** UploadPart from a buffer or a stream of the part's size. */
+  #uploadRequests(storageClass: string | undefined): MultipartRequests<PartData> {
+    return this.#multipartRequests<PartData>(storageClass, async (upload, n, part, signal) => {
+      const r = await this.#client.call<COS.MultipartUploadResult>(
+        { op: 'UPLOAD PART', key: upload.key, detail: `part ${n}` },
+        (cos, done) => cos.multipartUpload({ ...this.#b, Key: upload.key, UploadId: upload.uploadId, PartNumber: n, Body: part.body, ContentLength: part.size }, done),
+        { signal },
+      );
+      return r.ETag;
+    });
   }
 
   // ---- delete ---------------------------------------------------------------------------------
@@ -495,41 +487,24 @@ export class CosStore implements ObjectStore {
     }
     const partSize = Math.max(this.#copyPartSize, Math.ceil(options.size / MAX_PARTS / MiB) * MiB);
     if (partSize > MAX_PART) throw new FatalError(`cos COPY ${this.#client.where(key)}: ${options.size} bytes is more than COS holds in one object`);
-    const init: COS.MultipartInitParams = { ...this.#b, Key: key };
-    if (storageClass !== undefined) init.StorageClass = storageClass as COS.StorageClass;
-    const { UploadId } = await this.#client.call<COS.MultipartInitResult>({ op: 'INIT MULTIPART', key }, (cos, done) => cos.multipartInit(init, done), { signal });
-    try {
-      const count = Math.ceil(options.size / partSize);
-      const parts: COS.Part[] = new Array<COS.Part>(count);
-      let nextIndex = 0;
-      let failed = false;
-      const worker = async (): Promise<void> => {
-        try {
-          while (nextIndex < count && !failed) {
-            const i = nextIndex++;
-            const start = i * partSize;
-            const end = Math.min(options.size, start + partSize) - 1;
-            const r = await this.#client.call<COS.UploadPartCopyResult>(
-              { op: 'COPY PART', key, detail: `part ${i + 1} from ${from}` },
-              (cos, done) => cos.uploadPartCopy({ ...this.#b, Key: key, UploadId, PartNumber: i + 1, CopySource: copySource, CopySourceRange: `bytes=${start}-${end}` }, done),
-              { signal },
-            );
-            parts[i] = { PartNumber: i + 1, ETag: r.ETag };
-          }
-        } catch (err) {
-          failed = true;
-          throw err;
-        }
-      };
-      // The first failure stops the others taking new parts; all settle before the upload is aborted.
-      const results = await Promise.allSettled(Array.from({ length: Math.min(COPY_PARTS_IN_FLIGHT, count) }, worker));
-      const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failure) throw failure.reason;
-      await this.#client.call({ op: 'COMPLETE MULTIPART', key }, (cos, done) => cos.multipartComplete({ ...this.#b, Key: key, UploadId, Parts: parts }, done), { signal });
-    } catch (err) {
-      await this.#client.call({ op: 'ABORT MULTIPART', key }, (cos, done) => cos.multipartAbort({ ...this.#b, Key: key, UploadId }, done)).catch(() => {});
-      throw err;
-    }
+    const requests = this.#multipartRequests<ByteRange>(storageClass, async (upload, n, range, partSignal) => {
+      const r = await this.#client.call<COS.UploadPartCopyResult>(
+        { op: 'COPY PART', key: upload.key, detail: `part ${n} from ${from}` },
+        (cos, done) =>
+          cos.uploadPartCopy({ ...this.#b, Key: upload.key, UploadId: upload.uploadId, PartNumber: n, CopySource: copySource, CopySourceRange: `bytes=${range.first}-${range.last}` }, done),
+        { signal: partSignal },
+      );
+      return r.ETag;
+    });
+    await runMultipart(requests, key, copyRanges(options.size, partSize), {
+      partSize,
+      size: options.size,
+      sizeOfPart: (r) => r.last - r.first + 1,
+      partsInFlight: COPY_PARTS_IN_FLIGHT,
+      limits: this.features.multipart!,
+      signal,
+      what: `cos COPY ${from} to ${this.#client.where(key)}`,
+    });
   }
 
   async close(): Promise<void> {
@@ -545,6 +520,8 @@ export function openCosStore(address: Address, options: OpenOptions, internal: C
 export const cosBackend: Backend = {
   scheme: 'cos',
   summary: 'cos://[SECRETID:SECRETKEY[:TOKEN]@]BUCKET-APPID.cos.REGION.myqcloud.com[/PREFIX] — Tencent COS',
+  credentialEnv,
+  secretEnv,
   async open(address, options) {
     return openCosStore(address, options);
   },

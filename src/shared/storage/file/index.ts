@@ -3,13 +3,17 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FatalError, type FerryError, fromSystemError, InTheWayError, NotFoundError, UnsafePathError } from '../../errors.js';
+import { FatalError, type FerryError, fromSystemError, InTheWayError, NotEmptyError, NotFoundError, UnsafePathError } from '../../errors.js';
+import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sizeGuard, throwIfAborted } from '../body.js';
 import { parentKey, treeKeyProblem } from '../keys.js';
 import type { Backend } from '../registry.js';
 import { isAbandoned } from '../temp.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
-import { listTree, specialKind, type WalkRecord } from '../tree.js';
+import { inOrder, listTree, specialKind, type DirListing, type ReadRequest, type SortedListing, type WalkRecord } from '../tree.js';
+import type { DirRead, SortedNames, TempFile } from './fs-ops.js';
 import { clearForFileSync, FsPool, listDirSync, MAIN_THREAD, placeFilesSync, type PlaceJob, readBatchSync, toSystemError } from './pool.js';
+import { SortedDir } from './sorted-dir.js';
+import { PackedKeys, SpilledKeys, type KeySource } from './sorted-names.js';
 
 const PAGE = 1000;
 /** Files up to this size are read and written whole, in one round trip to a file-system thread. */
@@ -19,7 +23,21 @@ const INLINE = 256 << 10;
 /** Copies of files this large report progress. */
 const WATCH_SIZE = 64 << 20;
 /** Directories up to this many names are read on the calling thread. */
-const SYNC_LIST_MAX = 1024;
+const SYNC_LIST_MAX = 64;
+/** A directory of this size or smaller likely holds at most about SYNC_LIST_MAX names (tmpfs: 20 bytes a name). */
+const SMALL_DIR_BYTES = 2048;
+/** A directory of this size or smaller holds a few thousand names at most: they may be read at once. */
+const MAIN_DIR_BYTES = 64 << 10;
+/** Names a listing reads on the calling thread before it uses file-system threads for directories of more than SYNC_LIST_MAX. */
+const MAIN_LIST_BUDGET = 12288;
+/** Names read on the calling thread between turns of the event loop (a few milliseconds' worth). */
+const TURN_EVERY = 512;
+/** Directories up to this many names are read whole on a file-system thread; larger ones sorted by name there first. */
+const WHOLE_DIR_MAX = 1024;
+/** A large directory's attributes are read this many names at a time. */
+const STAT_PAGE = 1024;
+/** --list-cutoff's default (rclone's): larger directories are sorted on disk. */
+const LIST_CUTOFF = 1_000_000;
 /** Verified directories remembered at most: keys arrive in order, so the recent ones are what counts. */
 const DIR_CACHE_MAX = 4096;
 const SCOPE = 'file:local';
@@ -27,7 +45,7 @@ const LINKS = 'ferry does not write through links inside the destination';
 
 /**
  * The local disk. Keys are paths relative to `root` (which ends in '/'); directories are keys ending
- * in '/'. Listings walk the tree in key order (walk.ts); large directories and copies between local
+ * in '/'. Listings walk the tree in key order (tree.ts); large directories and copies between local
  * stores run on file-system threads (pool.ts).
  *
  * A tree store's safety contract: every key stays inside the root (treeKeyProblem), no write goes
@@ -147,34 +165,74 @@ export class FileStore implements ObjectStore {
   async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
     // Only the directory part names a path: prefix '..' lists the names that start with '..'.
     for (const k of [options.prefix, options.startAfter]) if (k !== undefined) this.#checkKey(k, 'list', k.slice(0, k.lastIndexOf('/') + 1));
-    yield* listTree(options, PAGE, async (req, follow) => {
-      const records = await this.#readDir(req.read, follow, options);
-      if (!req.identify) return { records };
+    // What this listing may still read on the calling thread (a small listing never waits for a
+    // thread), and what it read since it last let the event loop turn.
+    const budget = { names: MAIN_LIST_BUDGET, sinceTurn: 0 };
+    const pages = listTree(options, PAGE, async (req, follow) => {
+      const listing = await this.#readDir(req, follow, options, budget);
+      if (!req.identify) return listing;
       const st = await fsp.stat(this.root + req.read).catch(() => undefined);
-      return st ? { records, id: `${st.dev}:${st.ino}` } : { records };
+      return st ? { ...listing, id: `${st.dev}:${st.ino}` } : listing;
     });
+    yield* abortablePages(pages, options.signal, `list ${this.root}${options.prefix ?? ''}`);
   }
 
   /**
-   * One directory's records. The names come in one system call; a small directory's attributes
-   * are read right here (well under a millisecond: no thread round trip, no thread to start), a
-   * large one's on a file-system thread, so the event loop never stalls for long.
+   * One directory for the walk. A small one is read right here (well under a millisecond: no
+   * thread round trip), and so is any one up to WHOLE_DIR_MAX names while the listing is young
+   * (`budget`: starting threads costs more than a small listing); else a file-system thread reads
+   * it, whole up to WHOLE_DIR_MAX names, or as its names in key order (sorted on disk above the
+   * list cutoff) whose attributes are read a page at a time as the walk goes: the event loop never
+   * stalls for long, the other core lists too, and a directory costs its packed names, not its
+   * records.
    */
-  async #readDir(dir: string, follow: boolean, options: ListOptions): Promise<WalkRecord[]> {
+  async #readDir(req: ReadRequest, follow: boolean, options: ListOptions, budget: { names: number; sinceTurn: number }): Promise<DirListing | SortedListing> {
+    // Directories read here are read synchronously, and what follows runs as microtasks: without
+    // a turn of the event loop now and then, timers and signals (Ctrl-C) would wait for the end.
+    if (budget.sinceTurn >= TURN_EVERY) {
+      budget.sinceTurn = 0;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     options.signal?.throwIfAborted();
-    const path = this.root + dir;
+    const path = this.root + req.read;
     const temps = options.reclaim !== undefined;
-    let read;
+    /** Records in readdir order (read here), in key order (on a thread), or keys in order. */
+    let read: DirRead | { inOrder: WalkRecord[]; temps?: TempFile[] } | { sorted: SortedNames } | undefined;
     try {
-      const names = fs.readdirSync(path);
-      read = names.length <= SYNC_LIST_MAX ? listDirSync(MAIN_THREAD, path, { follow, names, temps }) : await this.#pool.listDir(path, { follow, temps });
+      // A directory's size tells roughly how many names it holds (ext4 and xfs: bytes of entries,
+      // btrfs: bytes of names, tmpfs: 20 a name): reading the names of one that looks large here
+      // would be wasted, and unbounded for a huge one.
+      const size = req.size ?? fs.statSync(path).size;
+      const young = budget.names > 0;
+      if (size > 0 && size <= (young ? MAIN_DIR_BYTES : SMALL_DIR_BYTES)) {
+        const names = fs.readdirSync(path);
+        if (names.length <= (young ? WHOLE_DIR_MAX : SYNC_LIST_MAX)) {
+          budget.names -= names.length;
+          budget.sinceTurn += names.length + 1;
+          read = listDirSync(MAIN_THREAD, path, { follow, names, temps });
+        }
+      }
+      if (!read) {
+        const o = { follow, temps, size, namePrefix: req.namePrefix, cutoff: Math.max(1, options.listCutoff ?? LIST_CUTOFF), wholeMax: WHOLE_DIR_MAX };
+        const r = await this.#pool.readDir(path, req.after === undefined ? o : { ...o, after: req.after }, options.signal);
+        read = 'sorted' in r ? r : r.temps ? { inOrder: r.records, temps: r.temps } : { inOrder: r.records };
+      }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      if (code === 'ENOENT' || code === 'ENOTDIR') return { records: [] };
       throw fromSystemError(err, `list ${path}`);
     }
+    let listing: DirListing | SortedListing;
+    let found: TempFile[] | undefined;
+    if ('sorted' in read) {
+      listing = { sorted: new SortedDir({ pool: this.#pool, path, keys: sortedKeys(this.#pool, read.sorted), follow, page: STAT_PAGE, ...(options.signal ? { signal: options.signal } : {}) }) };
+      found = read.sorted.temps;
+    } else {
+      listing = 'inOrder' in read ? { sorted: inOrder(read.inOrder) } : { records: read.records };
+      found = read.temps;
+    }
     // Only what a writer that is gone left behind (temp.ts): a live run's temporaries stay.
-    for (const t of read.temps ?? []) {
+    for (const t of found ?? []) {
       if (!isAbandoned(t.name, t.mtime)) continue;
       const p = path + t.name;
       const removed = await fsp.unlink(p).then(
@@ -183,7 +241,7 @@ export class FileStore implements ObjectStore {
       );
       if (removed) options.reclaim!(p, t.size);
     }
-    return read.records;
+    return listing;
   }
 
   async head(key: string, options: { followSymlinks?: boolean } = {}): Promise<Entry> {
@@ -209,6 +267,7 @@ export class FileStore implements ObjectStore {
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
     this.#checkKey(key, 'read');
     const p = this.root + key;
+    throwIfAborted(options.signal, `read ${p}`);
     // A small whole file is read at once: right here up to INLINE (tens of microseconds), else in
     // one round trip to a file-system thread instead of four. Either way it is opened without
     // blocking and refused unless it is a regular file (readBatchSync).
@@ -225,7 +284,7 @@ export class FileStore implements ObjectStore {
           throw fromSystemError(err, `read ${p}`);
         }
       }
-      return Readable.from([data], { objectMode: false });
+      return abortable(Readable.from([data], { objectMode: false }), options.signal, `read ${p}`);
     }
     let fh;
     try {
@@ -248,7 +307,7 @@ export class FileStore implements ObjectStore {
     // Small files get small buffers: a 1 MiB buffer per 4 KiB file is mostly garbage to collect.
     const expected = options.length ?? options.sizeHint;
     const highWaterMark = expected === undefined ? 1 << 20 : Math.min(1 << 20, Math.max(16 << 10, expected + 1));
-    return fh.createReadStream({ start, ...(end === undefined ? {} : { end }), highWaterMark, autoClose: true });
+    return abortable(fh.createReadStream({ start, ...(end === undefined ? {} : { end }), highWaterMark, autoClose: true }), options.signal, `read ${p}`);
   }
 
   /** Rename a temporary into place; an empty directory there makes way (clearForFileSync). */
@@ -262,7 +321,26 @@ export class FileStore implements ObjectStore {
     }
   }
 
+  /**
+   * An interrupted write, or a body that is not its announced `size`, leaves the key as it was
+   * (the temporary is removed; in place, the file holds what was written).
+   */
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
+    const what = `write ${this.root}${key}`;
+    const unhook = destroyOnAbort(body, options.signal, what);
+    try {
+      throwIfAborted(options.signal, what);
+      if (Buffer.isBuffer(body)) checkDeclaredSize(body, options.size, what);
+      await this.#put(key, body, options);
+    } catch (err) {
+      if (!Buffer.isBuffer(body)) body.destroy();
+      throw orAborted(err, options.signal, what);
+    } finally {
+      unhook();
+    }
+  }
+
+  async #put(key: string, body: Readable | Buffer, options: PutOptions): Promise<void> {
     this.#checkKey(key, 'write');
     if (key.endsWith('/')) return this.mkdir(key, options.mode === undefined ? {} : { mode: options.mode });
     const p = this.root + key;
@@ -273,7 +351,7 @@ export class FileStore implements ObjectStore {
     if (Buffer.isBuffer(body) ? body.length <= SMALL : options.size !== undefined && options.size <= SMALL) {
       // A small file is written whole (temporary name, attributes, rename) in one round trip to a
       // file-system thread, not five.
-      const data = Buffer.isBuffer(body) ? body : await collect(body, options.signal);
+      const data = Buffer.isBuffer(body) ? body : await readBody(body, options.size, `write ${p}`);
       const job: PlaceJob = { dst: p, data, inplace: this.#inplace, ...attrs };
       if (data.length <= INLINE) {
         const [err] = placeFilesSync(MAIN_THREAD, [job]);
@@ -311,7 +389,10 @@ export class FileStore implements ObjectStore {
           await fh.close();
         }
       } else {
-        await pipeline(body, fh.createWriteStream({ highWaterMark: 1 << 20 }), options.signal ? { signal: options.signal } : {});
+        const out = fh.createWriteStream({ highWaterMark: 1 << 20 });
+        const signal = options.signal ? { signal: options.signal } : {};
+        if (options.size === undefined) await pipeline(body, out, signal);
+        else await pipeline(body, sizeGuard(options.size, `write ${p}`), out, signal);
       }
       if (options.mode !== undefined) await fsp.chmod(target, options.mode);
       if (options.mtime !== undefined) await fsp.utimes(target, fsTime(options.mtime), fsTime(options.mtime));
@@ -341,6 +422,8 @@ export class FileStore implements ObjectStore {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return;
       if (!isDir && (code === 'EISDIR' || code === 'EPERM') && (await fsp.lstat(p).then((st) => st.isDirectory(), () => false))) return;
+      // POSIX lets rmdir say EEXIST for a directory with entries.
+      if (isDir && (code === 'ENOTEMPTY' || code === 'EEXIST')) throw new NotEmptyError(`delete ${this.root + key}: the directory is not empty`, { cause: err });
       throw fromSystemError(err, `delete ${this.root + key}`);
     }
   }
@@ -532,12 +615,8 @@ function fsTime(ms: number): number | Date {
   return ms >= 0 ? ms / 1000 : new Date(Math.floor(ms));
 }
 
-/** A small stream's bytes (its declared size is at most SMALL). */
-async function collect(body: Readable, signal?: AbortSignal): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of body) {
-    signal?.throwIfAborted();
-    chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array));
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+/** The keys of a directory sorted on a thread: packed in memory, or spilled runs merged as they are read. */
+function sortedKeys(pool: FsPool, sorted: SortedNames): KeySource {
+  if (sorted.spill) return new SpilledKeys(sorted.spill, (spill) => pool.releaseSpill(spill));
+  return new PackedKeys(sorted.packed ?? new Uint8Array(0));
 }

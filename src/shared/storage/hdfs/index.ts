@@ -1,7 +1,9 @@
 import { userInfo } from 'node:os';
 import type { Readable } from 'node:stream';
-import { FatalError, InTheWayError, ListOrderError, NotFoundError, retryClassOf, UnsafePathError, UsageError } from '../../errors.js';
+import { FatalError, InTheWayError, ListOrderError, NotEmptyError, NotFoundError, retryClassOf, UnsafePathError, UsageError } from '../../errors.js';
+import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, throwIfAborted } from '../body.js';
 import { compareKeys, parentKey, treeKeyProblem } from '../keys.js';
+import { credentialEnv, secretEnv } from './env.js';
 import type { Backend } from '../registry.js';
 import { isAbandoned, isTempName, tempName } from '../temp.js';
 import type { Attrs, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
@@ -359,13 +361,14 @@ export class HdfsStore implements ObjectStore {
   async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
     if (options.prefix !== undefined) this.#refuse('list', dirPart(options.prefix));
     if (options.startAfter !== undefined) this.#refuse('list', dirPart(options.startAfter));
-    yield* listTree(options, PAGE, async (req, follow) => {
+    const pages = listTree(options, PAGE, async (req, follow) => {
       this.#refuse('list', req.read);
       const records = await this.#readDir(req.read, req.namePrefix, req.after, follow, options.reclaim, options.signal);
       if (!req.identify) return { records };
       const st = await this.client.getFileStatus(this.#path(req.read), options.signal).catch(() => undefined);
       return st?.fileId === undefined ? { records } : { records, id: String(st.fileId) };
     });
+    yield* abortablePages(pages, options.signal, `hdfs LIST ${this.client.endpoint}${this.root}${options.prefix ?? ''}`);
   }
 
   async head(key: string, options: { followSymlinks?: boolean; signal?: AbortSignal } = {}): Promise<Entry> {
@@ -378,11 +381,18 @@ export class HdfsStore implements ObjectStore {
 
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
     this.#refuse('read', key);
-    return this.client.open(this.#path(key), {
-      ...(options.offset !== undefined ? { offset: options.offset } : {}),
-      ...(options.length !== undefined ? { length: options.length } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
+    const what = `hdfs OPEN ${this.client.endpoint}${this.#path(key)}`;
+    throwIfAborted(options.signal, what);
+    try {
+      const body = await this.client.open(this.#path(key), {
+        ...(options.offset !== undefined ? { offset: options.offset } : {}),
+        ...(options.length !== undefined ? { length: options.length } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      return abortable(body, options.signal, what);
+    } catch (err) {
+      throw orAborted(err, options.signal, what);
+    }
   }
 
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
@@ -393,8 +403,12 @@ export class HdfsStore implements ObjectStore {
     const signal = options.signal;
     let path = '';
     let target = '';
+    const what = `hdfs CREATE ${this.client.endpoint}${this.root}${key}`;
+    const unhook = destroyOnAbort(body, signal, what);
     try {
       this.#refuse('write', key);
+      throwIfAborted(signal, what);
+      if (Buffer.isBuffer(body)) checkDeclaredSize(body, options.size, what);
       path = this.#path(key);
       await this.#ensureDir(parentKey(key), signal);
       if (this.#inplace) {
@@ -416,8 +430,11 @@ export class HdfsStore implements ObjectStore {
       if (target !== path) await this.#renameInto(target, path, key, signal);
     } catch (err) {
       if (!Buffer.isBuffer(body) && !body.destroyed) body.destroy();
+      // Without the signal: an interrupted write's temporary is removed too.
       if (target !== '' && target !== path) await this.client.delete(target).catch(() => {});
-      throw err;
+      throw orAborted(err, signal, what);
+    } finally {
+      unhook();
     }
   }
 
@@ -431,7 +448,12 @@ export class HdfsStore implements ObjectStore {
     const path = this.#path(key);
     const st = await this.#linkStatus(path, options.signal);
     if (!st || isDirStatus(st) !== key.endsWith('/')) return;
-    await this.client.delete(path, false, options.signal);
+    try {
+      await this.client.delete(path, false, options.signal);
+    } catch (err) {
+      if (remoteExceptionOf(err) === 'PathIsNotEmptyDirectoryException') throw new NotEmptyError(`hdfs DELETE ${this.client.endpoint}${path}: the directory is not empty`, { cause: err });
+      throw err;
+    }
     if (key.endsWith('/')) this.#forget(key);
   }
 
@@ -505,6 +527,8 @@ export function hdfsUser(addressUser: string | undefined, env: NodeJS.ProcessEnv
 export const hdfsBackend: Backend = {
   scheme: 'hdfs',
   summary: `hdfs://[USER@]NAMENODE[:PORT][/PATH] — HDFS over WebHDFS (the namenode's HTTP port, default ${DEFAULT_WEBHDFS_PORT}; user from the address, HADOOP_USER_NAME or the login name; no path: the user's home)`,
+  credentialEnv,
+  secretEnv,
   async open(address, options) {
     if (!address.host) throw new UsageError(`no namenode in ${address.display}: hdfs://[USER@]NAMENODE[:PORT]/PATH`);
     const port = address.port ?? DEFAULT_WEBHDFS_PORT;

@@ -19,7 +19,7 @@
  */
 import http, { type ClientRequest, type IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   AbortedError,
@@ -29,10 +29,10 @@ import {
   NotFoundError,
   PermissionDeniedError,
   retryClassOf,
-  SourceChangedError,
   ThrottledError,
   TransientError,
 } from '../../errors.js';
+import { sizeGuard } from '../body.js';
 import { compareKeys } from '../keys.js';
 
 /** The namenode's WebHDFS HTTP port in Hadoop 3 (`dfs.namenode.http-address`). */
@@ -270,22 +270,6 @@ class ResponseBody extends Readable {
   }
 }
 
-/** Passes the body through and fails when it is not exactly `size` bytes. */
-function sizeGuard(size: number, what: string): Transform {
-  let n = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      n += chunk.length;
-      if (n > size) return cb(new SourceChangedError(`${what}: the body is longer than the ${size} bytes announced`));
-      cb(null, chunk);
-    },
-    flush(cb) {
-      if (n !== size) return cb(new SourceChangedError(`${what}: the body ended after ${n} of the ${size} bytes announced`));
-      cb();
-    },
-  });
-}
-
 export class WebHdfsClient {
   /** host:port of the namenode. */
   readonly endpoint: string;
@@ -349,13 +333,36 @@ export class WebHdfsClient {
       method,
       agent: this.#agent,
       headers: options.headers ?? {},
-      ...(options.signal ? { signal: options.signal } : {}),
     });
     const response = new Promise<IncomingMessage>((resolve, reject) => {
       req.once('response', resolve);
       req.on('error', (err) => reject(netError(err, what, t.endpoint, options.signal)));
     });
     response.catch(() => {});
+    const signal = options.signal;
+    if (signal) {
+      // Not http's `signal` option: it destroys the request's socket with the abort even when the
+      // request is not yet bound to it, or the exchange is over and the socket back in the pool,
+      // and nothing listens for that socket's errors then (an uncaught exception). Here a request
+      // is destroyed only while its exchange runs, and once it has its socket.
+      let answer: IncomingMessage | undefined;
+      const onAbort = (): void => {
+        if (answer?.complete) return;
+        const err = new AbortedError(`${what}: interrupted`);
+        if (req.socket) req.destroy(err);
+        else req.once('socket', () => req.destroy(err));
+      };
+      const off = (): void => signal.removeEventListener('abort', onAbort);
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        req.once('response', (res: IncomingMessage) => {
+          answer = res;
+          res.once('end', off);
+        });
+        req.once('close', off);
+      }
+    }
     req.setTimeout(this.#timeoutMs, () => req.destroy(new TransientError(`${what}: no answer from ${t.endpoint} in ${Math.round(this.#timeoutMs / 1000)} s`)));
     return { req, response };
   }

@@ -1,12 +1,15 @@
 import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { isIP } from 'node:net';
-import { addAbortSignal, Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import OSS from 'ali-oss';
 import type { Address } from '../address.js';
-import { FatalError, FerryError, fromSystemError, ListOrderError, SourceChangedError, TransientError, UsageError } from '../../errors.js';
+import { FatalError, FerryError, ListOrderError, TransientError, UsageError } from '../../errors.js';
+import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, throwIfAborted } from '../body.js';
+import { copyRanges, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
 import { compareKeys } from '../keys.js';
 import { parseListPage, type ListPage } from '../listing-xml.js';
+import { credentialEnv, secretEnv } from './env.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { resolveCredentials, resolveEndpoint, type OssEndpoint } from './config.js';
@@ -23,6 +26,7 @@ const OSS_MAX_PARTS = 10_000;
 const OSS_COPY_LIMIT = 1_000_000_000;
 const LIST_PAGE = 1000;
 const DELETE_BATCH = 1000;
+const COPY_PARTS_IN_FLIGHT = 4;
 
 export interface OssLimits {
   /** Bodies above this size (or of unknown size) go up in parts. */
@@ -69,17 +73,22 @@ interface OssLocation {
   key: string;
 }
 
-/**
- * An Aliyun OSS bucket through ali-oss. One attempt per call (ali-oss's retries are off): ferry's
- * retry policy reads the error class. Listings page through ListObjectsV2; large or unsized bodies
- * go up as multipart uploads, one part buffered per part in flight.
- */
+/** ali-oss's request behind uploadPart(), which takes a stream of a known size (ali-oss 6.x, lib/common/multipart.js). */
+interface AliOssUploadPart {
+  _uploadPart(name: string, uploadId: string, partNo: number, data: { stream: Readable; size: number }, options: { timeout: number }): Promise<{ etag: string }>;
+}
+
 /** The two ali-oss internals its own listV2() is made of (ali-oss 6.x, lib/object.js). */
 interface AliOssInternals {
   _objectRequestParams(method: string, name: string, options: Record<string, unknown>): Record<string, unknown> & { query?: unknown; successStatuses?: number[] };
   request(params: Record<string, unknown>): Promise<{ data: unknown }>;
 }
 
+/**
+ * An Aliyun OSS bucket through ali-oss. One attempt per call (ali-oss's retries are off): ferry's
+ * retry policy reads the error class. Listings page through ListObjectsV2; large or unsized bodies
+ * go up as multipart uploads, one part buffered per part in flight.
+ */
 export class OssStore implements ObjectStore {
   readonly scheme = 'oss';
   readonly description: string;
@@ -146,14 +155,14 @@ export class OssStore implements ObjectStore {
     return { op, bucket: this.bucket, what, endpoint: this.#reach };
   }
 
-  /** One request; failures leave classified and named, an abort leaves as the signal's reason. */
+  /** One request; failures leave classified and named, an interrupted one as AbortedError. */
   async #call<T>(op: string, what: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
-    signal?.throwIfAborted();
+    const name = `oss ${op} ${this.bucket}/${what}`;
+    throwIfAborted(signal, name);
     try {
       return await fn();
     } catch (err) {
-      signal?.throwIfAborted();
-      throw ossError(err, this.#where(op, what));
+      throw orAborted(ossError(err, this.#where(op, what)), signal, name);
     }
   }
 
@@ -166,7 +175,11 @@ export class OssStore implements ObjectStore {
     return this.#limits.timeoutMs + Math.ceil((bytes / this.#limits.minBytesPerSecond) * 1000);
   }
 
-  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    return abortablePages(this.#list(options), options.signal, `oss LIST ${this.bucket}/${options.prefix ?? ''}*`);
+  }
+
+  async *#list(options: ListOptions): AsyncIterable<Entry[]> {
     const prefix = options.prefix ?? '';
     const what = `${prefix}*`;
     let token: string | undefined;
@@ -276,93 +289,83 @@ export class OssStore implements ObjectStore {
     });
     body.on('close', () => res.destroy());
     res.pipe(body);
-    if (options.signal) addAbortSignal(options.signal, body);
-    return body;
+    return abortable(body, options.signal, `oss GET ${this.bucket}/${key}`);
   }
 
   /**
    * Bodies up to `multipartThreshold` are read whole and sent in one PutObject with Content-MD5,
    * so that a source that gives more or fewer bytes than announced is caught before the request
-   * starts; larger or unsized bodies go up in parts, each buffered. (A request body that fails
-   * mid-request also makes urllib print "callback twice" warnings on stderr: none is ever cut.)
+   * starts; larger or unsized bodies go up in parts (multipart.ts), each buffered. (A request body
+   * that fails mid-request also makes urllib print "callback twice" warnings on stderr: none is
+   * ever cut.)
    */
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
-    this.#checkKey('PUT', key);
     const storageClass = options.storageClass ?? this.#storageClass;
     const headers: Record<string, string> = storageClass ? { 'x-oss-storage-class': storageClass } : {};
     const signal = options.signal;
     const size = options.size;
     const what = `oss PUT ${this.bucket}/${key}`;
-    if (Buffer.isBuffer(body)) {
-      if (size !== undefined && size !== body.length) throw new SourceChangedError(`${what}: the body has ${body.length} bytes, not the ${size} announced`);
-      if (body.length <= this.#limits.multipartThreshold) return this.#putObject(key, body, headers, signal);
-      return this.#multipart(key, bufferParts(body, this.#partSizeFor(body.length)), body.length, headers, signal);
-    }
-    if (size !== undefined && size <= this.#limits.multipartThreshold) {
-      const data = await readExactly(body, size, what);
-      return this.#putObject(key, data, headers, signal);
-    }
-    if (size !== undefined) return this.#multipart(key, streamParts(body, () => this.#partSizeFor(size)), size, headers, signal);
-    // Unknown size: a body that ends within the first part goes up in one request.
-    const sizeOf = growingPartSize(this.#limits.partSize);
-    const parts = streamParts(body, sizeOf);
-    let first: IteratorResult<Buffer>;
+    const unhook = destroyOnAbort(body, signal, what);
     try {
-      first = await parts.next();
+      this.#checkKey('PUT', key);
+      throwIfAborted(signal, what);
+      if (Buffer.isBuffer(body)) checkDeclaredSize(body, size, what);
+      const known = Buffer.isBuffer(body) ? body.length : size;
+      if (known !== undefined && known <= this.#limits.multipartThreshold) {
+        const data = Buffer.isBuffer(body) ? body : await readBody(body, known, what);
+        return await this.#putObject(key, data, headers, signal);
+      }
+      // An unsized body that ends within its first part goes up in one request.
+      await uploadInParts(this.#uploadRequests(headers), key, body, {
+        size: known,
+        partSize: this.#limits.partSize,
+        partsInFlight: this.#limits.partsInFlight,
+        limits: this.features.multipart!,
+        signal,
+        what,
+        single: (data) => this.#putObject(key, data, headers, signal),
+      });
     } catch (err) {
-      throw sourceFailure(err, what);
+      if (!Buffer.isBuffer(body)) body.destroy();
+      throw orAborted(err, signal, what);
+    } finally {
+      unhook();
     }
-    const data = first.done ? Buffer.alloc(0) : first.value;
-    if (data.length < sizeOf(1)) return this.#putObject(key, data, headers, signal);
-    return this.#multipart(key, prepend(data, parts), undefined, headers, signal);
-  }
-
-  #partSizeFor(size: number): number {
-    return Math.max(this.#limits.partSize, Math.ceil(size / OSS_MAX_PARTS / MiB) * MiB);
   }
 
   async #putObject(key: string, data: Buffer, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<void> {
     await this.#call('PUT', key, signal, () => this.#client.put(key, data, { headers, timeout: this.#bodyTimeout(data.length) } as OSS.PutObjectOptions));
   }
 
-  /** Initiate, upload parts (a few in flight), complete; abort the upload on any failure. */
-  async #multipart(key: string, parts: AsyncIterable<Buffer>, size: number | undefined, headers: Record<string, string>, signal?: AbortSignal): Promise<void> {
-    const init = await this.#call('PUT', key, signal, () => this.#client.initMultipartUpload(key, { headers, timeout: this.#limits.timeoutMs } as OSS.InitMultipartUploadOptions));
-    const uploadId = init.uploadId;
-    const done: { number: number; etag: string }[] = [];
-    try {
-      const inflight = new Set<Promise<void>>();
-      let failure: { err: unknown } | undefined;
-      let n = 0;
-      let total = 0;
-      try {
-        for await (const data of parts) {
-          if (failure) break;
-          signal?.throwIfAborted();
-          const number = ++n;
-          if (number > OSS_MAX_PARTS) throw new FatalError(`oss PUT ${this.bucket}/${key}: more than ${OSS_MAX_PARTS} parts`);
-          total += data.length;
-          if (size !== undefined && total > size) throw new SourceChangedError(`oss PUT ${this.bucket}/${key}: the source gave more than the ${size} bytes announced`);
-          const p = this.#call(`PUT part ${number}`, key, signal, () => this.#client.uploadPart(key, uploadId, number, data, 0, data.length, { timeout: this.#bodyTimeout(data.length) })).then(
-            (r) => void done.push({ number, etag: r.etag }),
-            (err: unknown) => void (failure ??= { err }),
-          );
-          inflight.add(p);
-          void p.then(() => inflight.delete(p));
-          if (inflight.size >= this.#limits.partsInFlight) await Promise.race(inflight);
-        }
-      } catch (err) {
-        failure ??= { err: err instanceof FerryError || signal?.aborted ? err : sourceFailure(err, `oss PUT ${this.bucket}/${key}`) };
-      }
-      await Promise.all(inflight);
-      if (failure) throw failure.err;
-      if (size !== undefined && total !== size) throw new SourceChangedError(`oss PUT ${this.bucket}/${key}: the source gave ${total} bytes, not the ${size} announced`);
-      done.sort((a, b) => a.number - b.number);
-      await this.#call('PUT complete', key, signal, () => this.#client.completeMultipartUpload(key, uploadId, done, { timeout: this.#limits.timeoutMs }));
-    } catch (err) {
-      await this.#client.abortMultipartUpload(key, uploadId, { timeout: this.#limits.timeoutMs }).catch(() => undefined);
-      throw err;
-    }
+  /** Initiate, complete and abort, for uploads and copies alike. */
+  #multipartRequests<P>(headers: Record<string, string>, op: string, uploadPart: MultipartRequests<P>['uploadPart']): MultipartRequests<P> {
+    return {
+      create: async (key, signal) => {
+        const init = await this.#call(op, key, signal, () => this.#client.initMultipartUpload(key, { headers, timeout: this.#limits.timeoutMs } as OSS.InitMultipartUploadOptions));
+        return init.uploadId;
+      },
+      uploadPart,
+      complete: async (upload, parts, signal) => {
+        const done = parts.map((p) => ({ number: p.partNumber, etag: p.etag }));
+        await this.#call(`${op} complete`, upload.key, signal, () => this.#client.completeMultipartUpload(upload.key, upload.uploadId, done, { timeout: this.#limits.timeoutMs }));
+      },
+      abort: async (upload) => {
+        await this.#client.abortMultipartUpload(upload.key, upload.uploadId, { timeout: this.#limits.timeoutMs });
+      },
+    };
+  }
+
+  /** UploadPart from a buffer, or a stream of the part's size. ali-oss cannot cancel a request: a part in flight finishes before the upload is aborted. */
+  #uploadRequests(headers: Record<string, string>): MultipartRequests<PartData> {
+    return this.#multipartRequests<PartData>(headers, 'PUT', async (upload, number, part, signal) => {
+      const options = { timeout: this.#bodyTimeout(part.size) };
+      const r = await this.#call(`PUT part ${number}`, upload.key, signal, () =>
+        Buffer.isBuffer(part.body)
+          ? this.#client.uploadPart(upload.key, upload.uploadId, number, part.body, 0, part.size, options)
+          : (this.#client as unknown as AliOssUploadPart)._uploadPart(upload.key, upload.uploadId, number, { stream: part.body, size: part.size }, options),
+      );
+      return r.etag;
+    });
   }
 
   async delete(key: string, options: { signal?: AbortSignal } = {}): Promise<void> {
@@ -406,30 +409,22 @@ export class OssStore implements ObjectStore {
       return;
     }
     const partSize = Math.max(this.#limits.copyPartSize, Math.ceil(options.size / OSS_MAX_PARTS));
-    const init = await this.#call('COPY', what, options.signal, () => this.#client.initMultipartUpload(key, { headers, timeout: this.#limits.timeoutMs } as OSS.InitMultipartUploadOptions));
-    const uploadId = init.uploadId;
-    try {
-      const ranges: [number, number, number][] = [];
-      for (let a = 0, n = 1; a < options.size; a += partSize, n++) ranges.push([n, a, Math.min(options.size, a + partSize) - 1]);
-      const done: { number: number; etag: string }[] = [];
-      let next = 0;
-      // Server-side part copies carry no body: several may run at once.
-      const worker = async (): Promise<void> => {
-        while (next < ranges.length) {
-          const [number, a, z] = ranges[next++]!;
-          const r = await this.#call(`COPY part ${number}`, what, options.signal, () =>
-            this.#client.uploadPartCopy(key, uploadId, number, `${a}-${z}`, { sourceKey: from.key, sourceBucketName: from.bucket }, { timeout: this.#bodyTimeout(z - a + 1) }),
-          );
-          done.push({ number, etag: r.etag });
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(4, ranges.length) }, worker));
-      done.sort((a, b) => a.number - b.number);
-      await this.#call('COPY complete', what, options.signal, () => this.#client.completeMultipartUpload(key, uploadId, done, { timeout: this.#limits.timeoutMs }));
-    } catch (err) {
-      await this.#client.abortMultipartUpload(key, uploadId, { timeout: this.#limits.timeoutMs }).catch(() => undefined);
-      throw err;
-    }
+    // Server-side part copies carry no body: several may run at once.
+    const requests = this.#multipartRequests<ByteRange>(headers, 'COPY', async (upload, number, range, signal) => {
+      const r = await this.#call(`COPY part ${number}`, what, signal, () =>
+        this.#client.uploadPartCopy(upload.key, upload.uploadId, number, `${range.first}-${range.last}`, { sourceKey: from.key, sourceBucketName: from.bucket }, { timeout: this.#bodyTimeout(range.last - range.first + 1) }),
+      );
+      return r.etag;
+    });
+    await runMultipart(requests, key, copyRanges(options.size, partSize), {
+      partSize,
+      size: options.size,
+      sizeOfPart: (r) => r.last - r.first + 1,
+      partsInFlight: COPY_PARTS_IN_FLIGHT,
+      limits: this.features.multipart!,
+      signal: options.signal,
+      what: `oss COPY ${from.bucket}/${from.key} to ${this.bucket}/${key}`,
+    });
   }
 
   async close(): Promise<void> {
@@ -458,73 +453,11 @@ class LengthCheck extends Transform {
   }
 }
 
-/** The whole body, which must be `size` bytes; reading stops as soon as it is longer. */
-async function readExactly(body: Readable, size: number, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  try {
-    for await (const c of body as AsyncIterable<Buffer | string>) {
-      const chunk = typeof c === 'string' ? Buffer.from(c) : c;
-      total += chunk.length;
-      if (total > size) break;
-      chunks.push(chunk);
-    }
-  } catch (err) {
-    throw sourceFailure(err, what);
-  }
-  if (total > size) {
-    body.destroy();
-    throw new SourceChangedError(`${what}: the source gave more than the ${size} bytes announced`);
-  }
-  if (total < size) throw new SourceChangedError(`${what}: the source gave ${total} bytes, not the ${size} announced`);
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
-}
-
-function sourceFailure(err: unknown, what: string): FerryError {
-  return err instanceof FerryError ? err : fromSystemError(err, `${what}: reading the source`);
-}
-
-/** Part sizes for a body of unknown size: doubling every 1,000 parts, so 10,000 parts reach far. */
-function growingPartSize(base: number): (n: number) => number {
-  return (n) => Math.min(OSS_MAX_PART, base * 2 ** Math.floor((n - 1) / 1000));
-}
-
-async function* prepend(first: Buffer, rest: AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-  yield first;
-  yield* rest;
-}
-
-async function* bufferParts(body: Buffer, partSize: number): AsyncGenerator<Buffer> {
-  for (let a = 0; a < body.length; a += partSize) yield body.subarray(a, a + partSize);
-}
-
-/** Cut a stream into parts of `sizeOf(partNumber)` bytes; the last may be shorter. An empty stream is one empty part. */
-async function* streamParts(body: AsyncIterable<Buffer | Uint8Array | string>, sizeOf: (n: number) => number): AsyncGenerator<Buffer> {
-  let n = 1;
-  let want = sizeOf(n);
-  let pieces: Buffer[] = [];
-  let have = 0;
-  for await (const c of body) {
-    let chunk = typeof c === 'string' ? Buffer.from(c) : Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
-    while (chunk.length > 0) {
-      const take = Math.min(want - have, chunk.length);
-      pieces.push(chunk.subarray(0, take));
-      have += take;
-      chunk = chunk.subarray(take);
-      if (have === want) {
-        yield Buffer.concat(pieces, have);
-        pieces = [];
-        have = 0;
-        want = sizeOf(++n);
-      }
-    }
-  }
-  if (have > 0 || n === 1) yield Buffer.concat(pieces, have);
-}
-
 export const ossBackend: Backend = {
   scheme: 'oss',
   summary: 'oss://[AK:SK[:TOKEN]@]BUCKET.ENDPOINT[/PREFIX] — Aliyun OSS (ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET from the environment)',
+  credentialEnv,
+  secretEnv,
   async open(address, options) {
     return new OssStore(address, options);
   },

@@ -18,31 +18,26 @@ import {
   type _Error as DeleteError,
   type StorageClass,
 } from '@aws-sdk/client-s3';
-import { AbortedError, FatalError, FerryError, ListOrderError, NotFoundError, PermissionDeniedError, SourceChangedError, ThrottledError, TransientError } from '../../errors.js';
+import { FatalError, type FerryError, ListOrderError, NotFoundError, PermissionDeniedError, ThrottledError, TransientError } from '../../errors.js';
 import { compareKeys } from '../keys.js';
+import { credentialEnv, secretEnv } from './env.js';
 import type { Backend } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { clientConfig, keepAliveAgent, resolveSettings, type S3Settings } from './config.js';
 import { mapS3Error, type CallSite } from './errors.js';
 import { parseListPage, type ListedObject, type ListPage } from '../listing-xml.js';
 import { LeanS3 } from './lean.js';
-import {
-  copyRanges,
-  GiB,
-  MAX_OBJECT,
-  MAX_PART,
-  MAX_PARTS,
-  MiB,
-  MIN_PART,
-  partSizeFor,
-  partSizeForUnknown,
-  readParts,
-  runMultipart,
-  sliceParts,
-  type MultipartTarget,
-} from './multipart.js';
+import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sizeGuard, sourceError } from '../body.js';
+import { copyRanges, MiB, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
 
 export { resolveSettings, clientConfig, keepAliveAgent, type S3Settings } from './config.js';
+
+const GiB = 1024 * MiB;
+/** S3's limits: every part but the last at least 5 MiB, at most 5 GiB, at most 10,000 parts, 5 TiB per object. */
+const MIN_PART = 5 * MiB;
+const MAX_PART = 5 * GiB;
+const MAX_PARTS = 10_000;
+const MAX_OBJECT = 5 * 1024 * GiB;
 
 /** Sizes and counts a store works with; tests shrink them to reach the multipart paths cheaply. */
 export interface S3Tuning {
@@ -52,6 +47,8 @@ export interface S3Tuning {
   copyThreshold: number;
   /** Smallest part of a multipart copy (the part count stays within 10,000). */
   copyPartSize: number;
+  /** Size of upload parts (raised where 10,000 parts would not hold the object). */
+  partSize: number;
   /** Parts of one object in flight at once. */
   partConcurrency: number;
   /** Keys per ListObjectsV2 request (S3 returns at most 1,000). */
@@ -62,13 +59,13 @@ export const DEFAULT_TUNING: S3Tuning = {
   putThreshold: 32 * MiB,
   copyThreshold: 5 * GiB,
   copyPartSize: 512 * MiB,
+  partSize: MIN_PART,
   partConcurrency: 4,
   pageSize: 1000,
 };
 
 /** DeleteObjects takes at most this many keys. */
 const DELETE_BATCH = 1000;
-const EMPTY = Buffer.alloc(0);
 
 interface S3Location {
   bucket: string;
@@ -91,11 +88,6 @@ function linkedController(outer: AbortSignal | undefined): { controller: AbortCo
   if (outer?.aborted) controller.abort(outer.reason);
   else outer?.addEventListener('abort', onAbort, { once: true });
   return { controller, dispose: () => outer?.removeEventListener('abort', onAbort) };
-}
-
-function asFerryError(err: unknown, what: string): FerryError {
-  if (err instanceof FerryError) return err;
-  return new TransientError(`${what}: reading the source failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
 
 /** What a GetObject gives back, from the SDK or from lean.ts. */
@@ -180,7 +172,11 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+  list(options: ListOptions = {}): AsyncIterable<Entry[]> {
+    return abortablePages(this.#list(options), options.signal, `s3 LIST ${this.#bucket}/${options.prefix ?? ''}`);
+  }
+
+  async *#list(options: ListOptions): AsyncIterable<Entry[]> {
     const prefix = options.prefix ?? '';
     const site = this.#site('LIST', prefix, options.signal);
     let token: string | undefined;
@@ -329,39 +325,36 @@ export class S3Store implements ObjectStore {
       body.destroy();
       throw new FatalError(`s3 GET ${this.#bucket}/${key}: the service ignored the range ${range} and sent the whole object`);
     }
-    return checkedLength(body, out.ContentLength, site);
+    return abortable(checkedLength(body, out.ContentLength, site), options.signal, `s3 GET ${this.#bucket}/${key}`);
   }
 
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
-    const size = Buffer.isBuffer(body) ? body.length : options.size;
     const storageClass = options.storageClass ?? this.#storageClass;
+    const signal = options.signal;
     const what = `s3 PUT ${this.#bucket}/${key}`;
-    if (size !== undefined && size > MAX_OBJECT) throw new FatalError(`${what}: ${size} bytes is more than S3's 5 TiB limit`);
-    if (size !== undefined && size <= this.#tuning.putThreshold) return this.#putObject(key, body, size, storageClass, options.signal);
-    if (Buffer.isBuffer(body)) return void (await this.#uploadParts(key, sliceParts(body, partSizeFor(body.length)), storageClass, options.signal));
-
-    const sizeOf = size === undefined ? partSizeForUnknown : () => partSizeFor(size);
-    const parts = readParts(body, sizeOf);
+    const unhook = destroyOnAbort(body, signal, what);
     try {
-      let items: AsyncIterable<Buffer> = parts;
-      if (size === undefined) {
-        // A stream of unknown size that fits in one part goes up with one PutObject.
-        const first = await parts.next();
-        if (first.done || first.value.length < sizeOf(0)) {
-          const data = first.done ? EMPTY : first.value;
-          return await this.#putObject(key, data, data.length, storageClass, options.signal);
-        }
-        items = prepend(first.value, parts);
-      } else {
-        items = exactly(parts, size, what);
-      }
-      await this.#uploadParts(key, items, storageClass, options.signal);
+      if (Buffer.isBuffer(body)) checkDeclaredSize(body, options.size, what);
+      const size = Buffer.isBuffer(body) ? body.length : options.size;
+      if (size !== undefined && size > MAX_OBJECT) throw new FatalError(`${what}: ${size} bytes is more than S3's 5 TiB limit`);
+      // An empty body is read first: the service may answer a request of length 0 before the source shows it holds more.
+      if (size === 0 && !Buffer.isBuffer(body)) return await this.#putObject(key, await readBody(body, 0, what), 0, storageClass, signal);
+      if (size !== undefined && size <= this.#tuning.putThreshold) return await this.#putObject(key, body, size, storageClass, signal);
+      // Larger or unsized bodies go up in parts; a stream of unknown size that fits in one part goes up with one PutObject.
+      await uploadInParts(this.#uploadRequests(storageClass), key, body, {
+        size,
+        partSize: this.#tuning.partSize,
+        partsInFlight: this.#tuning.partConcurrency,
+        limits: this.features.multipart!,
+        signal,
+        what,
+        single: (data) => this.#putObject(key, data, data.length, storageClass, signal),
+      });
     } catch (err) {
-      if (options.signal?.aborted) throw new AbortedError(`${what}: interrupted`);
-      throw asFerryError(err, what);
+      if (!Buffer.isBuffer(body)) body.destroy();
+      throw orAborted(err, signal, what);
     } finally {
-      await parts.return(undefined);
-      body.destroy();
+      unhook();
     }
   }
 
@@ -394,50 +387,52 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  /** Start a multipart upload (for parts uploaded or copied); its upload id. */
-  async #createUpload(key: string, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<string> {
-    const out = await this.#call(this.#site('CreateMultipartUpload', key, signal), () =>
-      this.#client.send(
-        new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: key, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }),
-        withSignal(signal),
-      ),
-    );
-    if (!out.UploadId) throw new FatalError(`s3 CreateMultipartUpload ${this.#bucket}/${key}: the service returned no upload id`);
-    return out.UploadId;
-  }
-
-  async #uploadParts(key: string, parts: AsyncIterable<Buffer> | Iterable<Buffer>, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<number> {
-    const target: MultipartTarget<Buffer> = {
-      create: () => this.#createUpload(key, storageClass, signal),
-      part: async (uploadId, partNumber, data, partSignal) => {
-        const out = await this.#call(this.#site(`UploadPart #${partNumber}`, key, signal), () =>
+  /** CreateMultipartUpload, CompleteMultipartUpload and AbortMultipartUpload, for uploads and copies alike. */
+  #multipartRequests<P>(storageClass: string | undefined, uploadPart: MultipartRequests<P>['uploadPart']): MultipartRequests<P> {
+    return {
+      create: async (key, signal) => {
+        const out = await this.#call(this.#site('CreateMultipartUpload', key, signal), () =>
           this.#client.send(
-            new UploadPartCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: data, ContentLength: data.length }),
-            { abortSignal: partSignal },
+            new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: key, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }),
+            withSignal(signal),
           ),
         );
-        return out.ETag ?? '';
+        if (!out.UploadId) throw new FatalError(`s3 CreateMultipartUpload ${this.#bucket}/${key}: the service returned no upload id`);
+        return out.UploadId;
       },
-      complete: (uploadId, done) => this.#complete(key, uploadId, done, signal),
-      abort: (uploadId) => this.#abortUpload(key, uploadId),
+      uploadPart,
+      complete: async (upload, parts, signal) => {
+        await this.#call(this.#site('CompleteMultipartUpload', upload.key, signal), () =>
+          this.#client.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.#bucket,
+              Key: upload.key,
+              UploadId: upload.uploadId,
+              MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+            }),
+            withSignal(signal),
+          ),
+        );
+      },
+      abort: async (upload) => {
+        await this.#call(this.#site('AbortMultipartUpload', upload.key, undefined), () =>
+          this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: upload.key, UploadId: upload.uploadId })),
+        );
+      },
     };
-    return runMultipart(target, parts, { concurrency: this.#tuning.partConcurrency, what: `s3 PUT ${this.#bucket}/${key}`, ...(signal ? { signal } : {}) });
   }
 
-  async #complete(key: string, uploadId: string, parts: { PartNumber: number; ETag: string }[], signal: AbortSignal | undefined): Promise<void> {
-    await this.#call(this.#site('CompleteMultipartUpload', key, signal), () =>
-      this.#client.send(
-        new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
-        withSignal(signal),
-      ),
-    );
-  }
-
-  /** Best effort, without the run's signal: an interrupted upload should still be cleaned up. */
-  async #abortUpload(key: string, uploadId: string): Promise<void> {
-    await this.#call(this.#site('AbortMultipartUpload', key, undefined), () =>
-      this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId })),
-    );
+  /** UploadPart from a buffer or a stream of the part's size. */
+  #uploadRequests(storageClass: string | undefined): MultipartRequests<PartData> {
+    return this.#multipartRequests<PartData>(storageClass, async (upload, partNumber, part, signal) => {
+      const out = await this.#call(this.#site(`UploadPart #${partNumber}`, upload.key, signal), () =>
+        this.#client.send(
+          new UploadPartCommand({ Bucket: this.#bucket, Key: upload.key, UploadId: upload.uploadId, PartNumber: partNumber, Body: part.body, ContentLength: part.size }),
+          { abortSignal: signal },
+        ),
+      );
+      return out.ETag ?? '';
+    });
   }
 
   async delete(key: string, options: { signal?: AbortSignal } = {}): Promise<void> {
@@ -493,32 +488,32 @@ export class S3Store implements ObjectStore {
       return;
     }
     if (options.size > MAX_OBJECT) throw new FatalError(`s3 COPY ${from.bucket}/${from.key}: ${options.size} bytes is more than S3's 5 TiB limit`);
-    const partSize = Math.min(MAX_PART, Math.max(this.#tuning.copyPartSize, partSizeFor(options.size)));
-    const target: MultipartTarget<{ first: number; last: number }> = {
-      create: () => this.#createUpload(key, storageClass, signal),
-      part: async (uploadId, partNumber, range, partSignal) => {
-        const out = await this.#call(this.#site(`UploadPartCopy #${partNumber} from ${from.bucket}/${from.key} to`, key, signal), () =>
-          this.#client.send(
-            new UploadPartCopyCommand({
-              Bucket: this.#bucket,
-              Key: key,
-              UploadId: uploadId,
-              PartNumber: partNumber,
-              CopySource: header,
-              CopySourceRange: `bytes=${range.first}-${range.last}`,
-            }),
-            { abortSignal: partSignal },
-          ),
-        );
-        return out.CopyPartResult?.ETag ?? '';
-      },
-      complete: (uploadId, done) => this.#complete(key, uploadId, done, signal),
-      abort: (uploadId) => this.#abortUpload(key, uploadId),
-    };
-    await runMultipart(target, copyRanges(options.size, partSize), {
-      concurrency: this.#tuning.partConcurrency,
-      what: `s3 COPY ${from.bucket}/${from.key} to ${this.#bucket}/${key}`,
-      ...(signal ? { signal } : {}),
+    const what = `s3 COPY ${from.bucket}/${from.key} to ${this.#bucket}/${key}`;
+    const partSize = Math.min(MAX_PART, Math.max(this.#tuning.copyPartSize, Math.ceil(options.size / MAX_PARTS / MiB) * MiB));
+    const requests = this.#multipartRequests<ByteRange>(storageClass, async (upload, partNumber, range, partSignal) => {
+      const out = await this.#call(this.#site(`UploadPartCopy #${partNumber} from ${from.bucket}/${from.key} to`, upload.key, partSignal), () =>
+        this.#client.send(
+          new UploadPartCopyCommand({
+            Bucket: this.#bucket,
+            Key: upload.key,
+            UploadId: upload.uploadId,
+            PartNumber: partNumber,
+            CopySource: header,
+            CopySourceRange: `bytes=${range.first}-${range.last}`,
+          }),
+          { abortSignal: partSignal },
+        ),
+      );
+      return out.CopyPartResult?.ETag ?? '';
+    });
+    await runMultipart(requests, key, copyRanges(options.size, partSize), {
+      partSize,
+      size: options.size,
+      sizeOfPart: (r) => r.last - r.first + 1,
+      partsInFlight: this.#tuning.partConcurrency,
+      limits: this.features.multipart!,
+      signal,
+      what,
     });
   }
 
@@ -535,44 +530,16 @@ function numberHeader(value: string | undefined): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-async function* prepend<T>(first: T, rest: AsyncIterator<T>): AsyncGenerator<T> {
-  yield first;
-  for (;;) {
-    const r = await rest.next();
-    if (r.done) return;
-    yield r.value;
-  }
-}
-
-/** Pass parts through, failing before the upload completes if the stream is not `size` bytes long. */
-async function* exactly(parts: AsyncIterable<Buffer>, size: number, what: string): AsyncGenerator<Buffer> {
-  let total = 0;
-  for await (const p of parts) {
-    total += p.length;
-    if (total > size) throw new SourceChangedError(`${what}: the source has more than the ${size} bytes announced`);
-    yield p;
-  }
-  if (total !== size) throw new SourceChangedError(`${what}: the source ended after ${total} of the ${size} bytes announced`);
-}
-
 /**
  * The body of a PutObject whose length was announced: fails (through `fail`, which aborts the
- * request) when the source errors or turns out longer or shorter than `size`.
+ * request) when the source errors or turns out longer or shorter than `size`. The chunk that
+ * completes `size` goes only once the source has ended, so the service never receives a whole
+ * body from a source that is longer.
  */
 function lengthChecked(body: Readable, size: number, what: string, fail: (err: FerryError) => void): Readable {
-  let seen = 0;
-  const out = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      seen += chunk.length;
-      if (seen > size) return callback(new SourceChangedError(`${what}: the source has more than the ${size} bytes announced`));
-      callback(null, chunk);
-    },
-    flush(callback) {
-      callback(seen === size ? null : new SourceChangedError(`${what}: the source ended after ${seen} of the ${size} bytes announced`));
-    },
-  });
-  out.on('error', (err) => fail(asFerryError(err, what)));
-  body.on('error', (err) => out.destroy(asFerryError(err, what)));
+  const out = sizeGuard(size, what);
+  out.on('error', (err) => fail(sourceError(err, what)));
+  body.on('error', (err) => out.destroy(sourceError(err, what)));
   body.pipe(out);
   return out;
 }
@@ -621,6 +588,8 @@ export const s3Backend: Backend = {
   scheme: 's3',
   aliases: ['minio'],
   summary: 's3://[AK:SK[:TOKEN]@]BUCKET[.ENDPOINT][/PREFIX], minio://[AK:SK@]ENDPOINT/BUCKET[/PREFIX] — Amazon S3 and S3-compatible stores',
+  credentialEnv,
+  secretEnv,
   async open(address, options) {
     const settings = resolveSettings(address, options);
     return new S3Store(settings, {

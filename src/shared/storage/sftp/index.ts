@@ -1,11 +1,13 @@
 import { posix } from 'node:path';
-import { Readable, addAbortSignal } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Attributes, FileEntry, InputAttributes, SFTPWrapper, Stats } from 'ssh2';
 import { sshError, type ResolvedSshTarget, type SshOptions } from '../../ssh/connect.js';
 import { channelOpen, SftpPool } from '../../ssh/pool.js';
 import type { Address } from '../address.js';
-import { FatalError, FerryError, InTheWayError, NotFoundError, PermissionDeniedError, TransientError, UnsafePathError } from '../../errors.js';
+import { FatalError, FerryError, InTheWayError, NotEmptyError, NotFoundError, PermissionDeniedError, TransientError, UnsafePathError } from '../../errors.js';
+import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, throwIfAborted } from '../body.js';
 import { parentKey, treeKeyProblem } from '../keys.js';
+import { credentialEnv, secretEnv } from './env.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import { isAbandoned, isTempName, tempName } from '../temp.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
@@ -290,10 +292,11 @@ export class SftpStore implements ObjectStore {
     this.#refuse(op, key);
     let path = this.#bucket + key;
     try {
+      throwIfAborted(signal, this.#what(op, path));
       path = await this.#path(key);
       return await this.#pool.withSftp((sftp) => fn(sftp, path), signal);
     } catch (err) {
-      throw this.#error(err, op, path);
+      throw orAborted(this.#error(err, op, path), signal, this.#what(op, path));
     }
   }
 
@@ -570,9 +573,10 @@ export class SftpStore implements ObjectStore {
   async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
     if (options.prefix !== undefined) this.#refuse('list', dirPart(options.prefix));
     if (options.startAfter !== undefined) this.#refuse('list', dirPart(options.startAfter));
-    yield* listTree(options, PAGE, (req, follow) =>
+    const pages = listTree(options, PAGE, (req, follow) =>
       this.#run('list', req.read, (sftp, path) => this.#readDir(sftp, req.read, path, follow, options.reclaim), options.signal),
     );
+    yield* abortablePages(pages, options.signal, this.#what('list', this.#bucket + (options.prefix ?? '')));
   }
 
   async head(key: string, options: { followSymlinks?: boolean; signal?: AbortSignal } = {}): Promise<Entry> {
@@ -600,6 +604,7 @@ export class SftpStore implements ObjectStore {
     let lease: { sftp: SFTPWrapper; release: () => void } | undefined;
     try {
       this.#refuse('read', key);
+      throwIfAborted(options.signal, this.#what('read', path));
       path = await this.#path(key);
       lease = await this.#pool.lease(options.signal);
       const { sftp } = lease;
@@ -623,11 +628,10 @@ export class SftpStore implements ObjectStore {
         mapError: (err) => sftpError(err, what, this.#target),
         onClose: () => l.release(),
       });
-      if (options.signal) addAbortSignal(options.signal, stream);
-      return stream;
+      return abortable(stream, options.signal, what);
     } catch (err) {
       lease?.release();
-      throw this.#error(err, 'open', path);
+      throw orAborted(this.#error(err, 'open', path), options.signal, this.#what('read', path));
     }
   }
 
@@ -672,12 +676,22 @@ export class SftpStore implements ObjectStore {
       if (!Buffer.isBuffer(body)) body.resume();
       return this.mkdir(key, options.mode === undefined ? {} : { mode: options.mode });
     }
+    const what = this.#what('write', this.#bucket + key);
+    const unhook = destroyOnAbort(body, options.signal, what);
     try {
       this.#refuse('write', key);
+      if (Buffer.isBuffer(body)) checkDeclaredSize(body, options.size, what);
+      await this.#write(key, body, options);
     } catch (err) {
       if (!Buffer.isBuffer(body)) body.destroy();
-      throw err;
+      throw orAborted(err, options.signal, what);
+    } finally {
+      unhook();
     }
+  }
+
+  /** Write to a temporary (removed on any failure) and rename it into place; in place, to the file itself. */
+  async #write(key: string, body: Readable | Buffer, options: PutOptions): Promise<void> {
     await this.#run(
       'write',
       key,
@@ -687,7 +701,11 @@ export class SftpStore implements ObjectStore {
         try {
           target = await this.#prepareWrite(sftp, 'write', key, path);
           handle = await this.#openForWrite(sftp, target, parentKey(key));
-          await writeBody(sftp, handle, body, options.signal ? { signal: options.signal } : {});
+          await writeBody(sftp, handle, body, {
+            ...(options.signal ? { signal: options.signal } : {}),
+            ...(options.size === undefined ? {} : { size: options.size }),
+            what: this.#what('write', path),
+          });
           const h = handle;
           const attrs = this.#attrs(options);
           if (attrs) await call<void>(sftp, (done) => sftp.fsetstat(h, attrs, done));
@@ -731,6 +749,10 @@ export class SftpStore implements ObjectStore {
           } else await call<void>(sftp, (done) => sftp.unlink(path, done));
         } catch (err) {
           if (statusOf(err) === STATUS.NO_SUCH_FILE) return;
+          // rmdir of a directory with entries: ENOTEMPTY, which OpenSSH answers as FAILURE.
+          if (key.endsWith('/') && statusOf(err) === STATUS.FAILURE && (await this.#hasEntries(sftp, bare(path)))) {
+            throw new NotEmptyError(`${this.#what('delete', path)}: the directory is not empty`, { cause: err });
+          }
           // unlink of a directory: EISDIR, which OpenSSH answers as FAILURE.
           if (!key.endsWith('/') && statusOf(err) === STATUS.FAILURE && kindOf((await lstatOrNone(sftp, path))?.mode ?? 0) === 'd') return;
           throw err;
@@ -738,6 +760,21 @@ export class SftpStore implements ObjectStore {
       },
       options.signal,
     );
+  }
+
+  /** True when `path` is a directory (not a link to one) that holds at least one entry. */
+  async #hasEntries(sftp: SFTPWrapper, path: string): Promise<boolean> {
+    if (kindOf((await lstatOrNone(sftp, path))?.mode ?? 0) !== 'd') return false;
+    const handle = await call<Buffer>(sftp, (done) => sftp.opendir(path, done));
+    try {
+      const names = await call<FileEntry[] | false>(sftp, (done) => sftp.readdir(handle, done)).catch((err: unknown) => {
+        if (statusOf(err) === STATUS.EOF) return false as const;
+        throw err;
+      });
+      return names !== false && names.some((f) => f.filename !== '.' && f.filename !== '..');
+    } finally {
+      await call<void>(sftp, (done) => sftp.close(handle, done)).catch(() => {});
+    }
   }
 
   async mkdir(key: string, options: { mode?: number } = {}): Promise<void> {
@@ -901,5 +938,7 @@ export async function openSftp(address: Address, options: OpenOptions & SftpStor
 export const sftpBackend: Backend = {
   scheme: 'sftp',
   summary: 'sftp://user@host[:port]/path, user@host:path — a directory on an SSH server (honours ~/.ssh/config, the agent, known_hosts)',
+  credentialEnv,
+  secretEnv,
   open: (address, options) => openSftp(address, options),
 };

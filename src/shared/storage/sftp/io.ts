@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type { SFTPWrapper, Stats } from 'ssh2';
 import { channelOpen } from '../../ssh/pool.js';
+import { tooLong, tooShort } from '../body.js';
 
 /** What ssh2 reports for requests cut off by a lost connection (SFTP status CONNECTION_LOST). */
 function channelClosed(): Error {
@@ -185,9 +186,16 @@ export class SftpReadStream extends Readable {
 
 /**
  * Write a body to an open handle from offset 0 with up to DEPTH requests in flight, pulling from
- * the body only when there is room (backpressure). Returns the number of bytes written.
+ * the body only when there is room (backpressure). Returns the number of bytes written. With
+ * `size`, a stream must be exactly that long: SourceChangedError (naming `what`) as soon as it is
+ * longer, or when it ends short.
  */
-export async function writeBody(sftp: SFTPWrapper, handle: Buffer, body: Readable | Buffer, options: { signal?: AbortSignal; chunk?: number; depth?: number } = {}): Promise<number> {
+export async function writeBody(
+  sftp: SFTPWrapper,
+  handle: Buffer,
+  body: Readable | Buffer,
+  options: { signal?: AbortSignal; chunk?: number; depth?: number; size?: number; what?: string } = {},
+): Promise<number> {
   const chunkSize = options.chunk ?? chunkFor(sftp, 'write');
   const depth = options.depth ?? DEPTH;
   const inflight = new Set<Promise<void>>();
@@ -231,8 +239,17 @@ export async function writeBody(sftp: SFTPWrapper, handle: Buffer, body: Readabl
   };
 
   try {
+    const size = options.size;
+    const what = options.what ?? 'sftp write';
     if (Buffer.isBuffer(body)) await send(body);
-    else for await (const c of body as AsyncIterable<Buffer | string | Uint8Array>) await send(Buffer.isBuffer(c) ? c : Buffer.from(c));
+    else {
+      for await (const c of body as AsyncIterable<Buffer | string | Uint8Array>) {
+        const chunk = Buffer.isBuffer(c) ? c : Buffer.from(c);
+        if (size !== undefined && pos + chunk.length > size) throw tooLong(size, what);
+        await send(chunk);
+      }
+      if (size !== undefined && pos !== size) throw tooShort(pos, size, what);
+    }
     while (inflight.size > 0) await Promise.race(inflight);
     if (failed) throw failure;
   } catch (err) {
