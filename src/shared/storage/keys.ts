@@ -37,15 +37,18 @@ export function parentKey(key: string): string {
  * Object stores hold such keys, so they reach tree stores from S3, OSS, COS and --files-from.
  */
 export function treeKeyProblem(key: string): string | undefined {
-  if (key === '') return undefined;
-  if (key.includes('\0')) return 'it contains a NUL character';
-  const parts = key.split('/');
-  // A directory key ends in '/': its last part is empty.
-  if (parts[parts.length - 1] === '') parts.pop();
-  for (const p of parts) {
-    if (p === '..') return "it has a '..' segment, which would leave the destination";
-    if (p === '.') return "it has a '.' segment";
-    if (p === '') return key.startsWith('/') ? "it starts with '/'" : "it has an empty segment ('//')";
+  // One pass over the characters, no allocation: this runs for every key a tree store touches.
+  const n = key.length;
+  let start = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? key.charCodeAt(i) : 47; // a '/' after the end closes the last segment
+    if (c === 0) return 'it contains a NUL character';
+    if (c !== 47) continue;
+    const len = i - start;
+    if (len === 0 && i < n) return i === 0 ? "it starts with '/'" : "it has an empty segment ('//')";
+    if (len === 1 && key.charCodeAt(start) === 46) return "it has a '.' segment";
+    if (len === 2 && key.charCodeAt(start) === 46 && key.charCodeAt(start + 1) === 46) return "it has a '..' segment, which would leave the destination";
+    start = i + 1;
   }
   return undefined;
 }
