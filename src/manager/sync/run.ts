@@ -74,6 +74,8 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   const onStopNow = () => stop('interrupted');
   control.stopListing.addEventListener('abort', onStopListing);
   control.stopNow.addEventListener('abort', onStopNow);
+  // A signal aborted before the run began fires no event.
+  if (control.stopListing.aborted || control.stopNow.aborted) stop('interrupted');
   try {
     const executing = new LocalExecutor('local', transfer, o.threads).run(new Dispatcher(ledger), control.stopNow);
     let fatal: unknown;
