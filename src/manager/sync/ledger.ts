@@ -101,6 +101,11 @@ export class Ledger {
 
   /** The planner has reached `key` (undefined: the end): directories that do not enclose it are closed. */
   reach(key: string | undefined): void {
+    // Called for every key: the common case (no open directory) stays small enough to inline.
+    if (this.#open.length > 0) this.#closeOutside(key);
+  }
+
+  #closeOutside(key: string | undefined): void {
     for (;;) {
       const top = this.#open[this.#open.length - 1];
       if (!top || (key !== undefined && key.startsWith(top.key))) return;

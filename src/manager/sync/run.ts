@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { fromWire } from '../../shared/errors.js';
 import { LocalExecutor } from '../../shared/executor.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
@@ -48,6 +49,8 @@ export interface SyncResult {
  */
 export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions, control: RunControl): Promise<SyncResult> {
   const stats = control.stats ?? new SyncStats();
+  // Each executor slot waiting for work listens on stopNow: more than the default ten is normal.
+  setMaxListeners(0, control.stopNow);
   const log = control.logger;
   let stopped: SyncResult['stopped'];
   const listAbort = new AbortController();
