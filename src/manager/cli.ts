@@ -1,16 +1,16 @@
 import { setMaxListeners } from 'node:events';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { compileRules, type Rule } from '../shared/filter/rules.js';
-import { makeEntryFilter, parseDuration, parseSize, parseTime } from '../shared/filter/limits.js';
+import type { Rule } from '../shared/filter/rules.js';
+import { parseDuration, parseSize, parseTime, type EntryLimits } from '../shared/filter/limits.js';
+import { entryFilter, isDirForm, resolveJob, type JobSpec, type ResolvedJob, type SyncOptions } from '../shared/job.js';
 import { Redactor } from '../shared/redact.js';
-import { parseAddress, redactAddress, secretsOf, type Address } from '../shared/storage/address.js';
+import { parseAddress, secretsOf, type Address } from '../shared/storage/address.js';
 import { isFilesystemRoot, overlap, storageLocation } from '../shared/storage/location.js';
 import { defaultRegistry } from '../shared/storage/all.js';
-import type { BackendRegistry, OpenOptions } from '../shared/storage/registry.js';
-import { FerryError, NotFoundError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
-import type { Entry, ObjectStore } from '../shared/storage/types.js';
+import type { BackendRegistry } from '../shared/storage/registry.js';
+import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
 import { Console, type Verbosity } from './output.js';
-import { runSync, type SyncOptions } from './sync/run.js';
+import { runSync } from './sync/run.js';
 import { formatBytes, SyncStats } from './sync/stats.js';
 
 declare const FERRY_VERSION: string | undefined;
@@ -85,12 +85,10 @@ Exit status: 0 when nothing failed or was lost, 1 otherwise, 2 for bad usage,
 twice stops at once.`;
 
 interface ParsedSync {
-  src: string;
-  dst: string;
-  options: SyncOptions;
+  /** The run, as plain data. */
+  spec: JobSpec;
   json: boolean;
   verbosity: Verbosity;
-  noHttps: boolean;
   statsInterval: number;
   allowRoot: boolean;
 }
@@ -183,9 +181,7 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
   const s = (k: string) => opts[k] as string | undefined;
   const b = (k: string) => opts[k] === true;
   const n = (k: string) => opts[k] as number;
-  const matchFullPath = b('matchFullPath');
-  const matcher = rules.length > 0 ? compileRules(rules, { matchFullPath }) : undefined;
-  const bounds = {
+  const limits: EntryLimits = {
     ...(s('minSize') !== undefined ? { minSize: parseSize(s('minSize')!, '--min-size') } : {}),
     ...(s('maxSize') !== undefined ? { maxSize: parseSize(s('maxSize')!, '--max-size') } : {}),
     ...(s('maxAge') !== undefined ? { maxAge: parseDuration(s('maxAge')!, '--max-age') } : {}),
@@ -193,11 +189,10 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     ...(s('startTime') !== undefined ? { startTime: parseTime(s('startTime')!, '--start-time') } : {}),
     ...(s('endTime') !== undefined ? { endTime: parseTime(s('endTime')!, '--end-time') } : {}),
   };
-  const limits = Object.keys(bounds).length > 0 ? makeEntryFilter({ ...bounds, now: Date.now() }) : undefined;
-  let filter: ((e: Entry) => boolean) | undefined;
-  if (matcher && limits) filter = (e) => matcher(e.key) && limits(e);
-  else if (matcher) filter = (e) => matcher(e.key);
-  else if (limits) filter = limits;
+  const filter = { rules: [...rules], matchFullPath: b('matchFullPath'), limits };
+  const now = Date.now();
+  // Bad rules and contradicting limits are usage errors now, not when the run starts.
+  entryFilter(filter, now);
   if (b('quiet') && b('verbose')) throw new UsageError('--quiet and --verbose contradict each other');
   if (b('update') && b('forceUpdate')) throw new UsageError('--update and --force-update contradict each other');
   if (b('existing') && b('ignoreExisting')) throw new UsageError('--existing and --ignore-existing together would copy nothing');
@@ -215,7 +210,6 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     sizeOnly: b('sizeOnly'),
     ...(s('start') !== undefined ? { start: s('start')! } : {}),
     ...(s('end') !== undefined ? { end: s('end')! } : {}),
-    ...(filter ? { filter } : {}),
     limit: n('limit'),
     ...(s('filesFrom') !== undefined ? { filesFrom: s('filesFrom')! } : {}),
     inplace: b('inplace'),
@@ -232,12 +226,9 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     ...(s('storageClass') ? { storageClass: s('storageClass')! } : {}),
   };
   return {
-    src,
-    dst,
-    options,
+    spec: { v: 1, src, dst, options, filter, now, noHttps: opts['https'] === false },
     json: b('json'),
     verbosity: b('quiet') ? 'quiet' : b('verbose') ? 'verbose' : 'normal',
-    noHttps: opts['https'] === false,
     statsInterval: n('statsInterval'),
     allowRoot: b('allowRoot'),
   };
@@ -253,13 +244,11 @@ export interface CliEnvironment {
 
 async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<number> {
   const registry = out.registry ?? defaultRegistry();
-  const openStore = (a: Address, options: OpenOptions) => registry.open(a, options);
   const redactor = new Redactor();
-  const srcAddr = parseAddress(p.src);
-  const dstAddr = parseAddress(p.dst);
+  const srcAddr = parseAddress(p.spec.src);
+  const dstAddr = parseAddress(p.spec.dst);
   for (const secret of [...secretsOf(srcAddr), ...secretsOf(dstAddr)]) redactor.add(secret);
   const con = new Console(redactor, p.verbosity, out.stderr);
-  const o = p.options;
   const stats = new SyncStats();
   /** The summary (--json: on standard output, also when the run failed before it started). */
   const finish = (code: number, failure?: string, stopped?: string, ran = true): number => {
@@ -273,9 +262,15 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
     const usage = err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError;
     return finish(usage ? EXIT.usage : EXIT.failed, messageOf(err), undefined, false);
   };
-  const storeOptions = { noHttps: p.noHttps, inplace: o.inplace, concurrency: o.threads, ...(o.storageClass ? { storageClass: o.storageClass } : {}) };
-  let src: ObjectStore | undefined;
-  let dst: ObjectStore | undefined;
+  let job: ResolvedJob;
+  try {
+    checkDestructive(srcAddr, dstAddr, p.spec.options, p.allowRoot);
+    job = await resolveJob(p.spec, registry);
+  } catch (err) {
+    return refuse(err);
+  }
+  const o = job.options;
+  for (const note of job.notes) con.warn(note);
   const stopListing = new AbortController();
   const stopNow = new AbortController();
   // Every request of the run listens on these: more than the default ten listeners is normal.
@@ -294,43 +289,6 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    try {
-      checkDestructive(srcAddr, dstAddr, o, p.allowRoot);
-      src = await openStore(srcAddr, storeOptions);
-      const srcIsDir = isDirForm(srcAddr);
-      const dstIsDir = isDirForm(dstAddr);
-      let to = dstAddr;
-      if (srcIsDir !== dstIsDir) {
-        // A source naming one file and a destination naming a directory: the file goes into the
-        // directory under its own name, as with cp and rsync. Any other mix gives each side's keys
-        // a different form ('/x' against 'x'), so every file would be copied and then deleted as
-        // "extra": juicefs refuses it, and so does ferry.
-        if (!srcIsDir && dstIsDir && (await isFile(src))) {
-          to = { ...dstAddr, prefix: dstAddr.prefix + srcAddr.prefix.slice(srcAddr.prefix.lastIndexOf('/') + 1) };
-        } else {
-          const name = srcIsDir ? p.dst : p.src;
-          throw new UsageError(
-            `SRC and DST should both end with '/' or neither: ${JSON.stringify(srcAddr.display)} is ${srcIsDir ? 'a directory' : 'a key prefix'} and ${JSON.stringify(dstAddr.display)} is ${dstIsDir ? 'a directory' : 'a key prefix'}. ` +
-              `Add the '/' to ${JSON.stringify(redactAddress(name))} to sync directory to directory (e.g. 'ferry sync data/ backup/data/').`,
-          );
-        }
-      }
-      dst = await openStore(to, storeOptions);
-      // A directory tree that is not there is a typo, not an empty source.
-      if (src.features.dirs && srcAddr.prefix === '' && !(await exists(src))) {
-        return refuse(new NotFoundError(`the source ${srcAddr.display} does not exist`));
-      }
-    } catch (err) {
-      return refuse(err);
-    }
-    if (o.links && !(src.features.symlinks && dst.features.symlinks)) {
-      con.warn(`${src.features.symlinks ? dstAddr.display : srcAddr.display} cannot hold symlinks: --links is ignored`);
-      o.links = false;
-    }
-    if (o.perms && !(src.features.attrs?.mode && dst.features.attrs?.mode)) {
-      con.warn(`${src.features.attrs?.mode ? dstAddr.display : srcAddr.display} keeps no permissions: --perms is ignored`);
-      o.perms = false;
-    }
     if (o.deleteDst && !isDirForm(dstAddr) && (o.dry || p.verbosity === 'verbose')) {
       const last = dstAddr.prefix.slice(dstAddr.prefix.lastIndexOf('/') + 1);
       con.warn(
@@ -339,7 +297,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
       );
     }
     con.startProgress(stats, p.statsInterval * 1000);
-    const result = await runSync(src, dst, o, { stopListing: stopListing.signal, stopNow: stopNow.signal, logger: con, stats });
+    const result = await runSync(job.src, job.dst, o, { stopListing: stopListing.signal, stopNow: stopNow.signal, logger: con, stats, ...(job.filter ? { filter: job.filter } : {}) });
     con.stopProgress();
     if (stats.reclaimed > 0) con.info(`reclaimed ${stats.reclaimed} temporary files (${formatBytes(stats.reclaimedBytes)}) left on the destination by runs that were killed`);
     if (result.stopped) con.warn(`the run stopped early (${result.stopped === 'interrupted' ? 'interrupted' : 'too many failures'}): run the same command again to finish`);
@@ -361,13 +319,8 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
-    await Promise.allSettled([src?.close?.(), dst?.close?.()]);
+    await Promise.allSettled([job.src.close?.(), job.dst.close?.()]);
   }
-}
-
-/** The address names a directory (trailing '/', a bucket's root), not a key prefix. */
-function isDirForm(a: Address): boolean {
-  return a.prefix === '' || a.prefix.endsWith('/');
 }
 
 /**
@@ -390,26 +343,7 @@ function checkDestructive(srcAddr: Address, dstAddr: Address, o: SyncOptions, al
   }
 }
 
-/** The store's root (key '') exists. */
-async function exists(store: ObjectStore): Promise<boolean> {
-  try {
-    await store.head('', { followSymlinks: true });
-    return true;
-  } catch (err) {
-    if (err instanceof FerryError && err.retry === 'notFound') return false;
-    throw err;
-  }
-}
 
-/** The store's root key '' is a file (the address named one file). */
-async function isFile(store: ObjectStore): Promise<boolean> {
-  try {
-    const e = await store.head('', { followSymlinks: true });
-    return !e.isDir;
-  } catch {
-    return false;
-  }
-}
 
 function messageOf(err: unknown): string {
   if (err instanceof FerryError) return `${err.message} [${err.code}]`;

@@ -1,21 +1,8 @@
 import type { Entry, Features } from '../../shared/storage/types.js';
 import type { Diff } from './merge.js';
+import type { DecisionOptions } from '../../shared/job.js';
 
-/** The decision options of `juicefs sync`, plus ferry's quick check. */
-export interface DecisionOptions {
-  update: boolean;
-  forceUpdate: boolean;
-  existing: boolean;
-  ignoreExisting: boolean;
-  checkAll: boolean;
-  deleteSrc: boolean;
-  deleteDst: boolean;
-  perms: boolean;
-  dirs: boolean;
-  links: boolean;
-  /** Compare sizes only (juicefs's rule), even where both sides keep modification times. */
-  sizeOnly: boolean;
-}
+export type { DecisionOptions };
 
 /** What the stores on each side can keep, read once from their features. */
 export interface SideFeatures {

@@ -5,7 +5,7 @@ import type { Entry, ObjectStore, PutOptions } from '../storage/types.js';
 import { throttle, type ByteRateLimiter } from '../throttle/bucket.js';
 import { DigestTap, digestOf } from './checksum.js';
 import { DEFAULT_RETRY, withRetry, type RetryOptions } from './retry.js';
-import type { Outcome, Task } from './task.js';
+import type { Outcome, TaskSpec } from './task.js';
 
 export interface TransferOptions {
   perms: boolean;
@@ -89,15 +89,16 @@ export class Transfer {
   }
 
   /** Run one task with retries of transient failures; throws what finally failed. */
-  run(task: Task): Promise<Outcome> {
+  run(task: TaskSpec): Promise<Outcome> {
     const retry = { ...(this.o.retry ?? DEFAULT_RETRY), signal: this.o.signal };
     return withRetry(() => this.#runOnce(task), retry);
   }
 
-  async #runOnce(task: Task): Promise<Outcome> {
+  async #runOnce(task: TaskSpec): Promise<Outcome> {
     const e = task.entry;
     switch (task.op) {
       case 'copy':
+        if (task.clearWay && !e.isDir && !this.o.dry && this.dst.features.dirs) await removeEmptyTree(this.dst, e.key + '/', this.o.signal);
         return this.#copy(e);
       case 'check':
         return this.#check(e, task.keepSource === true);
@@ -380,4 +381,28 @@ function plainMd5(etag: string | undefined): string | undefined {
   if (etag === undefined) return undefined;
   const t = etag.replace(/^W\//, '').replace(/"/g, '').toLowerCase();
   return /^[0-9a-f]{32}$/.test(t) ? t : undefined;
+}
+
+/**
+ * Remove the directory `dir` when nothing but empty directories is under it (no file, link or
+ * anything else), deepest first; false, leaving everything, when it holds anything else. Without
+ * --dirs, the directories that held keys --delete-dst removed are still there, empty, and may
+ * stand where a file must go.
+ */
+async function removeEmptyTree(store: ObjectStore, dir: string, signal: AbortSignal): Promise<boolean> {
+  const dirs: string[] = [];
+  try {
+    for await (const page of store.list({ prefix: dir, followSymlinks: false, signal })) {
+      for (const e of page) {
+        if (!e.isDir || e.isSymlink || dirs.length >= 10_000) return false;
+        dirs.push(e.key);
+      }
+    }
+    for (const d of dirs.reverse()) await store.delete(d, { signal });
+    await store.delete(dir, { signal });
+    return true;
+  } catch {
+    // The copy that follows fails with the store's own words.
+    return false;
+  }
 }

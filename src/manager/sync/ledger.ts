@@ -1,0 +1,278 @@
+import type { Task, TaskResult, TaskSpec } from '../../shared/transfer/task.js';
+
+/** What the ledger tells the run's accounting: a task went out, a task's result came in. */
+export interface LedgerHooks {
+  /** A task was handed to an executor for the first time: from now on its key is part of the run. */
+  dispatched(task: Task, counted: boolean): void;
+  /**
+   * A task's first result. Returning 'again' keeps the task outstanding and runs it once more when
+   * everything else is done (see Ledger.#blocked).
+   */
+  closed(task: Task, counted: boolean, result: TaskResult): 'again' | undefined;
+}
+
+/** Deferred work of one directory: released when nothing is outstanding under its key. */
+interface DirWork {
+  key: string;
+  tasks: { spec: TaskSpec; counted: boolean }[];
+  /** Tasks (and child directories' work) outstanding under this directory, its own released tasks included. */
+  pending: number;
+  /** The planner has moved past the directory: nothing more will be added under it. */
+  closed: boolean;
+  released: boolean;
+  parent: DirWork | undefined;
+}
+
+interface Held {
+  task: Task;
+  dir: DirWork | undefined;
+  /** Its result counts the key (a directory's follow-up work does not). */
+  counted: boolean;
+  dispatched: boolean;
+}
+
+/**
+ * What is outstanding, by task id and by directory. Tasks wait in a bounded queue (the planner
+ * waits when it is full, so memory never grows with the number of keys), go out in batches, and
+ * are counted when their id closes: a result that comes twice (a task run again after a lost
+ * lease) or late is dropped. A directory's own work (its attributes, its deletion) is released
+ * when nothing is outstanding under it, each directory independently of its siblings.
+ */
+export class Ledger {
+  #nextId = 1;
+  #queue: Task[] = [];
+  #head = 0;
+  readonly #held = new Map<number, Held>();
+  /** Directories with deferred work that enclose the planner's current key, innermost last. */
+  readonly #open: DirWork[] = [];
+  /** Tasks to run once more when nothing else is left (hooks.closed said 'again'). */
+  #blocked: Task[] = [];
+  #inFlight = 0;
+  #planned = false;
+  #stopped = false;
+  /** Directory work is dropped, not released (a listing failed: its view of the tree is partial). */
+  #noDirWork = false;
+  #spaceWaiters: (() => void)[] = [];
+  #workWaiters: (() => void)[] = [];
+  #wakeScheduled = false;
+
+  constructor(
+    readonly hooks: LedgerHooks,
+    /** Tasks queued at most before the planner waits. */
+    readonly capacity = 4096,
+  ) {}
+
+  get queued(): number {
+    return this.#queue.length - this.#head;
+  }
+
+  /** Tasks not yet closed: queued, running, or waiting to run again. */
+  get outstanding(): number {
+    return this.#held.size;
+  }
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  // The planner's side.
+
+  /** Queue a task; a promise when the queue is full (resolved when there is room). `counted`: its result counts the key. */
+  add(spec: TaskSpec, counted = true): Promise<void> | undefined {
+    if (this.#stopped) return undefined;
+    this.#enqueue(spec, this.#innermost(spec.entry.key), counted);
+    this.#wake();
+    if (this.queued < this.capacity) return undefined;
+    return new Promise<void>((r) => this.#spaceWaiters.push(r));
+  }
+
+  /** Work for directory `key` (a key ending in '/') that must wait until everything under it is done. */
+  later(key: string, spec: TaskSpec, counted = true): void {
+    if (this.#stopped) return;
+    const top = this.#open[this.#open.length - 1];
+    if (top && top.key === key) {
+      top.tasks.push({ spec, counted });
+      return;
+    }
+    const parent = this.#innermost(key);
+    if (parent) parent.pending++;
+    this.#open.push({ key, tasks: [{ spec, counted }], pending: 0, closed: false, released: false, parent });
+  }
+
+  /** The planner has reached `key` (undefined: the end): directories that do not enclose it are closed. */
+  reach(key: string | undefined): void {
+    // Called for every key: the common case (no open directory) stays small enough to inline.
+    if (this.#open.length > 0) this.#closeOutside(key);
+  }
+
+  #closeOutside(key: string | undefined): void {
+    for (;;) {
+      const top = this.#open[this.#open.length - 1];
+      if (!top || (key !== undefined && key.startsWith(top.key))) return;
+      this.#open.pop();
+      top.closed = true;
+      this.#settle(top);
+    }
+  }
+
+  /**
+   * Planning ended with a failed listing: what was planned runs, but no directory's deferred work
+   * (its attributes, its deletion) is released — the planner never saw the whole of any open one.
+   */
+  finishPartly(): void {
+    this.#noDirWork = true;
+    this.finish();
+  }
+
+  /** Nothing more will be planned. */
+  finish(): void {
+    this.reach(undefined);
+    this.#planned = true;
+    this.#maybeRunBlocked();
+    this.#wake(true);
+  }
+
+  /**
+   * Stop handing out work (Ctrl-C, too many failures, a failed listing): queued tasks and directory
+   * work not yet released are withdrawn — they never went out, so they are not part of the run.
+   * Tasks already out finish and are counted. Returns how many tasks were withdrawn.
+   */
+  stop(): number {
+    if (this.#stopped) return 0;
+    this.#stopped = true;
+    this.#planned = true;
+    let n = 0;
+    for (let i = this.#head; i < this.#queue.length; i++) {
+      this.#held.delete(this.#queue[i]!.id);
+      n++;
+    }
+    for (const t of this.#blocked) this.#held.delete(t.id);
+    this.#queue = [];
+    this.#head = 0;
+    this.#blocked = [];
+    this.#open.length = 0;
+    for (const w of this.#spaceWaiters.splice(0)) w();
+    this.#wake(true);
+    return n;
+  }
+
+  // The dispatcher's side.
+
+  /** Up to `want.tasks` tasks and `want.bytes` bytes (at least one task); [] when none is queued. */
+  take(want: { tasks: number; bytes: number }): Task[] {
+    const out: Task[] = [];
+    let bytes = 0;
+    while (this.#head < this.#queue.length && out.length < want.tasks) {
+      const t = this.#queue[this.#head]!;
+      const size = t.entry.isDir ? 0 : t.entry.size;
+      if (out.length > 0 && bytes + size > want.bytes) break;
+      this.#head++;
+      bytes += size;
+      out.push(t);
+      const h = this.#held.get(t.id)!;
+      if (!h.dispatched) {
+        h.dispatched = true;
+        this.hooks.dispatched(t, h.counted);
+      }
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+    this.#inFlight += out.length;
+    if (this.queued < this.capacity) for (const w of this.#spaceWaiters.splice(0)) w();
+    return out;
+  }
+
+  /** Results of tasks that were taken. A result for an id that is not outstanding is dropped. */
+  report(results: TaskResult[]): void {
+    for (const r of results) {
+      const h = this.#held.get(r.id);
+      if (!h) continue;
+      this.#inFlight--;
+      if (this.hooks.closed(h.task, h.counted, r) === 'again' && !this.#stopped) {
+        this.#blocked.push(h.task);
+        continue;
+      }
+      this.#held.delete(r.id);
+      if (h.dir) {
+        h.dir.pending--;
+        this.#settle(h.dir);
+      }
+    }
+    this.#maybeRunBlocked();
+    this.#wake();
+  }
+
+  /** No task will ever be queued again: planning is over and nothing is outstanding (or the run stopped). */
+  get done(): boolean {
+    return this.queued === 0 && (this.#stopped || (this.#planned && this.#held.size === 0));
+  }
+
+  /** Resolves when a task is queued or the ledger is done. */
+  waitForWork(): Promise<void> {
+    if (this.queued > 0 || this.done) return Promise.resolve();
+    return new Promise<void>((r) => this.#workWaiters.push(r));
+  }
+
+  // Internals.
+
+  #innermost(key: string): DirWork | undefined {
+    for (let i = this.#open.length - 1; i >= 0; i--) if (key.startsWith(this.#open[i]!.key)) return this.#open[i];
+    return undefined;
+  }
+
+  #enqueue(spec: TaskSpec, dir: DirWork | undefined, counted: boolean): void {
+    // The planner made the spec for this one task: it becomes the task (no copy per key).
+    const task = spec as Task;
+    task.id = this.#nextId++;
+    this.#held.set(task.id, { task, dir, counted, dispatched: false });
+    if (dir) dir.pending++;
+    this.#queue.push(task);
+  }
+
+  /** A directory closed, or something under it finished: release its work, or tell its parent it is done. */
+  #settle(d: DirWork): void {
+    if (!d.closed || d.pending > 0 || this.#stopped) return;
+    if (!d.released && !this.#noDirWork) {
+      d.released = true;
+      for (const { spec, counted } of d.tasks) this.#enqueue(spec, d, counted);
+      this.#wake();
+      return;
+    }
+    d.released = true;
+    if (d.parent) {
+      d.parent.pending--;
+      this.#settle(d.parent);
+    }
+  }
+
+  /**
+   * Blocked tasks run once everything else that can run has: planning over, nothing queued or out.
+   * What is still held then is either blocked or directory work waiting for a blocked task.
+   */
+  #maybeRunBlocked(): void {
+    if (!this.#planned || this.#stopped || this.#blocked.length === 0 || this.queued > 0 || this.#inFlight > 0) return;
+    for (const t of this.#blocked.splice(0)) {
+      const again = (t.op === 'copy' ? { ...t, clearWay: true } : t) as Task;
+      this.#held.get(t.id)!.task = again;
+      this.#queue.push(again);
+    }
+    this.#wake();
+  }
+
+  /** Wake executors waiting for work; coalesced to the next turn, so a page's tasks go out together. */
+  #wake(now = false): void {
+    if (this.#workWaiters.length === 0) return;
+    if (now) {
+      for (const w of this.#workWaiters.splice(0)) w();
+      return;
+    }
+    if (this.#wakeScheduled) return;
+    this.#wakeScheduled = true;
+    setImmediate(() => {
+      this.#wakeScheduled = false;
+      for (const w of this.#workWaiters.splice(0)) w();
+    });
+  }
+}
