@@ -222,6 +222,7 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     threads: n('threads'),
     listThreads: n('listThreads'),
     listDepth: n('listDepth'),
+    listCutoff: n('listCutoff'),
     bwlimit: n('bwlimit'),
     ...(s('storageClass') ? { storageClass: s('storageClass')! } : {}),
   };
@@ -297,7 +298,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
       );
     }
     con.startProgress(stats, p.statsInterval * 1000);
-    const result = await runSync(job.src, job.dst, o, { stopListing: stopListing.signal, stopNow: stopNow.signal, logger: con, stats, ...(job.filter ? { filter: job.filter } : {}) });
+    const result = await runSync(job.src, job.dst, o, { stopListing: stopListing.signal, stopNow: stopNow.signal, logger: con, stats, ...(job.filter ? { filter: job.filter } : {}), ...(job.skipDir ? { skipDir: job.skipDir } : {}) });
     con.stopProgress();
     if (stats.reclaimed > 0) con.info(`reclaimed ${stats.reclaimed} temporary files (${formatBytes(stats.reclaimedBytes)}) left on the destination by runs that were killed`);
     if (result.stopped) con.warn(`the run stopped early (${result.stopped === 'interrupted' ? 'interrupted' : 'too many failures'}): run the same command again to finish`);

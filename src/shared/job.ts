@@ -1,5 +1,5 @@
 import { FerryError, NotFoundError, UsageError } from './errors.js';
-import { compileRules, type Rule } from './filter/rules.js';
+import { compileRules, compileSubtreeTest, type Rule } from './filter/rules.js';
 import { makeEntryFilter, type EntryLimits } from './filter/limits.js';
 import { parseAddress, redactAddress, type Address } from './storage/address.js';
 import type { BackendRegistry } from './storage/registry.js';
@@ -41,6 +41,8 @@ export interface SyncOptions extends DecisionOptions {
   threads: number;
   listThreads: number;
   listDepth: number;
+  /** `--list-cutoff`: directories of more names are sorted on disk. */
+  listCutoff?: number;
   /** Megabits per second for the whole process; 0 means no limit. */
   bwlimit: number;
   storageClass?: string;
@@ -71,6 +73,8 @@ export interface ResolvedJob {
   srcAddress: Address;
   dstAddress: Address;
   filter: ((e: Entry) => boolean) | undefined;
+  /** Directories under which the rules keep nothing: not listed at all. */
+  skipDir: ((key: string) => boolean) | undefined;
   /** The spec's options with what the stores cannot do turned off (--links, --perms), said in `notes`. */
   options: SyncOptions;
   notes: string[];
@@ -101,6 +105,8 @@ export async function resolveJob(spec: JobSpec, registry: BackendRegistry, open:
   const srcAddress = parseAddress(spec.src);
   const dstAddress0 = parseAddress(spec.dst);
   const filter = entryFilter(spec.filter, spec.now);
+  const subtree = spec.filter.rules.length > 0 ? compileSubtreeTest(spec.filter.rules, { matchFullPath: spec.filter.matchFullPath }) : undefined;
+  const skipDir = subtree ? (key: string) => !subtree(key) : undefined;
   const src = await registry.open(srcAddress, storeOptions);
   let dst: ObjectStore | undefined;
   try {
@@ -136,7 +142,7 @@ export async function resolveJob(spec: JobSpec, registry: BackendRegistry, open:
       notes.push(`${src.features.attrs?.mode ? dstAddress.display : srcAddress.display} keeps no permissions: --perms is ignored`);
       perms = false;
     }
-    return { src, dst, srcAddress, dstAddress, filter, options: { ...o, links, perms }, notes };
+    return { src, dst, srcAddress, dstAddress, filter, skipDir, options: { ...o, links, perms }, notes };
   } catch (err) {
     await Promise.allSettled([src.close?.(), dst?.close?.()]);
     throw err;

@@ -16,6 +16,8 @@ export interface PlanContext {
   o: SyncOptions;
   /** Keep this entry? (include/exclude rules, size, age and time filters); absent keeps all. */
   filter: ((e: Entry) => boolean) | undefined;
+  /** Directories under which the filter keeps nothing: neither side lists them. */
+  skipDir: ((key: string) => boolean) | undefined;
   stats: SyncStats;
   log: Logger;
   ledger: Ledger;
@@ -94,8 +96,9 @@ export async function plan(c: PlanContext): Promise<void> {
     if (d.kind !== 'dstOnly') {
       stats.scanned++;
       if (c.filter && !c.filter(d.src)) {
-        // Excluded on the source: the destination's copy (if any) is left alone too.
-        if (!d.src.isDir || o.dirs) {
+        // Excluded on the source: the destination's copy (if any) is left alone too. A directory
+        // excluded with everything under it was not read: it counts once, for its sub-tree.
+        if (!d.src.isDir || o.dirs || c.skipDir?.(d.src.key)) {
           stats.excluded++;
           stats.excludedBytes += d.src.size;
         }
@@ -187,6 +190,8 @@ export async function plan(c: PlanContext): Promise<void> {
     followSymlinks: !o.links,
     threads: o.listThreads,
     depth: o.listDepth,
+    ...(o.listCutoff === undefined ? {} : { listCutoff: o.listCutoff }),
+    ...(c.skipDir ? { skipDir: c.skipDir } : {}),
     signal: c.signal,
   };
   /**
@@ -265,7 +270,16 @@ async function selected(store: ObjectStore, line: string, o: ListSideOptions): P
   if (line.startsWith(RESERVED_PREFIX)) return { missing: `is ferry's own ${RESERVED_PREFIX} directory` };
   const follow = o.followSymlinks;
   if (line.endsWith('/')) {
-    const it = store.list({ prefix: line, followSymlinks: follow, ...(o.signal ? { signal: o.signal } : {}), ...(o.reclaim ? { reclaim: o.reclaim } : {}) })[Symbol.asyncIterator]();
+    const it = store
+      .list({
+        prefix: line,
+        followSymlinks: follow,
+        ...(o.signal ? { signal: o.signal } : {}),
+        ...(o.reclaim ? { reclaim: o.reclaim } : {}),
+        ...(o.skipDir ? { skipDir: o.skipDir } : {}),
+        ...(o.listCutoff === undefined ? {} : { listCutoff: o.listCutoff }),
+      })
+      [Symbol.asyncIterator]();
     let first: IteratorResult<Entry[]>;
     try {
       first = await it.next();
@@ -276,8 +290,13 @@ async function selected(store: ObjectStore, line: string, o: ListSideOptions): P
     if (first.done) return { missing: `has no keys on ${store.description}` };
     return {
       pages: (async function* () {
-        yield first.value;
-        for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+        try {
+          yield first.value;
+          for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+        } finally {
+          // Stopped early (--limit, Ctrl-C): the store's listing ends too (a large directory's temporary files go).
+          await it.return?.();
+        }
       })(),
     };
   }

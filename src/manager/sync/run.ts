@@ -32,6 +32,8 @@ export interface RunControl {
   stats?: SyncStats;
   /** Keep this entry? (include/exclude rules, size, age and time filters); absent keeps all. */
   filter?: (e: Entry) => boolean;
+  /** Directories under which the filter keeps nothing: not listed (see compileSubtreeTest). */
+  skipDir?: (key: string) => boolean;
 }
 
 export interface SyncResult {
@@ -83,7 +85,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     const executing = new LocalExecutor('local', transfer, o.threads).run(new Dispatcher(ledger), control.stopNow);
     let fatal: unknown;
     try {
-      await plan({ src, dst, o, filter: control.filter, stats, log, ledger, signal: listAbort.signal });
+      await plan({ src, dst, o, filter: control.filter, skipDir: control.skipDir, stats, log, ledger, signal: listAbort.signal });
     } catch (err) {
       if (!(listAbort.signal.aborted && isAbort(err))) {
         fatal = err;
