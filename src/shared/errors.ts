@@ -238,3 +238,8 @@ const BY_CODE = new Map<string, new (message: string) => FerryError>([
   ['FERRY_IN_THE_WAY', InTheWayError],
   ['FERRY_NOT_EMPTY', NotEmptyError],
 ]);
+
+/** An interruption, in any of its forms: ours (FERRY_ABORTED), a DOMException from a signal, Node's ABORT_ERR. */
+export function isAbortError(err: unknown): boolean {
+  return err instanceof AbortedError || (err as Error | null)?.name === 'AbortError' || (err as { code?: string } | null)?.code === 'ABORT_ERR';
+}

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { AbortedError, FerryError, NotFoundError } from '../../shared/errors.js';
+import { FerryError, isAbortError, NotFoundError } from '../../shared/errors.js';
 import { compareKeys } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { decide, sideFeatures } from './decide.js';
@@ -284,7 +284,7 @@ async function selected(store: ObjectStore, line: string, o: ListSideOptions): P
     try {
       first = await it.next();
     } catch (err) {
-      if (err instanceof FerryError && err.retry !== 'transient' && err.retry !== 'throttled' && !isAbort(err)) return { missing: `cannot be listed on ${store.description}: ${err.message}` };
+      if (err instanceof FerryError && err.retry !== 'transient' && err.retry !== 'throttled' && !isAbortError(err)) return { missing: `cannot be listed on ${store.description}: ${err.message}` };
       throw err;
     }
     if (first.done) return { missing: `has no keys on ${store.description}` };
@@ -309,11 +309,7 @@ async function selected(store: ObjectStore, line: string, o: ListSideOptions): P
     };
   } catch (err) {
     if (err instanceof NotFoundError) return { missing: `is not on ${store.description}` };
-    if (err instanceof FerryError && err.retry === 'fatal' && !isAbort(err)) return { missing: `cannot be read on ${store.description}: ${err.message}` };
+    if (err instanceof FerryError && err.retry === 'fatal' && !isAbortError(err)) return { missing: `cannot be read on ${store.description}: ${err.message}` };
     throw err;
   }
-}
-
-export function isAbort(err: unknown): boolean {
-  return err instanceof AbortedError || (err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'ABORT_ERR';
 }

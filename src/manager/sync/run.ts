@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { fromWire } from '../../shared/errors.js';
+import { fromWire, isAbortError } from '../../shared/errors.js';
 import { LocalExecutor } from '../../shared/executor.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { ByteRateLimiter } from '../../shared/throttle/bucket.js';
@@ -8,7 +8,7 @@ import type { Outcome, Task, TaskResult } from '../../shared/transfer/task.js';
 import type { SyncOptions } from '../../shared/job.js';
 import { Dispatcher } from './dispatch.js';
 import { Ledger, type LedgerHooks } from './ledger.js';
-import { isAbort, plan } from './plan.js';
+import { plan } from './plan.js';
 import { SyncStats } from './stats.js';
 
 export type { SyncOptions };
@@ -87,7 +87,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     try {
       await plan({ src, dst, o, filter: control.filter, skipDir: control.skipDir, stats, log, ledger, signal: listAbort.signal });
     } catch (err) {
-      if (!(listAbort.signal.aborted && isAbort(err))) {
+      if (!(listAbort.signal.aborted && isAbortError(err))) {
         fatal = err;
         const running = ledger.outstanding > ledger.queued ? `; waiting for the ${ledger.outstanding - ledger.queued} tasks already started` : '';
         log.error(`${(err as Error).message ?? err}${running}; nothing after this point is deleted`);

@@ -1,4 +1,4 @@
-import { AbortedError } from '../errors.js';
+import { isAbortError } from '../errors.js';
 import { compareKeys } from './keys.js';
 import type { Entry, ListOptions } from './types.js';
 
@@ -153,7 +153,7 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
       // A sub-directory that cannot be read (permission denied, a path too long for the system,
       // an I/O error after the store's retries) fails its own key, which the walk marks, and the
       // listing goes on: a sync then protects that sub-tree from deletion. The top must be read.
-      if (dir === startDir || signal?.aborted || isAbort(err)) throw err;
+      if (dir === startDir || signal?.aborted || isAbortError(err)) throw err;
       listing = { records: [], error: (err as Error).message };
     }
     const level: Level = { dir, records: [], next: 0, source: undefined, namePrefix: '', seen };
@@ -242,8 +242,4 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
     // Stopped early (or failed): what the open directories hold goes.
     for (const level of stack) await level.source?.close().catch(() => {});
   }
-}
-
-function isAbort(err: unknown): boolean {
-  return err instanceof AbortedError || (err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'ABORT_ERR';
 }

@@ -150,13 +150,7 @@ function listInto(env: SyncEnv, dir: string, o: { follow: boolean; names?: strin
   let undecodable = false;
   for (const name of o.names ?? fs.readdirSync(dir)) {
     if (name.startsWith(env.tempPrefix)) {
-      if (!o.temps) continue;
-      try {
-        const st = fs.lstatSync(dir + name);
-        if (st.isFile() || st.isSymbolicLink()) temps.push({ name, size: st.size, mtime: st.mtimeMs });
-      } catch {
-        // Gone already.
-      }
+      if (o.temps) noteTemp(fs, dir, name, temps);
       continue;
     }
     if (!statEntry(env, dir, name, o.follow, sink) && name.includes('\uFFFD')) undecodable = true;
@@ -267,13 +261,7 @@ export function sortNamesSync(env: SyncEnv, dir: string, o: SortNamesOptions): S
         if ((++n & 4095) === 0 && stopped()) throw Object.assign(new Error(`listing ${dir} was stopped`), { code: 'ABORT_ERR' });
         const name = d.name;
         if (name.startsWith(env.tempPrefix)) {
-          if (!o.temps) continue;
-          try {
-            const st = fs.lstatSync(dir + name);
-            if (st.isFile() || st.isSymbolicLink()) temps.push({ name, size: st.size, mtime: st.mtimeMs });
-          } catch {
-            // Gone already.
-          }
+          if (o.temps) noteTemp(fs, dir, name, temps);
           continue;
         }
         let isDir = d.isDirectory();
@@ -643,4 +631,14 @@ export function readDirSync(env: SyncEnv, dir: string, o: ReadDirOptions): { col
   // Sorted here, where it costs the walk's thread nothing.
   const columns = out.columns({ follow: o.follow });
   return o.temps ? { columns, temps } : { columns };
+}
+
+/** A temporary file met while reading `dir`, for ListOptions.reclaim (hidden from the listing either way). */
+function noteTemp(fs: typeof import('node:fs'), dir: string, name: string, temps: TempFile[]): void {
+  try {
+    const st = fs.lstatSync(dir + name);
+    if (st.isFile() || st.isSymbolicLink()) temps.push({ name, size: st.size, mtime: st.mtimeMs });
+  } catch {
+    // Gone already.
+  }
 }
