@@ -99,9 +99,16 @@ export function isDirForm(a: Address): boolean {
  * (a usage error), copies one named file into a destination directory under its own name, and
  * refuses a source directory that does not exist. The caller closes the stores.
  */
-export async function resolveJob(spec: JobSpec, registry: BackendRegistry, open: { concurrency?: number } = {}): Promise<ResolvedJob> {
+export async function resolveJob(spec: JobSpec, registry: BackendRegistry, open: { concurrency?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ResolvedJob> {
   const o = spec.options;
-  const storeOptions = { noHttps: spec.noHttps, inplace: o.inplace, concurrency: open.concurrency ?? o.threads, ...(o.storageClass ? { storageClass: o.storageClass } : {}) };
+  const storeOptions = {
+    noHttps: spec.noHttps,
+    inplace: o.inplace,
+    concurrency: open.concurrency ?? o.threads,
+    ...(o.storageClass ? { storageClass: o.storageClass } : {}),
+    // A worker's credentials come from the manager, over the cluster's authenticated channel.
+    ...(open.env ? { env: open.env } : {}),
+  };
   const srcAddress = parseAddress(spec.src);
   const dstAddress0 = parseAddress(spec.dst);
   const filter = entryFilter(spec.filter, spec.now);

@@ -6,6 +6,7 @@ import { throttle, type ByteRateLimiter } from '../throttle/bucket.js';
 import { DigestTap, digestOf } from './checksum.js';
 import { DEFAULT_RETRY, withRetry, type RetryOptions } from './retry.js';
 import type { Outcome, TaskSpec } from './task.js';
+import type { SyncOptions } from '../job.js';
 
 export interface TransferOptions {
   perms: boolean;
@@ -22,6 +23,23 @@ export interface TransferOptions {
   signal: AbortSignal;
   /** Called with each chunk's size as bytes move, for live progress. */
   onBytes?(n: number): void;
+}
+
+/** A run's transfer options from its SyncOptions: the same on the manager and on every worker. */
+export function transferOptions(o: SyncOptions, run: Pick<TransferOptions, 'limiter' | 'signal' | 'onBytes'>): TransferOptions {
+  return {
+    perms: o.perms,
+    links: o.links,
+    checkNew: o.checkNew,
+    checkChange: o.checkChange,
+    deleteSrcAfter: o.deleteSrcAfter,
+    deleteSrc: o.deleteSrc,
+    dry: o.dry,
+    ...(o.storageClass ? { storageClass: o.storageClass } : {}),
+    ...(run.limiter ? { limiter: run.limiter } : {}),
+    signal: run.signal,
+    ...(run.onBytes ? { onBytes: run.onBytes } : {}),
+  };
 }
 
 /** Transfer code every executor runs: the manager's own and each worker's. */
