@@ -8,9 +8,12 @@ import { parseAddress, secretsOf, type Address } from '../shared/storage/address
 import { isFilesystemRoot, overlap, storageLocation } from '../shared/storage/location.js';
 import { defaultRegistry } from '../shared/storage/all.js';
 import type { BackendRegistry } from '../shared/storage/registry.js';
+import type { SshOptions } from '../shared/ssh/index.js';
 import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
 import { Console, type Verbosity } from './output.js';
-import { runSync } from './sync/run.js';
+import { startCluster, type Cluster } from './cluster/index.js';
+import { ByteRateLimiter } from '../shared/throttle/bucket.js';
+import { runSync, MANAGER, type RunControl } from './sync/run.js';
 import { formatBytes, SyncStats } from './sync/stats.js';
 
 declare const FERRY_VERSION: string | undefined;
@@ -91,6 +94,17 @@ interface ParsedSync {
   verbosity: Verbosity;
   statsInterval: number;
   allowRoot: boolean;
+  /** Cluster mode: absent on one machine. */
+  cluster?: {
+    hosts: string[];
+    managerAddr?: string;
+    strict: boolean;
+    managerExecutes: boolean;
+    /** Milliseconds of silence after which a worker loses its tasks. */
+    silenceMs: number;
+    /** Milliseconds any task may be held, before its size adds to it. */
+    leaseMs: number;
+  };
 }
 
 function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
@@ -155,15 +169,20 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('-v, --verbose', 'log every key copied or deleted')
     .option('-q, --quiet', 'print errors only')
     // Later issues.
-    .addOption(new Option('--worker <HOSTS>', 'hosts (user@host,...) to run workers on (not supported yet)').hideHelp())
-    .addOption(new Option('--manager-addr <ADDR>').hideHelp())
+    // Cluster
+    .option('--worker <HOSTS>', 'run workers on these hosts too: user@host[:port] or ~/.ssh/config aliases, comma-separated (repeatable); deployed over SSH', (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((h) => h.trim()).filter(Boolean)])
+    .option('--manager-addr <HOST:PORT>', 'workers connect straight to this address of the manager instead of through their SSH connection (unencrypted: trusted networks only)')
+    .option('--ssh-strict', 'refuse worker hosts that are not in known_hosts yet (default: record them, as ssh accept-new does)')
+    .option('--no-manager-exec', 'the manager only lists and dispatches; the workers run every task (the manager takes over if none is left)')
+    .option('--heartbeat-timeout <SECONDS>', 'a worker silent this long loses its tasks to other executors', atLeast('--heartbeat-timeout', 1), 20)
+    .option('--task-lease <SECONDS>', 'an executor holding a task longer than this (plus 1 s per MiB of it) loses it to another', atLeast('--task-lease', 1), 3600)
     .addOption(new Option('--metrics <ADDR>').hideHelp())
     .addOption(new Option('--enable-checkpoint').hideHelp());
   for (const [flags] of JUICEFS_LATER) cmd.addOption(new Option(flags).hideHelp());
   cmd
     .addHelpText('after', ADDRESS_HELP)
     .action((src: string, dst: string, opts: Record<string, unknown>) => {
-      for (const later of ['worker', 'managerAddr', 'metrics', 'enableCheckpoint'] as const) {
+      for (const later of ['metrics', 'enableCheckpoint'] as const) {
         if (opts[later] !== undefined) {
           const flag = '--' + later.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
           throw new NotSupportedYetError(`${flag} is not supported yet in this version of ferry`);
@@ -226,7 +245,22 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     bwlimit: n('bwlimit'),
     ...(s('storageClass') ? { storageClass: s('storageClass')! } : {}),
   };
+  const hosts = (opts['worker'] as string[] | undefined) ?? [];
+  if (s('managerAddr') !== undefined && hosts.length === 0) throw new UsageError('--manager-addr needs --worker: it says where the workers connect');
+  if (opts['managerExec'] === false && hosts.length === 0) throw new UsageError('--no-manager-exec needs --worker: someone has to run the tasks');
   return {
+    ...(hosts.length > 0
+      ? {
+          cluster: {
+            hosts: [...new Set(hosts)],
+            ...(s('managerAddr') !== undefined ? { managerAddr: s('managerAddr')! } : {}),
+            strict: b('sshStrict'),
+            managerExecutes: opts['managerExec'] !== false,
+            silenceMs: n('heartbeatTimeout') * 1000,
+            leaseMs: n('taskLease') * 1000,
+          },
+        }
+      : {}),
     spec: { v: 1, src, dst, options, filter, now, noHttps: opts['https'] === false },
     json: b('json'),
     verbosity: b('quiet') ? 'quiet' : b('verbose') ? 'verbose' : 'normal',
@@ -241,6 +275,8 @@ export interface CliEnvironment {
   stderr: NodeJS.WriteStream;
   /** The backends addresses open with (tests point cloud backends at local servers). */
   registry?: BackendRegistry;
+  /** SSH files for worker hosts (tests); default: the user's ~/.ssh. */
+  ssh?: SshOptions;
 }
 
 async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<number> {
@@ -254,7 +290,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   /** The summary (--json: on standard output, also when the run failed before it started). */
   const finish = (code: number, failure?: string, stopped?: string, ran = true): number => {
     if (ran) con.info(stats.summaryLine(failure));
-    if (p.json) out.stdout.write(redactor.redact(JSON.stringify({ ...stats.toJSON(), ...(stopped ? { stopped } : {}), exitCode: code, error: failure ?? null })) + '\n');
+    if (p.json) out.stdout.write(redactor.redact(JSON.stringify({ ...stats.toJSON(), executors: stats.executorsJSON(), ...(stopped ? { stopped } : {}), exitCode: code, error: failure ?? null })) + '\n');
     return code;
   };
   /** A run refused before anything was touched. */
@@ -289,7 +325,42 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
+  let cluster: Cluster | undefined;
   try {
+    const extra: Partial<RunControl> = {};
+    if (p.cluster) {
+      const c = p.cluster;
+      const total = (o.bwlimit * 1e6) / 8;
+      try {
+        cluster = await startCluster({
+          hosts: c.hosts,
+          ...(c.managerAddr !== undefined ? { managerAddr: c.managerAddr } : {}),
+          strict: c.strict,
+          spec: p.spec,
+          registry,
+          threads: o.threads,
+          bandwidth: total,
+          beatMs: Math.min(2000, Math.max(250, c.silenceMs / 5)),
+          silenceMs: c.silenceMs,
+          stats,
+          log: con,
+          verbose: p.verbosity === 'verbose',
+          ...(out.ssh ? { ssh: out.ssh } : {}),
+          signal: stopNow.signal,
+        });
+      } catch (err) {
+        return refuse(err);
+      }
+      extra.cluster = cluster.server;
+      extra.managerExecutes = c.managerExecutes;
+      extra.lease = { baseMs: c.leaseMs, minRate: 1 << 20 };
+      if (cluster.bandwidth) {
+        const limiter = new ByteRateLimiter(total);
+        extra.limiter = limiter;
+        if (c.managerExecutes) cluster.bandwidth.join(MANAGER, (rate) => limiter.setRate(rate));
+      }
+      con.info(`cluster: deploying workers to ${c.hosts.join(', ')}; the manager ${c.managerExecutes ? 'runs tasks too' : 'only dispatches'}`);
+    }
     if (o.deleteDst && !isDirForm(dstAddr) && (o.dry || p.verbosity === 'verbose')) {
       const last = dstAddr.prefix.slice(dstAddr.prefix.lastIndexOf('/') + 1);
       con.warn(
@@ -297,8 +368,17 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
           `(such as '${last}.old/…' or '${last}-2.txt'), not only the directory '${last}/'`,
       );
     }
-    con.startProgress(stats, p.statsInterval * 1000);
-    const result = await runSync(job.src, job.dst, o, { stopListing: stopListing.signal, stopNow: stopNow.signal, logger: con, stats, ...(job.filter ? { filter: job.filter } : {}), ...(job.skipDir ? { skipDir: job.skipDir } : {}) });
+    con.startProgress(stats, p.statsInterval * 1000, p.cluster !== undefined);
+    const result = await runSync(job.src, job.dst, o, {
+      stopListing: stopListing.signal,
+      stopNow: stopNow.signal,
+      logger: con,
+      stats,
+      ...(job.filter ? { filter: job.filter } : {}),
+      ...(job.skipDir ? { skipDir: job.skipDir } : {}),
+      ...extra,
+    });
+    await cluster?.stop();
     con.stopProgress();
     if (stats.reclaimed > 0) con.info(`reclaimed ${stats.reclaimed} temporary files (${formatBytes(stats.reclaimedBytes)}) left on the destination by runs that were killed`);
     if (result.stopped) con.warn(`the run stopped early (${result.stopped === 'interrupted' ? 'interrupted' : 'too many failures'}): run the same command again to finish`);
@@ -320,6 +400,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
+    await cluster?.stop();
     await Promise.allSettled([job.src.close?.(), job.dst.close?.()]);
   }
 }

@@ -39,7 +39,7 @@ export class Console implements Logger {
   }
 
   /** Live progress: redrawn every 200 ms on a terminal, a line every `intervalMs` otherwise. */
-  startProgress(stats: SyncStats, intervalMs = 5000): void {
+  startProgress(stats: SyncStats, intervalMs = 5000, cluster = false): void {
     if (this.verbosity === 'quiet') return;
     let lastBytes = 0;
     let lastAt = performance.now();
@@ -54,7 +54,9 @@ export class Console implements Logger {
       }
       const line =
         `Scanned: ${stats.scanned}, pending: ${stats.pending}, copied: ${stats.copied} (${formatBytes(stats.copiedBytes)}), ` +
-        `skipped: ${stats.skipped}, deleted: ${stats.deleted}, failed: ${stats.failed}, ${formatBytes(rate)}/s, ${stats.elapsedSeconds.toFixed(0)}s`;
+        `skipped: ${stats.skipped}, deleted: ${stats.deleted}, failed: ${stats.failed}, ${formatBytes(rate)}/s, ` +
+        (cluster ? `executors: ${stats.liveExecutors}, ` : '') +
+        `${stats.elapsedSeconds.toFixed(0)}s`;
       if (this.tty) {
         // Redrawn in place only while it fits: a line that wraps scrolls the terminal on every redraw.
         this.#line = fit(this.redactor.redact(line), (this.stream.columns || 80) - 1);

@@ -8,12 +8,16 @@ import type { Ledger } from './ledger.js';
  * from a remote one.
  */
 export class Dispatcher implements TaskSource {
-  constructor(readonly ledger: Ledger) {}
+  constructor(
+    readonly ledger: Ledger,
+    /** The executor this source serves: the tasks it takes are its leases. */
+    readonly holder = 'local',
+  ) {}
 
   async next(want: { tasks: number; bytes: number }, signal: AbortSignal): Promise<TaskBatch | null> {
     for (;;) {
       if (signal.aborted) return null;
-      const tasks = this.ledger.take(want);
+      const tasks = this.ledger.take(want, this.holder);
       if (tasks.length > 0) return { v: 1, tasks };
       if (this.ledger.done) return null;
       await untilWorkOrAbort(this.ledger, signal);
@@ -21,7 +25,7 @@ export class Dispatcher implements TaskSource {
   }
 
   report(results: TaskResult[]): void {
-    this.ledger.report(results);
+    this.ledger.report(results, this.holder);
   }
 }
 

@@ -8,7 +8,9 @@ export interface LedgerHooks {
    * A task's first result. Returning 'again' keeps the task outstanding and runs it once more when
    * everything else is done (see Ledger.#blocked).
    */
-  closed(task: Task, counted: boolean, result: TaskResult): 'again' | undefined;
+  closed(task: Task, counted: boolean, result: TaskResult, holder: string): 'again' | undefined;
+  /** Tasks an executor held went back to the queue: it left, went silent, or kept them past their lease. */
+  leaseLost?(holder: string, tasks: number, why: string): void;
 }
 
 /** Deferred work of one directory: released when nothing is outstanding under its key. */
@@ -29,6 +31,18 @@ interface Held {
   /** Its result counts the key (a directory's follow-up work does not). */
   counted: boolean;
   dispatched: boolean;
+  /** The executor running it (its lease), while it runs. */
+  holder: string | undefined;
+  /** When its lease ends (performance.now() milliseconds). */
+  until: number;
+}
+
+/** How long an executor may hold a task: a base, plus time for its bytes at a slow rate. */
+export interface LeaseTerms {
+  /** Milliseconds any task may run. */
+  baseMs: number;
+  /** Bytes per second a task is expected to move at least (its size adds to the lease). */
+  minRate: number;
 }
 
 /**
@@ -55,11 +69,14 @@ export class Ledger {
   #spaceWaiters: (() => void)[] = [];
   #workWaiters: (() => void)[] = [];
   #wakeScheduled = false;
+  /** Task ids held by each executor. */
+  readonly #byHolder = new Map<string, Set<number>>();
 
   constructor(
     readonly hooks: LedgerHooks,
     /** Tasks queued at most before the planner waits. */
     readonly capacity = 4096,
+    readonly lease: LeaseTerms = { baseMs: 3_600_000, minRate: 1 << 20 },
   ) {}
 
   get queued(): number {
@@ -159,9 +176,12 @@ export class Ledger {
   // The dispatcher's side.
 
   /** Up to `want.tasks` tasks and `want.bytes` bytes (at least one task); [] when none is queued. */
-  take(want: { tasks: number; bytes: number }): Task[] {
+  take(want: { tasks: number; bytes: number }, holder = 'local'): Task[] {
     const out: Task[] = [];
     let bytes = 0;
+    let ids = this.#byHolder.get(holder);
+    if (!ids) this.#byHolder.set(holder, (ids = new Set()));
+    const now = performance.now();
     while (this.#head < this.#queue.length && out.length < want.tasks) {
       const t = this.#queue[this.#head]!;
       const size = t.entry.isDir ? 0 : t.entry.size;
@@ -170,6 +190,9 @@ export class Ledger {
       bytes += size;
       out.push(t);
       const h = this.#held.get(t.id)!;
+      h.holder = holder;
+      h.until = now + this.lease.baseMs + (size / this.lease.minRate) * 1000;
+      ids.add(t.id);
       if (!h.dispatched) {
         h.dispatched = true;
         this.hooks.dispatched(t, h.counted);
@@ -184,13 +207,19 @@ export class Ledger {
     return out;
   }
 
-  /** Results of tasks that were taken. A result for an id that is not outstanding is dropped. */
-  report(results: TaskResult[]): void {
+  /**
+   * Results of tasks `holder` took. A result for an id that is not outstanding, or that `holder`
+   * no longer holds (its lease was lost and the task went to another executor), is dropped.
+   */
+  report(results: TaskResult[], holder = 'local'): void {
+    const ids = this.#byHolder.get(holder);
     for (const r of results) {
       const h = this.#held.get(r.id);
-      if (!h) continue;
+      if (!h || h.holder !== holder) continue;
+      ids?.delete(r.id);
+      h.holder = undefined;
       this.#inFlight--;
-      if (this.hooks.closed(h.task, h.counted, r) === 'again' && !this.#stopped) {
+      if (this.hooks.closed(h.task, h.counted, r, holder) === 'again' && !this.#stopped) {
         this.#blocked.push(h.task);
         continue;
       }
@@ -215,6 +244,62 @@ export class Ledger {
     return new Promise<void>((r) => this.#workWaiters.push(r));
   }
 
+  // Leases.
+
+  /**
+   * Everything `holder` runs goes back to the front of the queue for another executor (it
+   * disconnected or went silent); a result it sends later is dropped. After the run stopped the
+   * tasks are not run again: they are lost. Returns how many tasks it held.
+   */
+  release(holder: string, why: string): number {
+    const ids = this.#byHolder.get(holder);
+    this.#byHolder.delete(holder);
+    if (!ids || ids.size === 0) return 0;
+    this.#requeue([...ids], holder, why);
+    return ids.size;
+  }
+
+  /** Tasks held past their lease go back to the queue; returns how many. */
+  expire(now = performance.now()): number {
+    let n = 0;
+    for (const [holder, ids] of this.#byHolder) {
+      const late: number[] = [];
+      for (const id of ids) if (this.#held.get(id)!.until <= now) late.push(id);
+      if (late.length === 0) continue;
+      for (const id of late) ids.delete(id);
+      this.#requeue(late, holder, 'held past its lease');
+      n += late.length;
+    }
+    return n;
+  }
+
+  /** Tasks each executor holds now. */
+  holding(holder: string): number {
+    return this.#byHolder.get(holder)?.size ?? 0;
+  }
+
+  #requeue(ids: number[], holder: string, why: string): void {
+    const back: Task[] = [];
+    for (const id of ids) {
+      const h = this.#held.get(id);
+      if (!h || h.holder !== holder) continue;
+      h.holder = undefined;
+      this.#inFlight--;
+      if (this.#stopped) {
+        // Never to run again: counted as lost, not as closed.
+        this.#held.delete(id);
+        if (h.dir) h.dir.pending--;
+      } else back.push(h.task);
+    }
+    if (back.length > 0) {
+      this.#queue = [...back, ...this.#queue.slice(this.#head)];
+      this.#head = 0;
+    }
+    this.hooks.leaseLost?.(holder, ids.length, why);
+    this.#maybeRunBlocked();
+    this.#wake(true);
+  }
+
   // Internals.
 
   #innermost(key: string): DirWork | undefined {
@@ -226,7 +311,7 @@ export class Ledger {
     // The planner made the spec for this one task: it becomes the task (no copy per key).
     const task = spec as Task;
     task.id = this.#nextId++;
-    this.#held.set(task.id, { task, dir, counted, dispatched: false });
+    this.#held.set(task.id, { task, dir, counted, dispatched: false, holder: undefined, until: 0 });
     if (dir) dir.pending++;
     this.#queue.push(task);
   }

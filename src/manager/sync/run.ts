@@ -3,11 +3,11 @@ import { fromWire, isAbortError } from '../../shared/errors.js';
 import { LocalExecutor } from '../../shared/executor.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { ByteRateLimiter } from '../../shared/throttle/bucket.js';
-import { Transfer } from '../../shared/transfer/copy.js';
+import { Transfer, transferOptions } from '../../shared/transfer/copy.js';
 import type { Outcome, Task, TaskResult } from '../../shared/transfer/task.js';
 import type { SyncOptions } from '../../shared/job.js';
 import { Dispatcher } from './dispatch.js';
-import { Ledger, type LedgerHooks } from './ledger.js';
+import { Ledger, type LeaseTerms, type LedgerHooks } from './ledger.js';
 import { plan } from './plan.js';
 import { SyncStats } from './stats.js';
 
@@ -34,6 +34,25 @@ export interface RunControl {
   filter?: (e: Entry) => boolean;
   /** Directories under which the filter keeps nothing: not listed (see compileSubtreeTest). */
   skipDir?: (key: string) => boolean;
+  /** Workers on other hosts (cluster mode): executors beside the manager's own. */
+  cluster?: RemoteExecutors;
+  /** The manager runs tasks itself too (default); without, only when no worker is left. */
+  managerExecutes?: boolean;
+  /** The manager's own byte-rate limiter (the cluster re-shares --bwlimit); default: one of --bwlimit. */
+  limiter?: ByteRateLimiter;
+  /** How long an executor may hold a task before it goes to another. */
+  lease?: LeaseTerms;
+}
+
+/** The executor id of the manager's own executor. */
+export const MANAGER = 'manager';
+
+/** Remote executors as a run sees them (src/manager/cluster). */
+export interface RemoteExecutors {
+  /** The run begins: workers take tasks from `ledger`; `alone()` is called when no worker is left. */
+  attach(ledger: Ledger, alone: () => void): void;
+  /** Resolves when every worker has finished and holds no task, or when `stopNow` aborts. */
+  drain(stopNow: AbortSignal): Promise<void>;
 }
 
 export interface SyncResult {
@@ -56,20 +75,21 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   const log = control.logger;
   let stopped: SyncResult['stopped'];
   const listAbort = new AbortController();
-  const transfer = new Transfer(src, dst, {
-    perms: o.perms,
-    links: o.links,
-    checkNew: o.checkNew,
-    checkChange: o.checkChange,
-    deleteSrcAfter: o.deleteSrcAfter,
-    deleteSrc: o.deleteSrc,
-    dry: o.dry,
-    ...(o.storageClass ? { storageClass: o.storageClass } : {}),
-    ...(o.bwlimit > 0 ? { limiter: new ByteRateLimiter((o.bwlimit * 1e6) / 8) } : {}),
-    signal: control.stopNow,
-    onBytes: (n) => (stats.transferredBytes += n),
-  });
-  const ledger = new Ledger(accounting(o, stats, log, control.stopNow, () => stop('maxFailure')));
+  const limiter = control.limiter ?? (o.bwlimit > 0 ? new ByteRateLimiter((o.bwlimit * 1e6) / 8) : undefined);
+  const self = stats.executor(MANAGER);
+  const transfer = new Transfer(
+    src,
+    dst,
+    transferOptions(o, {
+      ...(limiter ? { limiter } : {}),
+      signal: control.stopNow,
+      onBytes: (n) => {
+        stats.transferredBytes += n;
+        self.transferredBytes += n;
+      },
+    }),
+  );
+  const ledger = new Ledger(accounting(o, stats, log, control.stopNow, () => stop('maxFailure')), undefined, control.lease);
   const stop = (why: 'interrupted' | 'maxFailure') => {
     stopped ??= why;
     listAbort.abort();
@@ -81,8 +101,19 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   control.stopNow.addEventListener('abort', onStopNow);
   // A signal aborted before the run began fires no event.
   if (control.stopListing.aborted || control.stopNow.aborted) stop('interrupted');
+  let executing: Promise<void> | undefined;
+  const runLocally = () => {
+    executing ??= new LocalExecutor(MANAGER, transfer, o.threads).run(new Dispatcher(ledger, MANAGER), control.stopNow);
+  };
   try {
-    const executing = new LocalExecutor('local', transfer, o.threads).run(new Dispatcher(ledger), control.stopNow);
+    if (control.managerExecutes !== false || !control.cluster) runLocally();
+    else self.live = false;
+    control.cluster?.attach(ledger, () => {
+      if (executing) return;
+      self.live = true;
+      log.warn('no worker is left: the manager runs the remaining tasks itself');
+      runLocally();
+    });
     let fatal: unknown;
     try {
       await plan({ src, dst, o, filter: control.filter, skipDir: control.skipDir, stats, log, ledger, signal: listAbort.signal });
@@ -96,6 +127,12 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     if (fatal !== undefined) ledger.finishPartly();
     else ledger.finish();
     await executing;
+    await control.cluster?.drain(control.stopNow);
+    // A worker that left after the manager's executor finished can have handed tasks back.
+    if (control.cluster && !ledger.done && !control.stopNow.aborted) {
+      runLocally();
+      await executing;
+    }
     return { stats, stopped, ...(fatal === undefined ? {} : { fatal }) };
   } finally {
     control.stopListing.removeEventListener('abort', onStopListing);
@@ -141,13 +178,25 @@ function accounting(o: SyncOptions, stats: SyncStats, log: Logger, stopNow: Abor
     }
   };
   return {
+    leaseLost(holder, tasks, why) {
+      stats.executor(holder).leasesLost++;
+      log.debug(`executor ${holder} ${why}: its ${tasks} tasks go to other executors`);
+    },
     dispatched(task, counted) {
       if (!counted) return;
       if (task.op === 'deleteDst') stats.deletions++;
       else stats.found++;
     },
-    closed(task, counted, result: TaskResult) {
+    closed(task, counted, result: TaskResult, holder) {
+      const by = stats.executor(holder);
       if ('outcome' in result) {
+        if (counted) {
+          by.tasks++;
+          if (result.outcome.result === 'copied') {
+            by.copiedObjects++;
+            by.copiedBytes += result.outcome.bytes;
+          }
+        }
         record(task, counted, result.outcome);
         return undefined;
       }
@@ -163,6 +212,7 @@ function accounting(o: SyncOptions, stats: SyncStats, log: Logger, stopNow: Abor
         again++;
         return 'again';
       }
+      if (counted) by.tasks++;
       const err = fromWire(result.error);
       if (counted) stats.handled++;
       stats.failed++;

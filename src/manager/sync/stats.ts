@@ -1,5 +1,24 @@
+/** What one executor did: the manager's own ('manager') or a worker's. */
+export interface ExecutorStats {
+  id: string;
+  /** `user@host` of a deployed worker, the name a joining worker gave, or 'manager'. */
+  host: string;
+  /** Tasks whose results it delivered and that counted (a late result of a lost lease does not). */
+  tasks: number;
+  copiedObjects: number;
+  copiedBytes: number;
+  /** Times it lost the tasks it held (it left, went silent, or kept a task past its lease). */
+  leasesLost: number;
+  /** Bytes it moved, also of copies still running (its throughput). */
+  transferredBytes: number;
+  /** It is connected and may take work. */
+  live: boolean;
+}
+
 /** Counters of one sync run, named as in juicefs's summary. Each key is counted once. */
 export class SyncStats {
+  /** Executors by id, in the order they joined. */
+  readonly executors = new Map<string, ExecutorStats>();
   /** Source keys that passed the filters (the keys this run is about). */
   found = 0;
   /** Source keys listed in all, excluded ones included: progress while listing. */
@@ -38,6 +57,24 @@ export class SyncStats {
 
   get pending(): number {
     return this.found + this.deletions - this.handled;
+  }
+
+  /** The executor's counters, made on first use. */
+  executor(id: string, host = id): ExecutorStats {
+    let e = this.executors.get(id);
+    if (!e) this.executors.set(id, (e = { id, host, tasks: 0, copiedObjects: 0, copiedBytes: 0, leasesLost: 0, transferredBytes: 0, live: true }));
+    return e;
+  }
+
+  get liveExecutors(): number {
+    let n = 0;
+    for (const e of this.executors.values()) if (e.live) n++;
+    return n;
+  }
+
+  /** The --json summary's `executors`. */
+  executorsJSON(): { id: string; host: string; tasks: number; copiedObjects: number; copiedBytes: number; leasesLost: number }[] {
+    return [...this.executors.values()].map(({ id, host, tasks, copiedObjects, copiedBytes, leasesLost }) => ({ id, host, tasks, copiedObjects, copiedBytes, leasesLost }));
   }
 
   get elapsedSeconds(): number {

@@ -155,3 +155,76 @@ describe('Dispatcher', () => {
     expect(await pending).toBeNull();
   });
 });
+
+describe('Ledger leases', () => {
+  it("gives a departed executor's tasks to another, and drops the first holder's late result", () => {
+    // A worker that dies mid-batch must lose nothing; if it comes back and reports, the key is still counted once.
+    const r = recorder();
+    const lost: string[] = [];
+    const ledger = new Ledger({ ...r.hooks, leaseLost: (h, n, why) => void lost.push(`${h} ${n} ${why}`) });
+    for (const k of ['a', 'b', 'c']) ledger.add(copy(k));
+    ledger.finish();
+    const w1 = ledger.take({ tasks: 2, bytes: Infinity }, 'w1');
+    expect(w1.map((t) => t.entry.key)).toEqual(['a', 'b']);
+    expect(ledger.holding('w1')).toBe(2);
+    expect(ledger.release('w1', 'disconnected')).toBe(2);
+    expect(lost).toEqual(['w1 2 disconnected']);
+    // Back at the front of the queue, before what was never taken.
+    const w2 = ledger.take(all, 'w2');
+    expect(w2.map((t) => t.entry.key)).toEqual(['a', 'b', 'c']);
+    ledger.report(w1.map(ok), 'w1');
+    expect(r.events.filter((e) => e.startsWith('done'))).toEqual([]);
+    ledger.report(w2.map(ok), 'w2');
+    expect(r.events).toEqual(['out copy a', 'out copy b', 'out copy c', 'done copy a', 'done copy b', 'done copy c']);
+    expect(ledger.done).toBe(true);
+  });
+
+  it('takes back a task held past its lease; its size lengthens the lease', () => {
+    const r = recorder();
+    const ledger = new Ledger(r.hooks, 4096, { baseMs: 1000, minRate: 100 });
+    ledger.add(copy('small', 0));
+    ledger.add(copy('big', 1000));
+    ledger.finish();
+    const t0 = performance.now();
+    const held = ledger.take(all, 'w1');
+    expect(held).toHaveLength(2);
+    expect(ledger.expire(t0 + 500)).toBe(0);
+    // small: 1 s; big: 1 s + 1000 bytes at 100 B/s = 11 s.
+    expect(ledger.expire(t0 + 2000)).toBe(1);
+    const again = ledger.take(all, 'w2');
+    expect(again.map((t) => t.entry.key)).toEqual(['small']);
+    ledger.report(again.map(ok), 'w2');
+    expect(ledger.expire(t0 + 12_000)).toBe(1);
+    expect(ledger.take(all, 'w2').map((t) => t.entry.key)).toEqual(['big']);
+  });
+
+  it('after a stop, tasks of a departed executor are not run again: they are lost, and the ledger is done', () => {
+    const r = recorder();
+    const ledger = new Ledger(r.hooks);
+    ledger.add(copy('a'));
+    ledger.add(copy('b'));
+    const held = ledger.take({ tasks: 1, bytes: Infinity }, 'w1');
+    expect(ledger.stop()).toBe(1);
+    expect(ledger.outstanding).toBe(1);
+    ledger.release('w1', 'disconnected');
+    expect(ledger.outstanding).toBe(0);
+    expect(ledger.take(all, 'w2')).toEqual([]);
+    ledger.report(held.map(ok), 'w1');
+    expect(r.events).toEqual(['out copy a']);
+    expect(ledger.done).toBe(true);
+  });
+
+  it('through the dispatcher: each executor reports as itself', async () => {
+    const r = recorder();
+    const ledger = new Ledger(r.hooks);
+    ledger.add(copy('a'));
+    ledger.finish();
+    const d1 = new Dispatcher(ledger, 'w1');
+    const d2 = new Dispatcher(ledger, 'w2');
+    const batch = await d1.next(all, new AbortController().signal);
+    d2.report(batch!.tasks.map(ok)); // not w2's: dropped
+    expect(ledger.done).toBe(false);
+    d1.report(batch!.tasks.map(ok));
+    expect(ledger.done).toBe(true);
+  });
+});

@@ -1,0 +1,164 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { JobSpec } from '../../shared/job.js';
+import type { SshOptions } from '../../shared/ssh/index.js';
+import { parseAddress } from '../../shared/storage/address.js';
+import type { BackendRegistry } from '../../shared/storage/registry.js';
+import { UsageError } from '../../shared/errors.js';
+import type { Logger } from '../sync/run.js';
+import type { SyncStats } from '../sync/stats.js';
+import { BandwidthShare } from './bandwidth.js';
+import type { DeployedWorker, WorkerArtifacts } from './deploy.js';
+// TEMPORARY until deploy.ts lands: keeps the bundle building.
+const DEPLOY_MODULE: string = './deploy.js';
+import { ClusterServer } from './server.js';
+
+export { BandwidthShare } from './bandwidth.js';
+export { ClusterServer } from './server.js';
+
+export interface ClusterSetup {
+  /** `--worker`: user@host[:port] or ~/.ssh/config aliases. */
+  hosts: string[];
+  /** `--manager-addr HOST:PORT`: listen there and have workers connect straight to it. */
+  managerAddr?: string;
+  /** `--ssh-strict`: refuse hosts not in known_hosts. */
+  strict: boolean;
+  spec: JobSpec;
+  registry: BackendRegistry;
+  /** `--threads` of each worker. */
+  threads: number;
+  /** `--bwlimit` for the whole cluster, bytes per second (0: none). */
+  bandwidth: number;
+  /** Heartbeats: how often (ms), and the silence (ms) after which a worker loses its tasks. */
+  beatMs: number;
+  silenceMs: number;
+  stats: SyncStats;
+  log: Logger;
+  verbose: boolean;
+  /** SSH files (tests point them elsewhere); default: the user's. */
+  ssh?: SshOptions;
+  /** Worker builds (default: beside this module, or the package's dist/). */
+  artifacts?: WorkerArtifacts;
+  signal: AbortSignal;
+}
+
+export interface Cluster {
+  server: ClusterServer;
+  bandwidth: BandwidthShare | undefined;
+  /** Ends every worker and waits until each remote process is gone. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Start cluster mode: a WebSocket server for workers (on 127.0.0.1, reached through each host's
+ * SSH reverse forward, or on --manager-addr), and one worker deployed on each host in the
+ * background. A host that cannot be reached or cannot run the worker is named and left out; the
+ * run goes on with the others.
+ */
+export async function startCluster(s: ClusterSetup): Promise<Cluster> {
+  const token = randomBytes(32).toString('base64url');
+  const bandwidth = s.bandwidth > 0 ? new BandwidthShare(s.bandwidth) : undefined;
+  const direct = s.managerAddr !== undefined ? parseHostPort(s.managerAddr) : undefined;
+  const server = await ClusterServer.listen(
+    {
+      token,
+      job: workerJob(s.spec),
+      env: credentialValues(s.registry),
+      threads: s.threads,
+      bandwidth,
+      stats: s.stats,
+      log: s.log,
+      beatMs: s.beatMs,
+      silenceMs: s.silenceMs,
+    },
+    direct?.host ?? '127.0.0.1',
+    direct?.port ?? 0,
+  );
+  const artifacts = s.artifacts ?? findArtifacts();
+  const listening = server.address;
+  const deployed: DeployedWorker[] = [];
+  const stopping = new AbortController();
+  const abort = () => stopping.abort();
+  s.signal.addEventListener('abort', abort, { once: true });
+  const { deployWorker } = (await import(DEPLOY_MODULE)) as typeof import('./deploy.js');
+  const deploys = s.hosts.map(async (host) => {
+    const gone = server.expect(host);
+    try {
+      const w = await deployWorker(host, {
+        ssh: s.ssh ?? {},
+        strict: s.strict,
+        artifacts,
+        token,
+        connect: direct ? { kind: 'direct', url: `ws://${direct.advertise}:${listening.port}` } : { kind: 'forward', localPort: listening.port },
+        args: ['--name', host, ...(s.verbose ? ['-v'] : [])],
+        onLine: (line) => s.log.info(`[${host}] ${line}`),
+        signal: stopping.signal,
+      });
+      deployed.push(w);
+      s.log.debug(`[${host}] worker started (${w.artifact}${w.uploaded ? ', uploaded' : ', already on the host'})`);
+      void w.exited.then(gone);
+    } catch (err) {
+      gone();
+      if (!stopping.signal.aborted) s.log.error(`worker ${host}: ${(err as Error).message}; the run goes on without it`);
+    }
+  });
+  return {
+    server,
+    bandwidth,
+    async stop() {
+      stopping.abort();
+      s.signal.removeEventListener('abort', abort);
+      await server.close();
+      await Promise.allSettled(deploys);
+      await Promise.allSettled(deployed.map((w) => w.stop()));
+    },
+  };
+}
+
+/** HOST:PORT (or [v6]:PORT); the host workers dial is the one given, 0.0.0.0 is refused as something to dial. */
+function parseHostPort(v: string): { host: string; port: number; advertise: string } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(v);
+  if (!m) throw new UsageError(`--manager-addr wants HOST:PORT (an address workers can reach), not ${JSON.stringify(v)}`);
+  const host = m[1] ?? m[2]!;
+  const port = Number(m[3]);
+  if (port > 65535) throw new UsageError(`--manager-addr: port ${port} is out of range`);
+  if (host === '0.0.0.0' || host === '::') throw new UsageError(`--manager-addr ${v}: give the address workers dial, not a wildcard`);
+  return { host, port, advertise: host.includes(':') ? `[${host}]` : host };
+}
+
+/** The job as a worker resolves it: local paths made absolute (a worker starts in its home directory). */
+function workerJob(spec: JobSpec): JobSpec {
+  const abs = (a: string) => {
+    const p = parseAddress(a);
+    if (p.scheme !== 'file' || /^file:\/\//i.test(a)) return a;
+    // parseAddress resolved it (cwd, '~') into bucket (the directory) and prefix.
+    return p.bucket + p.prefix;
+  };
+  return { ...spec, src: abs(spec.src), dst: abs(spec.dst) };
+}
+
+/** The credential variables every backend reads, as the manager has them. */
+function credentialValues(registry: BackendRegistry): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of registry.credentialEnv()) {
+    const v = process.env[name];
+    if (v !== undefined && v !== '') env[name] = v;
+  }
+  return env;
+}
+
+/** dist/worker.cjs and any single executables built beside it (npm run build:sea). */
+export function findArtifacts(): WorkerArtifacts {
+  const here = dirname(fileURLToPath(import.meta.url));
+  // dist/cli.js runs beside dist/worker.cjs; from the sources (tests), the package's dist/.
+  const dist = [here, join(here, '..', '..', '..', 'dist')].find((d) => existsSync(join(d, 'worker.cjs')));
+  if (!dist) throw new UsageError(`the worker build (dist/worker.cjs) is missing: run npm run build`);
+  const sea: WorkerArtifacts['sea'] = {};
+  for (const arch of ['x64', 'arm64'] as const) {
+    const f = join(dist, 'sea', `ferry-worker-linux-${arch}`);
+    if (existsSync(f)) sea[arch] = f;
+  }
+  return { js: join(dist, 'worker.cjs'), sea };
+}
