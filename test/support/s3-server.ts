@@ -293,19 +293,23 @@ export interface S3TestServer {
   close(): Promise<void>;
 }
 
-/** Start s3rver on 127.0.0.1 with the checks above; the access key S3RVER has the secret S3RVER. */
-export async function startS3Server(options: { credentials?: Record<string, string> } = {}): Promise<S3TestServer> {
+/**
+ * Start s3rver on 127.0.0.1 (or `address`: a bridge address that test hosts in network namespaces
+ * reach) with the checks above; the access key S3RVER has the secret S3RVER.
+ */
+export async function startS3Server(options: { credentials?: Record<string, string>; address?: string } = {}): Promise<S3TestServer> {
   const directory = await fsp.mkdtemp(join(tmpdir(), 'ferry-s3rver-'));
   const secrets = new Map(Object.entries({ S3RVER: 'S3RVER', ...options.credentials }));
   for (const [ak, sk] of secrets) DUMMY_ACCOUNT.createKeyPair(ak, sk);
-  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
+  const address = options.address ?? '127.0.0.1';
+  const server = new S3rver({ address, port: 0, silent: true, directory });
   const store = new S3OrderStore(directory);
   server.store = server.context.store = store;
   // Before the router (last), after s3rver's XML encoder: thrown S3Errors become S3's XML errors.
   server.middleware.splice(server.middleware.length - 1, 0, s3Checks(secrets));
   const { port } = await server.run();
   return {
-    endpoint: `127.0.0.1:${port}`,
+    endpoint: `${address}:${port}`,
     port,
     directory,
     accessKey: 'S3RVER',

@@ -10,9 +10,7 @@ import { UsageError } from '../../shared/errors.js';
 import type { Logger } from '../sync/run.js';
 import type { SyncStats } from '../sync/stats.js';
 import { BandwidthShare } from './bandwidth.js';
-import type { DeployedWorker, WorkerArtifacts } from './deploy.js';
-// TEMPORARY until deploy.ts lands: keeps the bundle building.
-const DEPLOY_MODULE: string = './deploy.js';
+import { deployWorker, type DeployedWorker, type WorkerArtifacts } from './deploy.js';
 import { ClusterServer } from './server.js';
 
 export { BandwidthShare } from './bandwidth.js';
@@ -82,7 +80,7 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
   const stopping = new AbortController();
   const abort = () => stopping.abort();
   s.signal.addEventListener('abort', abort, { once: true });
-  const { deployWorker } = (await import(DEPLOY_MODULE)) as typeof import('./deploy.js');
+  const starting = new Set(s.hosts);
   const deploys = s.hosts.map(async (host) => {
     const gone = server.expect(host);
     try {
@@ -94,12 +92,15 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
         connect: direct ? { kind: 'direct', url: `ws://${direct.advertise}:${listening.port}` } : { kind: 'forward', localPort: listening.port },
         args: ['--name', host, ...(s.verbose ? ['-v'] : [])],
         onLine: (line) => s.log.info(`[${host}] ${line}`),
+        ...(s.verbose ? { debug: (m: string) => s.log.debug(`deploy ${m}`) } : {}),
         signal: stopping.signal,
       });
+      starting.delete(host);
       deployed.push(w);
       s.log.debug(`[${host}] worker started (${w.artifact}${w.uploaded ? ', uploaded' : ', already on the host'})`);
       void w.exited.then(gone);
     } catch (err) {
+      starting.delete(host);
       gone();
       if (!stopping.signal.aborted) s.log.error(`worker ${host}: ${(err as Error).message}; the run goes on without it`);
     }
@@ -108,6 +109,8 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
     server,
     bandwidth,
     async stop() {
+      for (const host of starting) s.log.warn(`worker ${host} had not started when the run ended`);
+      starting.clear();
       stopping.abort();
       s.signal.removeEventListener('abort', abort);
       await server.close();

@@ -250,8 +250,9 @@ class Session {
 
   closed(code: number, reason: string): void {
     if (this.id !== undefined && !this.gone) {
-      const why = code === 1009 ? 'a frame over the size limit' : reason || `code ${code}`;
-      this.server.config.log.warn(`${this.label} disconnected (${why})`);
+      const log = this.server.config.log;
+      if (code === 1000 && this.server.ledger?.done) log.info(`${this.label} finished`);
+      else log.warn(`${this.label} disconnected (${code === 1009 ? 'a frame over the size limit' : reason || `code ${code}`})`);
       this.#lose('disconnected');
     }
     this.#abort.abort();
