@@ -1,6 +1,9 @@
 // Builds the CLI into dist/cli.js (ESM) plus a chunk per lazily loaded backend: a bundle starts
 // faster than hundreds of modules. The file-system threads run dist/fs-thread.js, which the code
 // that starts them (file/pool.ts) finds beside itself.
+// Builds the cluster worker into dist/worker.cjs: one self-contained CommonJS file (every backend
+// and SDK inside, the file-system thread's module inline) that runs alone on a host with Node.js,
+// and that scripts/build-sea.mjs turns into single executables.
 import { build } from 'esbuild';
 import { readFileSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -56,3 +59,39 @@ const holder = Object.entries(cli.metafile.outputs).find(([, o]) => pool in o.in
 if (holder === undefined || dirname(holder) !== 'dist') {
   throw new Error(`${pool} is bundled into ${holder ?? 'no output'}, not beside dist/fs-thread.js: the file-system threads would not start`);
 }
+
+// The worker: one CommonJS file that needs nothing beside it, neither node_modules nor chunks (a
+// Node single executable loads nothing but built-in modules). Native add-ons stay out: ws,
+// msgpackr and ssh2 fall back to pure JavaScript, and the flags below keep ws and msgpackr from
+// even trying to load theirs.
+const thread = await build({
+  entryPoints: ['src/shared/storage/file/fs-thread.ts'],
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  write: false,
+  logLevel: 'warning',
+});
+const threadUrl = 'data:text/javascript;base64,' + Buffer.from(thread.outputFiles[0].contents).toString('base64');
+await build({
+  entryPoints: ['src/worker/entry.ts'],
+  outfile: 'dist/worker.cjs',
+  bundle: true,
+  splitting: false,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  logLevel: 'warning',
+  external: ['cpu-features', '*.node', 'bufferutil', 'utf-8-validate', 'msgpackr-extract', 'proxy-agent'],
+  define: {
+    FERRY_VERSION: JSON.stringify(pkg.version),
+    // file/pool.ts starts its threads from this module (nothing lies beside a copied worker.cjs).
+    FERRY_FS_THREAD_URL: JSON.stringify(threadUrl),
+    'process.env.WS_NO_BUFFER_UTIL': '"1"',
+    'process.env.WS_NO_UTF_8_VALIDATE': '"1"',
+    'process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED': '"true"',
+  },
+  // pool.ts reads import.meta.url only where FERRY_FS_THREAD_URL is not defined.
+  logOverride: { 'empty-import-meta': 'silent' },
+});

@@ -21,6 +21,8 @@
  * | FERRY_IN_THE_WAY           | fatal       | a directory with content (or a symlink) stands where |
  * |                            |             | a file, or a file's parent directory, must go        |
  * | FERRY_NOT_EMPTY            | fatal       | deleting a directory that still holds entries        |
+ * | FERRY_PROTOCOL             | fatal       | a manager<->worker frame that is not a valid message |
+ * |                            |             | of this build's protocol (or of its version)         |
  *
  * Errors cross process boundaries in a wire form (toWire/fromWire) that keeps code and class.
  */
@@ -221,6 +223,22 @@ export class NotEmptyError extends FerryError {
   readonly retry = 'fatal' as const;
 }
 
+/**
+ * A cluster frame that is not a valid message (src/shared/protocol/codec.ts). `versionMismatch`:
+ * the peer speaks another protocol version (the manager closes with CLOSE.badVersion, not
+ * badMessage); the message then names both versions.
+ */
+export class ProtocolError extends FerryError {
+  readonly code = 'FERRY_PROTOCOL' as const;
+  static override readonly classCode = 'FERRY_PROTOCOL';
+  readonly retry = 'fatal' as const;
+  readonly versionMismatch: boolean;
+  constructor(message: string, options?: { cause?: unknown; versionMismatch?: boolean }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.versionMismatch = options?.versionMismatch ?? false;
+  }
+}
+
 /** Classes by code, for fromWire (FatalError stands for FERRY_FATAL only). */
 const BY_CODE = new Map<string, new (message: string) => FerryError>([
   ['FERRY_NOT_FOUND', NotFoundError],
@@ -237,6 +255,7 @@ const BY_CODE = new Map<string, new (message: string) => FerryError>([
   ['FERRY_UNSAFE_PATH', UnsafePathError],
   ['FERRY_IN_THE_WAY', InTheWayError],
   ['FERRY_NOT_EMPTY', NotEmptyError],
+  ['FERRY_PROTOCOL', ProtocolError],
 ]);
 
 /** An interruption, in any of its forms: ours (FERRY_ABORTED), a DOMException from a signal, Node's ABORT_ERR. */

@@ -32,3 +32,29 @@ describe('ByteRateLimiter', () => {
     expect(done).toBe(true);
   });
 });
+
+describe('ByteRateLimiter rate changes', () => {
+  it('a new rate applies to transfers already waiting, and a rate of 0 lets them go', async () => {
+    // The cluster re-shares --bwlimit when a worker joins or leaves: a waiting chunk must not keep the old rate.
+    const l = new ByteRateLimiter(1000, 1000);
+    await l.take(1000);
+    const t0 = performance.now();
+    const waiting = l.take(10_000); // 10 s at 1000 B/s
+    setTimeout(() => l.setRate(1_000_000), 50);
+    await waiting;
+    expect(performance.now() - t0).toBeLessThan(1000);
+    const stuck = l.take(1_000_000_000);
+    setTimeout(() => l.setRate(0), 50);
+    await stuck;
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  it('an abort rejects a waiting take', async () => {
+    const l = new ByteRateLimiter(1000, 1000);
+    await l.take(1000);
+    const ac = new AbortController();
+    const p = l.take(100_000, ac.signal);
+    ac.abort();
+    await expect(p).rejects.toMatchObject({ name: 'AbortError' });
+  });
+});

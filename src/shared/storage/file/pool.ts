@@ -20,6 +20,9 @@ export { clearForFileSync, listDirSync, MAIN_THREAD, placeFilesSync, readBatchSy
  * thread-pool round trip per system call, which is where the time of a many-small-files sync goes.
  */
 
+/** The thread's module as a data: URL, defined by the worker bundle's build (scripts/build.mjs); absent elsewhere. */
+declare const FERRY_FS_THREAD_URL: string | undefined;
+
 /**
  * The thread's module. Bundled, it is dist/fs-thread.js beside the bundle that holds this code
  * (scripts/build.mjs checks that they stay side by side). Running from the TypeScript sources
@@ -27,6 +30,9 @@ export { clearForFileSync, listDirSync, MAIN_THREAD, placeFilesSync, readBatchSy
  * development dependency that is there wherever the sources are, once per process.
  */
 function threadModule(): URL {
+  // The worker bundle is one CommonJS file, copied alone to hosts (and into single executables):
+  // nothing lies beside it, and import.meta is empty there. It carries the thread's module inline.
+  if (typeof FERRY_FS_THREAD_URL === 'string') return new URL(FERRY_FS_THREAD_URL);
   if (!import.meta.url.endsWith('.ts')) return new URL('./fs-thread.js', import.meta.url);
   sourceThread ??= (() => {
     const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
