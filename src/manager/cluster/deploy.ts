@@ -13,7 +13,8 @@ import { connectResolved, resolveSshTarget, type ResolvedSshTarget, type SshConn
  * Deploying a worker to a host over SSH: connect (as OpenSSH would), probe the host, upload the
  * worker it can run to a cache named by the content's hash (once per host and build), start it
  * with the run's token on its standard input, and carry its WebSocket back to the manager through
- * a reverse port forward of the same connection.
+ * a reverse port forward of the same connection. A host that has this build's JavaScript worker
+ * and Node.js ≥ 20 starts it from the probe's own command: one session in all.
  *
  * Nothing of ours outlives the connection on the host: the worker exits when its standard input
  * ends, which sshd does when the session's channel closes or the connection drops (also when the

@@ -28,6 +28,13 @@ export interface SshConfigValues {
   /** Seconds. */
   serverAliveInterval?: number;
   serverAliveCountMax?: number;
+  /**
+   * ProxyJump as written (`[user@]host[:port]` hops, comma-separated, or `none`). OpenSSH takes the
+   * first of ProxyJump and ProxyCommand that applies: a ProxyCommand seen first leaves this unset.
+   */
+  proxyJump?: string;
+  /** ProxyCommand as written. ferry does not run proxy commands; it is read only for the precedence above. */
+  proxyCommand?: string;
 }
 
 const MAX_INCLUDE_DEPTH = 16;
@@ -224,9 +231,49 @@ function apply(v: SshConfigValues, keyword: string, args: string[], home: string
       if (v.serverAliveCountMax === undefined && Number.isInteger(n) && n >= 0) v.serverAliveCountMax = n;
       break;
     }
+    case 'proxyjump':
+      if (v.proxyJump === undefined && v.proxyCommand === undefined) v.proxyJump = first;
+      break;
+    case 'proxycommand':
+      if (v.proxyJump === undefined && v.proxyCommand === undefined) v.proxyCommand = args.join(' ');
+      break;
     default:
       break;
   }
+}
+
+/**
+ * One hop of a ProxyJump list, as OpenSSH reads it: `[user@]host[:port]` (an IPv6 address in
+ * brackets), or `ssh://[user@]host[:port]`. Undefined when it is not one.
+ */
+export function parseJumpHost(spec: string): { user?: string; host: string; port?: number } | undefined {
+  let s = spec.trim();
+  if (/^ssh:\/\//i.test(s)) s = s.slice(6).replace(/\/$/, '');
+  let user: string | undefined;
+  const at = s.lastIndexOf('@');
+  if (at >= 0) {
+    user = s.slice(0, at);
+    s = s.slice(at + 1);
+    if (user === '') return undefined;
+  }
+  let host = s;
+  let portText: string | undefined;
+  const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(s);
+  if (bracket) {
+    host = bracket[1]!;
+    portText = bracket[2];
+  } else if (s.indexOf(':') === s.lastIndexOf(':') && s.includes(':')) {
+    host = s.slice(0, s.indexOf(':'));
+    portText = s.slice(s.indexOf(':') + 1);
+    if (!/^\d+$/.test(portText)) return undefined;
+  }
+  if (host === '' || /[\s,/]/.test(host)) return undefined;
+  let port: number | undefined;
+  if (portText !== undefined) {
+    port = Number(portText);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  }
+  return { ...(user !== undefined ? { user } : {}), host, ...(port !== undefined ? { port } : {}) };
 }
 
 /**

@@ -1,9 +1,10 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { AnyAuthMethod, AuthenticationType, Client as SshClient, ConnectConfig, ParsedKey, SFTPWrapper, ServerHostKeyAlgorithm } from 'ssh2';
 import { AbortedError, FatalError, FerryError, PermissionDeniedError, TransientError, retryClassOf } from '../errors.js';
-import { expandTokens, localUserName, readSshConfig } from './config.js';
+import { expandTokens, localUserName, parseJumpHost, readSshConfig } from './config.js';
 import { addKnownHost, checkHostKey, fingerprint, hostKeyAlgorithmsFor, keyTypeOf, knownHostLines, knownHostName } from './known-hosts.js';
 
 type Ssh2 = typeof import('ssh2');
@@ -73,7 +74,15 @@ export interface ResolvedSshTarget {
   /** Milliseconds; 0 disables. */
   keepaliveInterval: number;
   keepaliveCountMax: number;
+  /**
+   * The jump host this one is reached through (ProxyJump): connect to `via` (itself perhaps through
+   * its own `via`), then open a channel from it to `host:port`. Undefined for a direct connection.
+   */
+  via?: ResolvedSshTarget;
 }
+
+/** Hops a ProxyJump chain may have (counting jump hosts' own ProxyJump): more is taken for a loop. */
+const MAX_JUMPS = 8;
 
 const DEFAULT_READY_TIMEOUT = 20_000;
 const DEFAULT_KEEPALIVE = 15_000;
@@ -99,6 +108,17 @@ function hostPort(r: Pick<ResolvedSshTarget, 'host' | 'port'>): string {
 
 /** Apply ~/.ssh/config (and the system's) to a target. Reads local files only. */
 export async function resolveSshTarget(target: SshTarget, options: SshOptions = {}): Promise<ResolvedSshTarget> {
+  return resolveHop(target, options, { from: 'config' }, 0);
+}
+
+/**
+ * Where a hop's jump host comes from. OpenSSH turns `ProxyJump a,b` for `t` into `ssh -J a -W t b`:
+ * the first hop `a` follows its own ProxyJump from the configuration; a later hop `b` is reached
+ * through the hop before it, whatever its own configuration says.
+ */
+type JumpSource = { from: 'config' } | { from: 'chain'; via: ResolvedSshTarget };
+
+async function resolveHop(target: SshTarget, options: SshOptions, jump: JumpSource, depth: number): Promise<ResolvedSshTarget> {
   const home = homedir();
   const env = options.env ?? process.env;
   const configPath = options.configPath ?? join(home, '.ssh', 'config');
@@ -128,6 +148,17 @@ export async function resolveSshTarget(target: SshTarget, options: SshOptions = 
   const globalKnownHostsFiles = cfg.globalKnownHostsFiles ?? options.globalKnownHostsPaths ?? ['/etc/ssh/ssh_known_hosts'];
   const readyTimeout = options.readyTimeout ?? (cfg.connectTimeout !== undefined ? cfg.connectTimeout * 1000 : DEFAULT_READY_TIMEOUT);
   const keepaliveInterval = cfg.serverAliveInterval !== undefined && cfg.serverAliveInterval > 0 ? cfg.serverAliveInterval * 1000 : DEFAULT_KEEPALIVE;
+  let via: ResolvedSshTarget | undefined;
+  if (jump.from === 'chain') via = jump.via;
+  else if (cfg.proxyJump !== undefined && cfg.proxyJump.toLowerCase() !== 'none') {
+    // As OpenSSH ("jumphost loop via"): a host whose last jump is itself, e.g. `Host *` with a
+    // ProxyJump that also matches the jump host.
+    const last = parseJumpHost(cfg.proxyJump.split(',').at(-1) ?? '');
+    if (last && last.host.toLowerCase() === alias && (last.port ?? 22) === port && (last.user ?? user) === user) {
+      throw new FatalError(`ssh ${target.host}: ProxyJump loop: ${target.host} would be its own jump host (exclude it from the Host pattern that sets ProxyJump, e.g. "Host * !${target.host}")`);
+    }
+    via = await resolveJumps(target.host, cfg.proxyJump, options, depth);
+  }
   return {
     alias: target.host,
     host,
@@ -143,7 +174,28 @@ export async function resolveSshTarget(target: SshTarget, options: SshOptions = 
     readyTimeout,
     keepaliveInterval,
     keepaliveCountMax: cfg.serverAliveCountMax ?? 3,
+    ...(via ? { via } : {}),
   };
+}
+
+/** The last hop of a ProxyJump list, each hop resolved through the configuration under its own name. */
+async function resolveJumps(forHost: string, spec: string, options: SshOptions, depth: number): Promise<ResolvedSshTarget> {
+  let via: ResolvedSshTarget | undefined;
+  const hops = spec.split(',');
+  for (const [i, text] of hops.entries()) {
+    const hop = parseJumpHost(text);
+    if (!hop) throw new FatalError(`ssh ${forHost}: ProxyJump ${JSON.stringify(spec)}: ${JSON.stringify(text)} is not [user@]host[:port]`);
+    if (depth + i + 1 > MAX_JUMPS) throw new FatalError(`ssh ${forHost}: ProxyJump goes through more than ${MAX_JUMPS} jump hosts (is there a loop in ~/.ssh/config?)`);
+    via = await resolveHop(hop, options, via ? { from: 'chain', via } : { from: 'config' }, depth + i + 1);
+  }
+  return via!;
+}
+
+/** `user@host:port via user@jump:port via …`, for messages about a jumped connection. */
+function describeRoute(r: ResolvedSshTarget): string {
+  let out = describeTarget(r);
+  for (let hop = r.via; hop; hop = hop.via) out += ` via ${describeTarget(hop)}`;
+  return out;
 }
 
 interface LoadedKeys {
@@ -196,7 +248,15 @@ export class SshConnection {
   #lastError: Error | undefined;
   readonly #closeListeners = new Set<(err?: Error) => void>();
 
-  constructor(readonly client: SshClient, readonly target: ResolvedSshTarget) {
+  /**
+   * `jump`: the connection to the jump host this one runs through (ProxyJump). It belongs to this
+   * connection: closing this one closes it, and losing it loses this one.
+   */
+  constructor(
+    readonly client: SshClient,
+    readonly target: ResolvedSshTarget,
+    readonly jump?: SshConnection,
+  ) {
     client.on('error', (err: Error) => {
       this.#lastError = err;
     });
@@ -204,7 +264,9 @@ export class SshConnection {
       this.#closed = true;
       for (const l of this.#closeListeners) l(this.#lastError);
       this.#closeListeners.clear();
+      void jump?.close();
     });
+    jump?.onClose(() => client.destroy());
   }
 
   get closed(): boolean {
@@ -239,7 +301,12 @@ export class SshConnection {
     });
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    await this.#closeOwn();
+    await this.jump?.close();
+  }
+
+  #closeOwn(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     return new Promise((resolve) => {
       // A peer that never answers the disconnect must not hold close() forever.
@@ -270,6 +337,49 @@ export async function connectSsh(target: SshTarget, options: SshOptions = {}): P
 
 export async function connectResolved(r: ResolvedSshTarget, options: SshOptions = {}): Promise<SshConnection> {
   options.signal?.throwIfAborted();
+  if (!r.via) return handshake(r, options);
+  // A password in the address is the target's: jump hosts never see it. Each hop's host key is
+  // checked under that hop's own name.
+  const { password: _targetOnly, ...jumpOptions } = options;
+  const jump = await connectResolved(r.via, jumpOptions);
+  try {
+    const sock = await openDirect(jump, r, options.signal);
+    return await handshake(r, options, sock, jump);
+  } catch (err) {
+    await jump.close();
+    throw err;
+  }
+}
+
+/** A channel from the jump host to `r`'s host and port (what `ssh -W host:port jump` opens). */
+function openDirect(jump: SshConnection, r: ResolvedSshTarget, signal: AbortSignal | undefined): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(new AbortedError(`ssh ${describeRoute(r)}: connecting was interrupted`));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const onLost = jump.onClose(() => reject(new TransientError(`ssh ${describeRoute(r)}: the connection to the jump host ${describeTarget(jump.target)} closed`)));
+    const opened = (err: Error | undefined, stream?: Duplex): void => {
+      signal?.removeEventListener('abort', onAbort);
+      onLost();
+      if (err || !stream) {
+        reject(new TransientError(`ssh ${describeRoute(r)}: the jump host ${describeTarget(jump.target)} could not connect to ${hostPort(r)} (${err?.message ?? 'no channel'})`, { cause: err }));
+        return;
+      }
+      if (signal?.aborted) {
+        stream.destroy();
+        return;
+      }
+      resolve(stream);
+    };
+    try {
+      jump.client.forwardOut('127.0.0.1', 0, r.host, r.port, opened);
+    } catch (err) {
+      // ssh2 throws when the connection is already gone.
+      opened(err as Error);
+    }
+  });
+}
+
+async function handshake(r: ResolvedSshTarget, options: SshOptions, sock?: Duplex, jump?: SshConnection): Promise<SshConnection> {
   const { Client, utils } = await loadSsh2();
   const identities = await loadIdentities(r.identityFiles, utils);
   const knownFiles = [...r.knownHostsFiles, ...r.globalKnownHostsFiles];
@@ -306,6 +416,7 @@ export async function connectResolved(r: ResolvedSshTarget, options: SshOptions 
     readyTimeout: r.readyTimeout,
     keepaliveInterval: r.keepaliveInterval,
     keepaliveCountMax: r.keepaliveCountMax,
+    ...(sock ? { sock } : {}),
     ...(options.debug ? { debug: options.debug } : {}),
     ...(known.length > 0
       ? { algorithms: { serverHostKey: { remove: known as ServerHostKeyAlgorithm[], prepend: known as ServerHostKeyAlgorithm[], append: [] } } }
@@ -350,8 +461,9 @@ export async function connectResolved(r: ResolvedSshTarget, options: SshOptions 
     };
     const onAbort = (): void => finish(new AbortedError(`ssh ${hostPort(r)}: connecting was interrupted`));
     const onReady = (): void => {
+      // Through a jump host the socket is a channel: the jump connection's own socket has it set.
       client.setNoDelay(true);
-      const conn = new SshConnection(client, r);
+      const conn = new SshConnection(client, r, jump);
       finish(null);
       resolve(conn);
     };
