@@ -80,6 +80,8 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
   const stopping = new AbortController();
   const abort = () => stopping.abort();
   s.signal.addEventListener('abort', abort, { once: true });
+  const debug = (m: string) => s.log.debug(m);
+  const quiet: Logger = { error: debug, warn: debug, info: debug, debug };
   const starting = new Set(s.hosts);
   const deploys = s.hosts.map(async (host) => {
     const gone = server.expect(host);
@@ -91,7 +93,8 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
         token,
         connect: direct ? { kind: 'direct', url: `ws://${direct.advertise}:${listening.port}` } : { kind: 'forward', localPort: listening.port },
         args: ['--name', host, ...(s.verbose ? ['-v'] : [])],
-        onLine: (line) => s.log.info(`[${host}] ${line}`),
+        // Once the run is over, what workers say as they are stopped is only for -v.
+        onLine: (line) => relay(stopping.signal.aborted ? quiet : s.log, host, line),
         ...(s.verbose ? { debug: (m: string) => s.log.debug(`deploy ${m}`) } : {}),
         signal: stopping.signal,
       });
@@ -118,6 +121,22 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
       await Promise.allSettled(deployed.map((w) => w.stop()));
     },
   };
+}
+
+/** A worker's log line (`LEVEL message`) at its own level, prefixed with its host. */
+function relay(log: Logger, host: string, line: string): void {
+  const m = /^(ERROR|WARN|INFO|DEBUG) (.*)$/s.exec(line);
+  const text = `[${host}] ${m ? m[2] : line}`;
+  switch (m?.[1]) {
+    case 'ERROR':
+      return log.error(text);
+    case 'WARN':
+      return log.warn(text);
+    case 'DEBUG':
+      return log.debug(text);
+    default:
+      return log.info(text);
+  }
 }
 
 /** HOST:PORT (or [v6]:PORT); the host workers dial is the one given, 0.0.0.0 is refused as something to dial. */
