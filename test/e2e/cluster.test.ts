@@ -150,6 +150,16 @@ describe.skipIf(hostsUnavailable)('cluster mode over SSH (hosts in network names
     await noWorkersLeft([h1!, h2!]);
   });
 
+  it('with --manager-addr, workers connect straight to the manager', async () => {
+    const [h3] = [hosts.hosts[2]!];
+    const b = await bucket();
+    const r = await ferry(['sync', '--no-https', '--json', '-v', '--no-manager-exec', '--manager-addr', `${hosts.bridgeIp}:0`, ...workerFlag(h3), src + '/', s3Addr(b)]).done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json).toMatchObject({ copied: FILES, lost: 0 });
+    expect(r.stderr).toMatch(new RegExp(`connected to the manager at ws://${hosts.bridgeIp.replace(/\./g, '\\.')}:\\d+`));
+    await expectIdentical(b);
+  });
+
   it('puts no credential in a worker host: not on a command line, not in an environment, not in any file of its cache', async () => {
     const [h1] = hosts.hosts;
     const b = await bucket();
