@@ -12,6 +12,7 @@ import type { SshOptions } from '../shared/ssh/index.js';
 import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
 import { Console, type Verbosity } from './output.js';
 import { startCluster, type Cluster } from './cluster/index.js';
+import { readTokenFile, workerMain } from '../worker/cli.js';
 import { ByteRateLimiter } from '../shared/throttle/bucket.js';
 import { runSync, MANAGER, type RunControl } from './sync/run.js';
 import { formatBytes, SyncStats } from './sync/stats.js';
@@ -98,6 +99,9 @@ interface ParsedSync {
   cluster?: {
     hosts: string[];
     managerAddr?: string;
+    /** `--listen HOST:PORT` for workers that join; their token is in `tokenFile`. */
+    listen?: string;
+    tokenFile?: string;
     strict: boolean;
     managerExecutes: boolean;
     /** Milliseconds of silence after which a worker loses its tasks. */
@@ -172,6 +176,8 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     // Cluster
     .option('--worker <HOSTS>', 'run workers on these hosts too: user@host[:port] or ~/.ssh/config aliases, comma-separated (repeatable); deployed over SSH', (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((h) => h.trim()).filter(Boolean)])
     .option('--manager-addr <HOST:PORT>', 'workers connect straight to this address of the manager instead of through their SSH connection (unencrypted: trusted networks only)')
+    .option('--listen <HOST:PORT>', 'also wait for workers that join on their own (ferry worker --manager ws://HOST:PORT --token-file FILE), e.g. started by Slurm or Kubernetes; needs --token-file')
+    .addOption(new Option('--token-file <FILE>', "the run's token for --listen: a file whose first line is a secret the joining workers hold too").env('FERRY_TOKEN_FILE'))
     .option('--ssh-strict', 'refuse worker hosts that are not in known_hosts yet (default: record them, as ssh accept-new does)')
     .option('--no-manager-exec', 'the manager only lists and dispatches; the workers run every task (the manager takes over if none is left)')
     .option('--heartbeat-timeout <SECONDS>', 'a worker silent this long loses its tasks to other executors', atLeast('--heartbeat-timeout', 1), 20)
@@ -246,14 +252,17 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     ...(s('storageClass') ? { storageClass: s('storageClass')! } : {}),
   };
   const hosts = (opts['worker'] as string[] | undefined) ?? [];
+  const listen = s('listen');
   if (s('managerAddr') !== undefined && hosts.length === 0) throw new UsageError('--manager-addr needs --worker: it says where the workers connect');
-  if (opts['managerExec'] === false && hosts.length === 0) throw new UsageError('--no-manager-exec needs --worker: someone has to run the tasks');
+  if (opts['managerExec'] === false && hosts.length === 0 && listen === undefined) throw new UsageError('--no-manager-exec needs --worker or --listen: someone has to run the tasks');
+  if (listen !== undefined && s('tokenFile') === undefined) throw new UsageError('--listen needs --token-file (or FERRY_TOKEN_FILE): the workers that join must present the same token');
   return {
-    ...(hosts.length > 0
+    ...(hosts.length > 0 || listen !== undefined
       ? {
           cluster: {
             hosts: [...new Set(hosts)],
             ...(s('managerAddr') !== undefined ? { managerAddr: s('managerAddr')! } : {}),
+            ...(listen !== undefined ? { listen, tokenFile: s('tokenFile')! } : {}),
             strict: b('sshStrict'),
             managerExecutes: opts['managerExec'] !== false,
             silenceMs: n('heartbeatTimeout') * 1000,
@@ -335,6 +344,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
         cluster = await startCluster({
           hosts: c.hosts,
           ...(c.managerAddr !== undefined ? { managerAddr: c.managerAddr } : {}),
+          ...(c.listen !== undefined ? { listen: c.listen, token: tokenFrom(c.tokenFile!), waitForJoiners: !c.managerExecutes } : {}),
           strict: c.strict,
           spec: p.spec,
           registry,
@@ -359,7 +369,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
         extra.limiter = limiter;
         if (c.managerExecutes) cluster.bandwidth.join(MANAGER, (rate) => limiter.setRate(rate));
       }
-      con.info(`cluster: deploying workers to ${c.hosts.join(', ')}; the manager ${c.managerExecutes ? 'runs tasks too' : 'only dispatches'}`);
+      if (c.hosts.length > 0) con.info(`cluster: deploying workers to ${c.hosts.join(', ')}; the manager ${c.managerExecutes ? 'runs tasks too' : 'only dispatches'}`);
     }
     if (o.deleteDst && !isDirForm(dstAddr) && (o.dry || p.verbosity === 'verbose')) {
       const last = dstAddr.prefix.slice(dstAddr.prefix.lastIndexOf('/') + 1);
@@ -427,6 +437,15 @@ function checkDestructive(srcAddr: Address, dstAddr: Address, o: SyncOptions, al
 
 
 
+/** The run's token from --token-file: a usage error when it cannot be read or is empty. */
+function tokenFrom(file: string): string {
+  try {
+    return readTokenFile(file);
+  } catch (err) {
+    throw new UsageError(`--token-file: ${(err as Error).message}`);
+  }
+}
+
 function messageOf(err: unknown): string {
   if (err instanceof FerryError) return `${err.message} [${err.code}]`;
   return (err as Error)?.message ?? String(err);
@@ -465,6 +484,11 @@ export async function main(args: string[], out: CliEnvironment = { stdout: proce
     .showHelpAfterError('(run "ferry sync --help" for usage)')
     .configureOutput({ writeOut: (s) => out.stdout.write(s), writeErr: (s) => out.stderr.write(redactor.redact(s)) });
   program.addCommand(sync);
+  // `ferry worker` is the worker's own command line (src/worker/cli.ts), listed here for --help.
+  program.command('worker').description('join a running `ferry sync --listen` as a worker: ferry worker --manager ws://HOST:PORT --token-file FILE (see ferry worker --help)');
+  if (argv[0] === 'worker') {
+    return workerMain(argv.slice(1), 'ferry worker');
+  }
   // --json promises a summary on standard output whatever happens, a refused command line included.
   const wantsJson = argv[0] === 'sync' && argv.slice(0, end < 0 ? undefined : end).includes('--json');
   const failed = (code: number, message: string): number => {

@@ -42,7 +42,7 @@ export interface DeployOptions {
    * How the worker reaches the manager: through a reverse forward of this SSH connection to the
    * manager's server on 127.0.0.1:localPort, or straight to `url` (--manager-addr).
    */
-  connect: { kind: 'forward'; localPort: number } | { kind: 'direct'; url: string };
+  connect: { kind: 'forward'; localPort: number; /** Where the server listens here (default 127.0.0.1). */ localHost?: string } | { kind: 'direct'; url: string };
   /** Extra worker arguments (e.g. -v). `--name user@host` is added unless given here. */
   args?: string[];
   /** Each line the worker prints (the caller prefixes the host). */
@@ -403,7 +403,8 @@ export async function deployWorker(host: string, o: DeployOptions): Promise<Depl
     // 1. The way back to the manager, before anything runs there.
     let managerUrl: string;
     if (o.connect.kind === 'forward') {
-      const remotePort = await reverseForward(conn, o.connect.localPort, forwarded).catch((err: unknown) => {
+      const local = { host: o.connect.localHost ?? '127.0.0.1', port: o.connect.localPort };
+      const remotePort = await reverseForward(conn, local, forwarded).catch((err: unknown) => {
         if (o.signal.aborted || conn.closed) throw stepError('asking for a port forward', err);
         throw new FatalError(
           `${shown}: the SSH server refused a reverse port forward (${(err as Error).message}); allow it there (AllowTcpForwarding yes or remote) or let the workers connect straight to the manager with --manager-addr`,
@@ -411,7 +412,7 @@ export async function deployWorker(host: string, o: DeployOptions): Promise<Depl
         );
       });
       managerUrl = `ws://127.0.0.1:${remotePort}`;
-      debug(`reverse forward 127.0.0.1:${remotePort} on the host → 127.0.0.1:${o.connect.localPort} here`);
+      debug(`reverse forward 127.0.0.1:${remotePort} on the host → ${local.host}:${local.port} here`);
     } else {
       managerUrl = o.connect.url;
     }
@@ -536,15 +537,15 @@ export async function deployWorker(host: string, o: DeployOptions): Promise<Depl
   }
 }
 
-/** Ask the host to forward connections to 127.0.0.1:<a port it picks> back here, to 127.0.0.1:localPort. */
-function reverseForward(conn: SshConnection, localPort: number, open: Set<{ destroy(): void }>): Promise<number> {
+/** Ask the host to forward connections to 127.0.0.1:<a port it picks> back here, to the manager's server. */
+function reverseForward(conn: SshConnection, local: { host: string; port: number }, open: Set<{ destroy(): void }>): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     try {
       conn.client.forwardIn('127.0.0.1', 0, (err, remotePort) => {
         if (err) return reject(err);
         conn.client.on('tcp connection', (details: TcpConnectionDetails, accept, refuse) => {
           if (details.destPort !== remotePort) return refuse();
-          relay(accept(), localPort, open);
+          relay(accept(), local, open);
         });
         resolve(remotePort);
       });
@@ -556,8 +557,8 @@ function reverseForward(conn: SshConnection, localPort: number, open: Set<{ dest
 }
 
 /** Pipe a forwarded channel to the manager's local server, both ways; either side's end ends both. */
-function relay(ch: ClientChannel, localPort: number, open: Set<{ destroy(): void }>): void {
-  const sock: Socket = tcpConnect({ host: '127.0.0.1', port: localPort });
+function relay(ch: ClientChannel, local: { host: string; port: number }, open: Set<{ destroy(): void }>): void {
+  const sock: Socket = tcpConnect(local);
   const pair = {
     destroy: () => {
       sock.destroy();

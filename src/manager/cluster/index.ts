@@ -21,6 +21,12 @@ export interface ClusterSetup {
   hosts: string[];
   /** `--manager-addr HOST:PORT`: listen there and have workers connect straight to it. */
   managerAddr?: string;
+  /** `--listen HOST:PORT`: listen there for workers that join (`ferry worker`), with `token`. */
+  listen?: string;
+  /** The run's token (`--token-file`); default: a random one. */
+  token?: string;
+  /** Without the manager executing, wait for joining workers however long it takes (no fallback to the manager). */
+  waitForJoiners?: boolean;
   /** `--ssh-strict`: refuse hosts not in known_hosts. */
   strict: boolean;
   spec: JobSpec;
@@ -56,9 +62,12 @@ export interface Cluster {
  * run goes on with the others.
  */
 export async function startCluster(s: ClusterSetup): Promise<Cluster> {
-  const token = randomBytes(32).toString('base64url');
+  const token = s.token ?? randomBytes(32).toString('base64url');
   const bandwidth = s.bandwidth > 0 ? new BandwidthShare(s.bandwidth) : undefined;
-  const direct = s.managerAddr !== undefined ? parseHostPort(s.managerAddr) : undefined;
+  const direct = s.managerAddr !== undefined ? parseHostPort(s.managerAddr, '--manager-addr') : undefined;
+  const listen = s.listen !== undefined ? parseHostPort(s.listen, '--listen', true) : undefined;
+  if (direct && listen) throw new UsageError('--manager-addr and --listen both say where the manager listens: give one (deployed workers use --listen too)');
+  const at = listen ?? direct;
   const server = await ClusterServer.listen(
     {
       token,
@@ -70,10 +79,12 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
       log: s.log,
       beatMs: s.beatMs,
       silenceMs: s.silenceMs,
+      ...(s.waitForJoiners ? { waitForJoiners: true } : {}),
     },
-    direct?.host ?? '127.0.0.1',
-    direct?.port ?? 0,
+    at?.host ?? '127.0.0.1',
+    at?.port ?? 0,
   );
+  if (listen) s.log.info(`listening for workers at ws://${listen.advertise}:${server.address.port} (join with: ferry worker --manager ws://HOST:${server.address.port} --token-file FILE)`);
   const artifacts = s.artifacts ?? findArtifacts();
   const listening = server.address;
   const deployed: DeployedWorker[] = [];
@@ -91,7 +102,9 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
         strict: s.strict,
         artifacts,
         token,
-        connect: direct ? { kind: 'direct', url: `ws://${direct.advertise}:${listening.port}` } : { kind: 'forward', localPort: listening.port },
+        connect: direct
+          ? { kind: 'direct', url: `ws://${direct.advertise}:${listening.port}` }
+          : { kind: 'forward', localPort: listening.port, ...(listen && !listen.wildcard ? { localHost: listen.host } : {}) },
         args: ['--name', host, ...(s.verbose ? ['-v'] : [])],
         // Once the run is over, what workers say as they are stopped is only for -v.
         onLine: (line) => relay(stopping.signal.aborted ? quiet : s.log, host, line),
@@ -139,15 +152,19 @@ function relay(log: Logger, host: string, line: string): void {
   }
 }
 
-/** HOST:PORT (or [v6]:PORT); the host workers dial is the one given, 0.0.0.0 is refused as something to dial. */
-function parseHostPort(v: string): { host: string; port: number; advertise: string } {
+/**
+ * HOST:PORT (or [v6]:PORT). --manager-addr is also what deployed workers dial, so a wildcard is
+ * refused there; --listen may take one (joining workers are told the address by whoever starts them).
+ */
+function parseHostPort(v: string, flag: string, wildcardOk = false): { host: string; port: number; advertise: string; wildcard: boolean } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(v);
-  if (!m) throw new UsageError(`--manager-addr wants HOST:PORT (an address workers can reach), not ${JSON.stringify(v)}`);
+  if (!m) throw new UsageError(`${flag} wants HOST:PORT (an address workers can reach), not ${JSON.stringify(v)}`);
   const host = m[1] ?? m[2]!;
   const port = Number(m[3]);
-  if (port > 65535) throw new UsageError(`--manager-addr: port ${port} is out of range`);
-  if (host === '0.0.0.0' || host === '::') throw new UsageError(`--manager-addr ${v}: give the address workers dial, not a wildcard`);
-  return { host, port, advertise: host.includes(':') ? `[${host}]` : host };
+  if (port > 65535) throw new UsageError(`${flag}: port ${port} is out of range`);
+  const wildcard = host === '0.0.0.0' || host === '::';
+  if (wildcard && !wildcardOk) throw new UsageError(`${flag} ${v}: give the address workers dial, not a wildcard`);
+  return { host, port, advertise: host.includes(':') ? `[${host}]` : host, wildcard };
 }
 
 /** The job as a worker resolves it: local paths made absolute (a worker starts in its home directory). */

@@ -30,6 +30,8 @@ export interface ClusterConfig {
   silenceMs: number;
   /** A connection that has not said a valid hello within this long (ms) is closed. */
   helloMs?: number;
+  /** Workers may join at any time (--listen without the manager executing): never fall back to the manager. */
+  waitForJoiners?: boolean;
 }
 
 /** A worker's requests for work waiting at once, at most (each holds a batch while it runs). */
@@ -121,7 +123,7 @@ export class ClusterServer implements RemoteExecutors {
       if (stopNow.aborted) return;
       const busy = [...this.#sessions].some((s) => !s.gone && ledger.holding(s.id ?? '') > 0);
       if (!busy && ledger.done) break;
-      if (!busy && this.live === 0 && this.#expected.size === 0) return; // the caller runs what is left
+      if (!busy && this.live === 0 && this.#expected.size === 0 && !this.config.waitForJoiners) return; // the caller runs what is left
       await new Promise((r) => setTimeout(r, 50));
     }
     // Give finished workers a moment to leave by themselves, then tell the rest.
@@ -172,6 +174,7 @@ export class ClusterServer implements RemoteExecutors {
   }
 
   #checkAlone(): void {
+    if (this.config.waitForJoiners) return;
     if (this.#ledger && this.#alone && this.live === 0 && this.#expected.size === 0 && !this.#ledger.done) this.#alone();
   }
 
