@@ -12,6 +12,7 @@ import type { SshOptions } from '../shared/ssh/index.js';
 import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
 import { Console, type Verbosity } from './output.js';
 import { startCluster, type Cluster } from './cluster/index.js';
+import { MetricsServer } from './metrics.js';
 import { readTokenFile, workerMain } from '../worker/cli.js';
 import { ByteRateLimiter } from '../shared/throttle/bucket.js';
 import { runSync, MANAGER, type RunControl } from './sync/run.js';
@@ -95,6 +96,8 @@ interface ParsedSync {
   verbosity: Verbosity;
   statsInterval: number;
   allowRoot: boolean;
+  /** `--metrics HOST:PORT`: serve the counters for Prometheus. */
+  metrics?: string;
   /** Cluster mode: absent on one machine. */
   cluster?: {
     hosts: string[];
@@ -182,13 +185,13 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('--no-manager-exec', 'the manager only lists and dispatches; the workers run every task (the manager takes over if none is left)')
     .option('--heartbeat-timeout <SECONDS>', 'a worker silent this long loses its tasks to other executors', atLeast('--heartbeat-timeout', 1), 20)
     .option('--task-lease <SECONDS>', 'an executor holding a task longer than this (plus 1 s per MiB of it) loses it to another', atLeast('--task-lease', 1), 3600)
-    .addOption(new Option('--metrics <ADDR>').hideHelp())
+    .option('--metrics <HOST:PORT>', 'serve the run\'s counters, per-executor throughput and lease losses for Prometheus at http://HOST:PORT/metrics (juicefs: 127.0.0.1:9567)')
     .addOption(new Option('--enable-checkpoint').hideHelp());
   for (const [flags] of JUICEFS_LATER) cmd.addOption(new Option(flags).hideHelp());
   cmd
     .addHelpText('after', ADDRESS_HELP)
     .action((src: string, dst: string, opts: Record<string, unknown>) => {
-      for (const later of ['metrics', 'enableCheckpoint'] as const) {
+      for (const later of ['enableCheckpoint'] as const) {
         if (opts[later] !== undefined) {
           const flag = '--' + later.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
           throw new NotSupportedYetError(`${flag} is not supported yet in this version of ferry`);
@@ -270,6 +273,7 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
           },
         }
       : {}),
+    ...(s('metrics') !== undefined ? { metrics: s('metrics')! } : {}),
     spec: { v: 1, src, dst, options, filter, now, noHttps: opts['https'] === false },
     json: b('json'),
     verbosity: b('quiet') ? 'quiet' : b('verbose') ? 'verbose' : 'normal',
@@ -335,7 +339,16 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   let cluster: Cluster | undefined;
+  let metrics: MetricsServer | undefined;
   try {
+    if (p.metrics !== undefined) {
+      try {
+        metrics = await MetricsServer.listen(p.metrics, stats);
+      } catch (err) {
+        return refuse(err);
+      }
+      con.info(`metrics for Prometheus at ${metrics.url}`);
+    }
     const extra: Partial<RunControl> = {};
     if (p.cluster) {
       const c = p.cluster;
@@ -411,6 +424,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
     await cluster?.stop();
+    await metrics?.close();
     await Promise.allSettled([job.src.close?.(), job.dst.close?.()]);
   }
 }
