@@ -178,7 +178,7 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     // Later issues.
     // Cluster
     .option('--worker <HOSTS>', 'run workers on these hosts too: user@host[:port] or ~/.ssh/config aliases, comma-separated (repeatable); deployed over SSH', (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((h) => h.trim()).filter(Boolean)])
-    .option('--manager-addr <HOST:PORT>', 'workers connect straight to this address of the manager instead of through their SSH connection (unencrypted: trusted networks only)')
+    .option('--manager-addr <HOST:PORT>', 'workers connect straight to this address of the manager instead of through their SSH connection (unencrypted, storage credentials included: trusted networks only)')
     .option('--listen <HOST:PORT>', 'also wait for workers that join on their own (ferry worker --manager ws://HOST:PORT --token-file FILE), e.g. started by Slurm or Kubernetes; needs --token-file')
     .addOption(new Option('--token-file <FILE>', "the run's token for --listen: a file whose first line is a secret the joining workers hold too").env('FERRY_TOKEN_FILE'))
     .option('--ssh-strict', 'refuse worker hosts that are not in known_hosts yet (default: record them, as ssh accept-new does)')
@@ -380,7 +380,9 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
       if (cluster.bandwidth) {
         const limiter = new ByteRateLimiter(total);
         extra.limiter = limiter;
-        if (c.managerExecutes) cluster.bandwidth.join(MANAGER, (rate) => limiter.setRate(rate));
+        const share = cluster.bandwidth;
+        // The manager's executor takes its share when it starts (with --no-manager-exec, only if it takes over).
+        extra.onManagerExecutes = () => share.join(MANAGER, (rate) => limiter.setRate(rate));
       }
       if (c.hosts.length > 0) con.info(`cluster: deploying workers to ${c.hosts.join(', ')}; the manager ${c.managerExecutes ? 'runs tasks too' : 'only dispatches'}`);
     }

@@ -248,7 +248,8 @@ class WorkerRun {
   async #start(welcome: Extract<ManagerMessage, { t: 'welcome' }>): Promise<void> {
     this.#welcomed = true;
     this.#watch(welcome.deadMs, silence);
-    for (const value of Object.values(welcome.env)) this.#redactor.add(value);
+    // The values of secret variables only: a user name such as HADOOP_USER_NAME=hdfs is no secret, and hiding it would hide every 'hdfs'.
+    for (const name of (this.io.registry ?? defaultRegistry()).secretEnv()) this.#redactor.add(welcome.env[name]);
     for (const address of [welcome.job.src, welcome.job.dst]) {
       try {
         for (const secret of secretsOf(parseAddress(address))) this.#redactor.add(secret);

@@ -86,6 +86,7 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
   );
   if (listen) s.log.info(`listening for workers at ws://${listen.advertise}:${server.address.port} (join with: ferry worker --manager ws://HOST:${server.address.port} --token-file FILE)`);
   const artifacts = s.artifacts ?? findArtifacts();
+  warnAboutOwnCredentials(s.spec, credentialValues(s.registry), s.log);
   const listening = server.address;
   const deployed: DeployedWorker[] = [];
   const stopping = new AbortController();
@@ -178,14 +179,41 @@ function workerJob(spec: JobSpec): JobSpec {
   return { ...spec, src: abs(spec.src), dst: abs(spec.dst) };
 }
 
-/** The credential variables every backend reads, as the manager has them. */
+/**
+ * The credential variables every backend reads, as the manager has them. Paths that mean something
+ * only on this machine (an agent socket, a credentials file) are not sent: on a worker host they
+ * would name nothing, or something else.
+ */
 function credentialValues(registry: BackendRegistry): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of registry.credentialEnv()) {
+    if (LOCAL_ONLY.has(name)) continue;
     const v = process.env[name];
     if (v !== undefined && v !== '') env[name] = v;
   }
   return env;
+}
+
+const LOCAL_ONLY = new Set(['SSH_AUTH_SOCK', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE', 'AWS_WEB_IDENTITY_TOKEN_FILE', 'AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE']);
+
+/**
+ * Object-store addresses whose keys come neither from the address nor from variables the workers
+ * receive: the workers then use whatever their own hosts provide (a profile, an instance role) —
+ * perhaps another identity. Said once, up front.
+ */
+function warnAboutOwnCredentials(spec: JobSpec, env: Record<string, string>, log: Logger): void {
+  const keyVars: Record<string, string[]> = {
+    s3: ['AWS_ACCESS_KEY_ID'],
+    minio: ['AWS_ACCESS_KEY_ID'],
+    oss: ['ALIBABA_CLOUD_ACCESS_KEY_ID', 'OSS_ACCESS_KEY_ID'],
+    cos: ['COS_SECRETID', 'TENCENTCLOUD_SECRETID'],
+  };
+  for (const addr of [spec.src, spec.dst]) {
+    const a = parseAddress(addr);
+    const vars = keyVars[a.scheme];
+    if (!vars || a.accessKey || vars.some((v) => env[v])) continue;
+    log.warn(`${a.display}: no keys in the address or in ${vars.join(' or ')}: each worker uses its own host's credentials (profile, instance role), which may be another identity than the manager's`);
+  }
 }
 
 /** dist/worker.cjs and any single executables built beside it (npm run build:sea). */

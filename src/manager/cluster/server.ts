@@ -8,7 +8,7 @@ import { CLOSE, MAX_FRAME_BYTES, PROTOCOL_VERSION, type ManagerMessage, type Wor
 import { decodeWorkerMessage, encodeMessage } from '../../shared/protocol/codec.js';
 import { Dispatcher } from '../sync/dispatch.js';
 import type { Ledger } from '../sync/ledger.js';
-import type { Logger, RemoteExecutors } from '../sync/run.js';
+import { MANAGER, type Logger, type RemoteExecutors } from '../sync/run.js';
 import type { SyncStats } from '../sync/stats.js';
 import type { BandwidthShare } from './bandwidth.js';
 
@@ -181,7 +181,8 @@ export class ClusterServer implements RemoteExecutors {
   #tick(): void {
     const now = performance.now();
     for (const s of this.#sessions) s.tick(now);
-    this.#ledger?.expire(now);
+    const overdue = this.#ledger?.overdue(now, MANAGER) ?? [];
+    for (const s of this.#sessions) if (s.id !== undefined && overdue.includes(s.id)) s.overdue();
   }
 }
 
@@ -249,6 +250,17 @@ class Session {
       return;
     }
     if (now - this.#sent >= c.beatMs) this.send({ t: 'beat' });
+  }
+
+  /**
+   * It holds a task past the task's lease: disconnected, so that it stops (its copies abort before
+   * their rename) rather than finishing a task another executor runs again.
+   */
+  overdue(): void {
+    if (this.gone) return;
+    this.server.config.log.warn(`${this.label} has held a task past its lease (--task-lease): disconnected, its tasks go to other executors`);
+    this.#lose('held a task past its lease');
+    this.ws.terminate();
   }
 
   closed(code: number, reason: string): void {

@@ -1,3 +1,4 @@
+import { compareKeys } from '../../shared/storage/keys.js';
 import type { Task, TaskResult, TaskSpec } from '../../shared/transfer/task.js';
 
 /** What the ledger tells the run's accounting: a task went out, a task's result came in. */
@@ -69,6 +70,12 @@ export class Ledger {
   #spaceWaiters: (() => void)[] = [];
   #workWaiters: (() => void)[] = [];
   #wakeScheduled = false;
+  /** The key the planner reached last. */
+  #reached: string | undefined;
+  /** Directories whose own work has not gone out yet (open, or closed and waiting for what is under them). */
+  readonly #unreleased = new Set<DirWork>();
+  /** The smallest key dropped undone: low() never passes it. */
+  #floor: string | undefined;
   /** Task ids held by each executor. */
   readonly #byHolder = new Map<string, Set<number>>();
 
@@ -113,13 +120,36 @@ export class Ledger {
     }
     const parent = this.#innermost(key);
     if (parent) parent.pending++;
-    this.#open.push({ key, tasks: [{ spec, counted }], pending: 0, closed: false, released: false, parent });
+    const d: DirWork = { key, tasks: [{ spec, counted }], pending: 0, closed: false, released: false, parent };
+    this.#open.push(d);
+    this.#unreleased.add(d);
   }
 
   /** The planner has reached `key` (undefined: the end): directories that do not enclose it are closed. */
   reach(key: string | undefined): void {
     // Called for every key: the common case (no open directory) stays small enough to inline.
+    if (key !== undefined) this.#reached = key;
     if (this.#open.length > 0) this.#closeOutside(key);
+  }
+
+  /**
+   * The smallest key not known to be done: every key before it was planned and its task (if any)
+   * closed. A checkpoint resumes from here. Undefined before planning began; '' never.
+   */
+  low(): string | undefined {
+    let low = this.#reached;
+    for (const h of this.#held.values()) {
+      const k = h.task.entry.key;
+      if (low === undefined || compareKeys(k, low) < 0) low = k;
+    }
+    for (const d of this.#unreleased) if (low === undefined || compareKeys(d.key, low) < 0) low = d.key;
+    if (this.#floor !== undefined && (low === undefined || compareKeys(this.#floor, low) < 0)) low = this.#floor;
+    return low;
+  }
+
+  /** A key whose work was dropped undone (withdrawn at a stop, lost, directory work not released). */
+  #dropped(key: string): void {
+    if (this.#floor === undefined || compareKeys(key, this.#floor) < 0) this.#floor = key;
   }
 
   #closeOutside(key: string | undefined): void {
@@ -161,9 +191,13 @@ export class Ledger {
     let n = 0;
     for (let i = this.#head; i < this.#queue.length; i++) {
       this.#held.delete(this.#queue[i]!.id);
+      this.#dropped(this.#queue[i]!.entry.key);
       n++;
     }
-    for (const t of this.#blocked) this.#held.delete(t.id);
+    for (const t of this.#blocked) {
+      this.#held.delete(t.id);
+      this.#dropped(t.entry.key);
+    }
     this.#queue = [];
     this.#head = 0;
     this.#blocked = [];
@@ -224,6 +258,8 @@ export class Ledger {
         continue;
       }
       this.#held.delete(r.id);
+      // A failed key is not done: a resumed run tries it again.
+      if ('error' in r) this.#dropped(h.task.entry.key);
       if (h.dir) {
         h.dir.pending--;
         this.#settle(h.dir);
@@ -259,18 +295,23 @@ export class Ledger {
     return ids.size;
   }
 
-  /** Tasks held past their lease go back to the queue; returns how many. */
-  expire(now = performance.now()): number {
-    let n = 0;
+  /**
+   * Executors holding a task past its lease (`exempt`: those never judged so, such as the
+   * manager's own executor, whose progress is known). The caller disconnects them and releases
+   * all they hold: a task must not be run elsewhere while its first holder may still write it.
+   */
+  overdue(now = performance.now(), exempt?: string): string[] {
+    const out: string[] = [];
     for (const [holder, ids] of this.#byHolder) {
-      const late: number[] = [];
-      for (const id of ids) if (this.#held.get(id)!.until <= now) late.push(id);
-      if (late.length === 0) continue;
-      for (const id of late) ids.delete(id);
-      this.#requeue(late, holder, 'held past its lease');
-      n += late.length;
+      if (holder === exempt) continue;
+      for (const id of ids) {
+        if (this.#held.get(id)!.until <= now) {
+          out.push(holder);
+          break;
+        }
+      }
     }
-    return n;
+    return out;
   }
 
   /** Tasks each executor holds now. */
@@ -288,6 +329,7 @@ export class Ledger {
       if (this.#stopped) {
         // Never to run again: counted as lost, not as closed.
         this.#held.delete(id);
+        this.#dropped(h.task.entry.key);
         if (h.dir) h.dir.pending--;
       } else back.push(h.task);
     }
@@ -319,6 +361,8 @@ export class Ledger {
   /** A directory closed, or something under it finished: release its work, or tell its parent it is done. */
   #settle(d: DirWork): void {
     if (!d.closed || d.pending > 0 || this.#stopped) return;
+    this.#unreleased.delete(d);
+    if (!d.released && this.#noDirWork) this.#dropped(d.key);
     if (!d.released && !this.#noDirWork) {
       d.released = true;
       for (const { spec, counted } of d.tasks) this.#enqueue(spec, d, counted);

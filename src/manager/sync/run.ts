@@ -38,10 +38,14 @@ export interface RunControl {
   cluster?: RemoteExecutors;
   /** The manager runs tasks itself too (default); without, only when no worker is left. */
   managerExecutes?: boolean;
+  /** Called when the manager's own executor starts (at once, or when it takes over): e.g. to take its share of --bwlimit. */
+  onManagerExecutes?: () => void;
   /** The manager's own byte-rate limiter (the cluster re-shares --bwlimit); default: one of --bwlimit. */
   limiter?: ByteRateLimiter;
   /** How long an executor may hold a task before it goes to another. */
   lease?: LeaseTerms;
+  /** `--enable-checkpoint`: called every `intervalMs` with the first key not known to be done. */
+  checkpoint?: { intervalMs: number; save(resumeFrom: string | undefined): void };
 }
 
 /** The executor id of the manager's own executor. */
@@ -61,6 +65,8 @@ export interface SyncResult {
   stopped: 'interrupted' | 'maxFailure' | undefined;
   /** A failure that ended the run itself (a listing that failed), not a single key. */
   fatal?: unknown;
+  /** The first key not known to be done when the run ended (what a checkpoint resumes from). */
+  resumeFrom: string | undefined;
 }
 
 /**
@@ -102,8 +108,11 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   // A signal aborted before the run began fires no event.
   if (control.stopListing.aborted || control.stopNow.aborted) stop('interrupted');
   let executing: Promise<void> | undefined;
+  const saving = control.checkpoint ? setInterval(() => control.checkpoint!.save(ledger.low()), control.checkpoint.intervalMs) : undefined;
   const runLocally = () => {
-    executing ??= new LocalExecutor(MANAGER, transfer, o.threads).run(new Dispatcher(ledger, MANAGER), control.stopNow);
+    if (executing) return;
+    control.onManagerExecutes?.();
+    executing = new LocalExecutor(MANAGER, transfer, o.threads).run(new Dispatcher(ledger, MANAGER), control.stopNow);
   };
   try {
     if (control.managerExecutes !== false || !control.cluster) runLocally();
@@ -133,8 +142,9 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
       runLocally();
       await executing;
     }
-    return { stats, stopped, ...(fatal === undefined ? {} : { fatal }) };
+    return { stats, stopped, ...(fatal === undefined ? {} : { fatal }), resumeFrom: ledger.low() };
   } finally {
+    clearInterval(saving);
     control.stopListing.removeEventListener('abort', onStopListing);
     control.stopNow.removeEventListener('abort', onStopNow);
   }
@@ -210,6 +220,7 @@ function accounting(o: SyncOptions, stats: SyncStats, log: Logger, stopNow: Abor
        */
       if (o.deleteDst && task.op === 'copy' && !task.clearWay && again < AGAIN_MAX) {
         again++;
+        log.debug(`copying ${JSON.stringify(task.entry.key)} failed (${result.error.message}); it runs once more when --delete-dst's deletions are done`);
         return 'again';
       }
       if (counted) by.tasks++;

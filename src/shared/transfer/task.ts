@@ -73,7 +73,10 @@ export function validateResult(x: unknown): TaskResult {
   if (typeof r.id !== 'number') throw new FatalError('a task result needs an id');
   if (r.outcome) {
     const o = r.outcome;
-    if (!['copied', 'skipped', 'deleted', 'kept'].includes(o.result as string) || typeof o.bytes !== 'number' || typeof o.checked !== 'boolean') throw new FatalError(`task result ${r.id} has a malformed outcome`);
+    if (!['copied', 'skipped', 'deleted', 'kept'].includes(o.result as string) || typeof o.checked !== 'boolean') throw new FatalError(`task result ${r.id} has a malformed outcome`);
+    // Counters add these up: a byte count that is not a whole number of bytes would poison the summary.
+    if (typeof o.bytes !== 'number' || !Number.isSafeInteger(o.bytes) || o.bytes < 0) throw new FatalError(`task result ${r.id} has a byte count that is not a whole number ≥ 0`);
+    if (o.warning !== undefined && typeof o.warning !== 'string') throw new FatalError(`task result ${r.id} has a warning that is not text`);
   } else if (!r.error || typeof r.error.code !== 'string' || typeof r.error.message !== 'string') throw new FatalError(`task result ${r.id} has neither an outcome nor an error`);
   return r as TaskResult;
 }

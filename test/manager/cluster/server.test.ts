@@ -194,7 +194,8 @@ describe('ClusterServer leases', () => {
     ]);
   });
 
-  it('takes tasks back from a worker that holds them past the lease, and drops its late result', async () => {
+  it('disconnects a worker that holds tasks past their lease, so it cannot finish them behind another executor', async () => {
+    // A first holder still writing while the task runs again elsewhere could overwrite the newer copy.
     const r = await run(2, { baseMs: 300, minRate: 1 << 20 });
     const slow = await FakeWorker.connect(r.url);
     slow.hello();
@@ -204,15 +205,40 @@ describe('ClusterServer leases', () => {
     const fast = await FakeWorker.connect(r.url);
     fast.hello();
     await fast.next('welcome');
+    const beats = setInterval(() => slow.send({ t: 'beat', bytes: 0 }), 50);
+    try {
+      expect((await slow.closed).code).toBe(1006);
+    } finally {
+      clearInterval(beats);
+    }
     const again = (await fast.want(100))!;
     expect(again.map((t) => t.id)).toEqual(held.map((t) => t.id));
-    slow.send({ t: 'results', results: held.map((t) => ({ v: 1, id: t.id, outcome: { result: 'copied', bytes: 999, checked: false } })) });
-    await new Promise((res) => setTimeout(res, 100));
     fast.send({ t: 'results', results: done(again) });
     expect(await fast.want()).toBeNull();
     const { stats } = await r.result;
     expect({ copied: stats.copied, copiedBytes: stats.copiedBytes }).toEqual({ copied: 2, copiedBytes: 4 });
     expect(r.stats.executorsJSON().find((e) => e.id === 'w1')).toMatchObject({ tasks: 0, leasesLost: 1 });
+    expect(r.log.lines.join('\n')).toMatch(/held a task past its lease/);
+  });
+
+  it('refuses a worker whose result carries a byte count that is not a whole number, and its tasks go to another', async () => {
+    // Regression (found in review): NaN or negative bytes from a buggy worker poisoned the summary's counters.
+    const r = await run(2);
+    const bad = await FakeWorker.connect(r.url);
+    bad.hello();
+    await bad.next('welcome');
+    const good = await FakeWorker.connect(r.url);
+    good.hello();
+    await good.next('welcome');
+    const t = (await bad.want(100))!;
+    bad.send({ t: 'results', results: t.map((x, i) => ({ v: 1, id: x.id, outcome: { result: 'copied', bytes: i === 0 ? Number.NaN : -1e18, checked: false } })) });
+    expect((await bad.closed).code).toBe(CLOSE.badMessage);
+    const again = (await good.want(100))!;
+    expect(again).toHaveLength(2);
+    good.send({ t: 'results', results: done(again) });
+    expect(await good.want()).toBeNull();
+    const { stats } = await r.result;
+    expect({ copied: stats.copied, copiedBytes: stats.copiedBytes }).toEqual({ copied: 2, copiedBytes: 4 });
   });
 
   it('disconnects a worker that stops sending heartbeats, and its tasks finish elsewhere', async () => {

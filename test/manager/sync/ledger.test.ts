@@ -179,23 +179,23 @@ describe('Ledger leases', () => {
     expect(ledger.done).toBe(true);
   });
 
-  it('takes back a task held past its lease; its size lengthens the lease', () => {
+  it('names executors holding a task past its lease (the manager exempt); its size lengthens the lease', () => {
     const r = recorder();
     const ledger = new Ledger(r.hooks, 4096, { baseMs: 1000, minRate: 100 });
     ledger.add(copy('small', 0));
     ledger.add(copy('big', 1000));
+    ledger.add(copy('mine', 0));
     ledger.finish();
     const t0 = performance.now();
-    const held = ledger.take(all, 'w1');
-    expect(held).toHaveLength(2);
-    expect(ledger.expire(t0 + 500)).toBe(0);
-    // small: 1 s; big: 1 s + 1000 bytes at 100 B/s = 11 s.
-    expect(ledger.expire(t0 + 2000)).toBe(1);
-    const again = ledger.take(all, 'w2');
-    expect(again.map((t) => t.entry.key)).toEqual(['small']);
-    ledger.report(again.map(ok), 'w2');
-    expect(ledger.expire(t0 + 12_000)).toBe(1);
-    expect(ledger.take(all, 'w2').map((t) => t.entry.key)).toEqual(['big']);
+    expect(ledger.take({ tasks: 1, bytes: Infinity }, 'w1').map((t) => t.entry.key)).toEqual(['small']);
+    expect(ledger.take({ tasks: 1, bytes: Infinity }, 'w2').map((t) => t.entry.key)).toEqual(['big']);
+    expect(ledger.take({ tasks: 1, bytes: Infinity }, 'manager').map((t) => t.entry.key)).toEqual(['mine']);
+    expect(ledger.overdue(t0 + 500, 'manager')).toEqual([]);
+    // small: 1 s; big: 1 s + 1000 bytes at 100 B/s = 11 s; the manager's own never.
+    expect(ledger.overdue(t0 + 2000, 'manager')).toEqual(['w1']);
+    expect(ledger.overdue(t0 + 12_000, 'manager').sort()).toEqual(['w1', 'w2']);
+    expect(ledger.release('w1', 'held a task past its lease')).toBe(1);
+    expect(ledger.take(all, 'w3').map((t) => t.entry.key)).toEqual(['small']);
   });
 
   it('after a stop, tasks of a departed executor are not run again: they are lost, and the ledger is done', () => {

@@ -18,6 +18,9 @@ export const credentialEnv = [
   'AWS_CONTAINER_CREDENTIALS_FULL_URI',
   'AWS_CONTAINER_AUTHORIZATION_TOKEN',
   'AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE',
+  // Not credentials, but what they sign for: a worker must use the manager's region.
+  'AWS_REGION',
+  'AWS_DEFAULT_REGION',
 ] as const;
 
 /** Those of them whose values are secrets. */
