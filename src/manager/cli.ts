@@ -13,6 +13,8 @@ import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } 
 import { Console, type Verbosity } from './output.js';
 import { startCluster, type Cluster } from './cluster/index.js';
 import { MetricsServer } from './metrics.js';
+import { Checkpointer } from './sync/checkpoint.js';
+import { compareKeys } from '../shared/storage/keys.js';
 import { readTokenFile, workerMain } from '../worker/cli.js';
 import { ByteRateLimiter } from '../shared/throttle/bucket.js';
 import { runSync, MANAGER, type RunControl } from './sync/run.js';
@@ -55,7 +57,6 @@ const JUICEFS_LATER: [string, string, unknown][] = [
   ['--manager <ADDR>', 'manager', undefined],
   ['--consul <ADDR>', 'consul', undefined],
   ['--http-port <PORT>', 'httpPort', undefined],
-  ['--checkpoint-interval <DURATION>', 'checkpointInterval', undefined],
   ['--encrypt-rsa-key <PATH>', 'encryptRsaKey', undefined],
   ['--encrypt-algo <ALGO>', 'encryptAlgo', undefined],
 ];
@@ -98,6 +99,8 @@ interface ParsedSync {
   allowRoot: boolean;
   /** `--metrics HOST:PORT`: serve the counters for Prometheus. */
   metrics?: string;
+  /** `--enable-checkpoint`: milliseconds between checkpoints. */
+  checkpointMs?: number;
   /** Cluster mode: absent on one machine. */
   cluster?: {
     hosts: string[];
@@ -186,17 +189,12 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('--heartbeat-timeout <SECONDS>', 'a worker silent this long loses its tasks to other executors', atLeast('--heartbeat-timeout', 1), 20)
     .option('--task-lease <SECONDS>', 'an executor holding a task longer than this (plus 1 s per MiB of it) loses it to another', atLeast('--task-lease', 1), 3600)
     .option('--metrics <HOST:PORT>', 'serve the run\'s counters, per-executor throughput and lease losses for Prometheus at http://HOST:PORT/metrics (juicefs: 127.0.0.1:9567)')
-    .addOption(new Option('--enable-checkpoint').hideHelp());
+    .option('--enable-checkpoint', "keep the run's progress in DST/.ferry/ so that the same command, run again after a crash or Ctrl-C, resumes where it stopped")
+    .option('--checkpoint-interval <DURATION>', 'how often the progress is written (with --enable-checkpoint)', '10s');
   for (const [flags] of JUICEFS_LATER) cmd.addOption(new Option(flags).hideHelp());
   cmd
     .addHelpText('after', ADDRESS_HELP)
     .action((src: string, dst: string, opts: Record<string, unknown>) => {
-      for (const later of ['enableCheckpoint'] as const) {
-        if (opts[later] !== undefined) {
-          const flag = '--' + later.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
-          throw new NotSupportedYetError(`${flag} is not supported yet in this version of ferry`);
-        }
-      }
       for (const [flags, attr, unset] of JUICEFS_LATER) {
         if (opts[attr] !== unset) throw new NotSupportedYetError(`${flags.split(' ')[0]} (a juicefs sync option) is not supported yet in this version of ferry`);
       }
@@ -274,6 +272,7 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
         }
       : {}),
     ...(s('metrics') !== undefined ? { metrics: s('metrics')! } : {}),
+    ...(b('enableCheckpoint') ? { checkpointMs: checkpointInterval(s('checkpointInterval')!) } : {}),
     spec: { v: 1, src, dst, options, filter, now, noHttps: opts['https'] === false },
     json: b('json'),
     verbosity: b('quiet') ? 'quiet' : b('verbose') ? 'verbose' : 'normal',
@@ -393,8 +392,24 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
           `(such as '${last}.old/…' or '${last}-2.txt'), not only the directory '${last}/'`,
       );
     }
+    let runOptions = o;
+    let checkpointer: Checkpointer | undefined;
+    if (p.checkpointMs !== undefined) {
+      if (o.dry) con.info('--dry: no checkpoint is read or written');
+      else if (!isDirForm(dstAddr)) con.warn(`--enable-checkpoint needs a directory as DST (ending in '/'): ${JSON.stringify(dstAddr.display)} is a key prefix; no checkpoint is kept`);
+      else {
+        checkpointer = new Checkpointer(job.dst, p.spec, con);
+        const found = await checkpointer.load();
+        if (found?.resumeFrom !== undefined) {
+          const from = o.start !== undefined && compareKeys(o.start, found.resumeFrom) > 0 ? o.start : found.resumeFrom;
+          runOptions = { ...o, start: from };
+          con.info(`resuming the run checkpointed at ${found.writtenAt} (${found.copied} copied by then): every key before ${JSON.stringify(from)} is done and is not listed again`);
+        } else if (found) con.info(`a checkpoint of this run was found (${found.writtenAt}) with nothing done yet: starting from the beginning`);
+      }
+    }
+    const saveCheckpoint = (resumeFrom: string | undefined) => checkpointer?.save(resumeFrom, { copied: stats.copied, copiedBytes: stats.copiedBytes });
     con.startProgress(stats, p.statsInterval * 1000, p.cluster !== undefined);
-    const result = await runSync(job.src, job.dst, o, {
+    const result = await runSync(job.src, job.dst, runOptions, {
       stopListing: stopListing.signal,
       stopNow: stopNow.signal,
       logger: con,
@@ -402,6 +417,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
       ...(job.filter ? { filter: job.filter } : {}),
       ...(job.skipDir ? { skipDir: job.skipDir } : {}),
       ...extra,
+      ...(checkpointer ? { checkpoint: { intervalMs: p.checkpointMs!, save: (k: string | undefined) => void saveCheckpoint(k) } } : {}),
     });
     await cluster?.stop();
     con.stopProgress();
@@ -421,6 +437,13 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
                 : stats.protected > 0
                   ? `${stats.protected} deletions withheld by --max-deletes`
                   : undefined;
+    if (checkpointer) {
+      if (failure === undefined && interrupts === 0) await checkpointer.remove();
+      else {
+        await saveCheckpoint(result.resumeFrom);
+        con.info(`progress kept in ${checkpointer.key} on the destination: run the same command again to resume`);
+      }
+    }
     return finish(interrupts > 0 ? EXIT.interrupted : failure === undefined ? EXIT.ok : EXIT.failed, failure, result.stopped);
   } finally {
     process.off('SIGINT', onSigint);
@@ -452,6 +475,13 @@ function checkDestructive(srcAddr: Address, dstAddr: Address, o: SyncOptions, al
 }
 
 
+
+/** `--checkpoint-interval`: a duration of at least a second. */
+function checkpointInterval(v: string): number {
+  const ms = parseDuration(v, '--checkpoint-interval');
+  if (ms < 1000) throw new UsageError(`--checkpoint-interval takes a duration of at least 1s, not ${JSON.stringify(v)}`);
+  return ms;
+}
 
 /** The run's token from --token-file: a usage error when it cannot be read or is empty. */
 function tokenFrom(file: string): string {

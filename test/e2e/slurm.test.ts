@@ -212,7 +212,11 @@ describe.skipIf(slurmUnavailable)('join mode under a real Slurm (nodes in networ
     expect(executors.find((e) => e.host === 'stayer')?.tasks).toBeGreaterThan(0);
     await expectIdentical(b);
     await noWorkersLeft();
-    expect((await slurm.client('squeue', ['-h', '-o', '%i %j %T'])).trim()).toBe('');
+    // Both jobs are over (a job may show as COMPLETING for a moment after its srun returns).
+    let queue = '';
+    const end = Date.now() + 10_000;
+    while ((queue = (await slurm.client('squeue', ['-h', '-o', '%i %j %T'])).trim()) !== '' && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
+    expect(queue).toBe('');
   });
 
   // Known defect, pinned: Slurm's proctrack/linuxproc reads /proc/PID/stat with
@@ -222,7 +226,7 @@ describe.skipIf(slurmUnavailable)('join mode under a real Slurm (nodes in networ
   // never signals a ferry process: the step is "cancelled" and the worker runs on. (proctrack/pgid
   // and cgroup are not affected.) Writing a name without spaces to /proc/self/comm after setting
   // the title fixes it; then this test fails and `.fails` should go.
-  it('under proctrack/linuxproc, scancel stops a ferry worker (fails today: its process name has spaces)', async () => {
+  it.fails('under proctrack/linuxproc, scancel stops a ferry worker (fails today: its process name has spaces)', async () => {
     const lp = await startSlurm(1, { proctrack: 'linuxproc' });
     const b = await bucket();
     try {

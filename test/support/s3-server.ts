@@ -232,13 +232,18 @@ function parseCopySource(header: string): { bucket: string; key: string } {
   return { bucket: decodeURIComponent(s.slice(0, i)), key: s.slice(i + 1).split('/').map(decodeURIComponent).join('/') };
 }
 
-function s3Checks(secrets: Map<string, string>): Middleware {
+function s3Checks(secrets: Map<string, string>, writes: Map<string, number>): Middleware {
   return async (ctx, next) => {
     const auth = ctx.get('authorization');
     if (auth) verifySigV4(ctx, secrets);
     else if (!('X-Amz-Algorithm' in ctx.query) && ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new S3Error('AccessDenied', 'Access Denied');
 
     const target = pathParts(ctx);
+    // Objects written (a PUT of a whole object, or the completion of a multipart upload), by bucket/key.
+    if (target?.key && ((ctx.method === 'PUT' && !('partNumber' in ctx.query)) || (ctx.method === 'POST' && 'uploadId' in ctx.query))) {
+      const id = `${target.bucket}/${target.key}`;
+      writes.set(id, (writes.get(id) ?? 0) + 1);
+    }
     const copySource = ctx.get('x-amz-copy-source');
     if (target && ctx.method === 'DELETE' && 'uploadId' in ctx.query) {
       const dir = join(ctx.store.getResourcePath(target.bucket, undefined, 'uploads'), String(ctx.query['uploadId']));
@@ -288,6 +293,8 @@ export interface S3TestServer {
   accessKey: string;
   secretKey: string;
   createBucket(name: string): Promise<void>;
+  /** Objects written so far (whole PUTs and completed multipart uploads), by `bucket/key`. */
+  writes: Map<string, number>;
   /** Multipart uploads of `bucket` started and neither completed nor aborted. */
   pendingUploads(bucket: string): Promise<number>;
   close(): Promise<void>;
@@ -306,12 +313,14 @@ export async function startS3Server(options: { credentials?: Record<string, stri
   const store = new S3OrderStore(directory);
   server.store = server.context.store = store;
   // Before the router (last), after s3rver's XML encoder: thrown S3Errors become S3's XML errors.
-  server.middleware.splice(server.middleware.length - 1, 0, s3Checks(secrets));
+  const writes = new Map<string, number>();
+  server.middleware.splice(server.middleware.length - 1, 0, s3Checks(secrets, writes));
   const { port } = await server.run();
   return {
     endpoint: `${address}:${port}`,
     port,
     directory,
+    writes,
     accessKey: 'S3RVER',
     secretKey: 'S3RVER',
     createBucket: async (name) => void (await store.putBucket(name)),

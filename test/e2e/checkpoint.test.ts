@@ -1,0 +1,184 @@
+/**
+ * Resumable runs (`--enable-checkpoint`): a manager killed with SIGKILL mid-run, then the same
+ * command again. The rerun must not list finished prefixes again, must not write a finished object
+ * again (counted at the s3 test server), and must leave the destination byte-identical — alone and
+ * with workers, for local → local, local → s3 and s3 → s3.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp, readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { defaultRegistry } from '../../src/shared/storage/all.js';
+import { startS3Server, type S3TestServer } from '../support/s3-server.js';
+
+const FERRY = join(__dirname, '..', '..', 'bin', 'ferry.js');
+const DIRS = 10;
+const PER_DIR = 12;
+const FILES = DIRS * PER_DIR;
+const children = new Set<ChildProcess>();
+
+interface Proc {
+  child: ChildProcess;
+  err: () => string;
+  out: () => string;
+  done: Promise<number | null>;
+}
+
+function ferry(args: string[]): Proc {
+  let out = '';
+  let err = '';
+  const child = spawn(process.execPath, [FERRY, ...args], { env: { PATH: process.env['PATH'] ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (err += d));
+  const done = new Promise<number | null>((r) => child.on('close', (code) => (children.delete(child), r(code))));
+  return { child, err: () => err, out: () => out, done };
+}
+
+async function until(what: string, test: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await test())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const copiedLines = (p: Proc) => p.err().split('\n').filter((l) => l.startsWith('copied '));
+const files = (d: string, p = ''): string[] =>
+  readdirSync(join(d, p)).flatMap((n) => (n === '.ferry' ? [] : statSync(join(d, p, n)).isDirectory() ? files(d, join(p, n)) : [join(p, n)]));
+
+describe('--enable-checkpoint: a killed manager resumes', () => {
+  let work: string;
+  let src: string;
+  let s3: S3TestServer;
+  let n = 0;
+
+  beforeAll(async () => {
+    // A second account: s3 → s3 between accounts streams the bytes (no server-side copy), so --bwlimit slows it.
+    s3 = await startS3Server({ credentials: { READER: 'reader-secret' } });
+    work = await fsp.mkdtemp(join(tmpdir(), 'ferry-checkpoint-'));
+    src = join(work, 'src');
+    for (let d = 0; d < DIRS; d++) {
+      await fsp.mkdir(join(src, `d${d}`), { recursive: true });
+      for (let f = 0; f < PER_DIR; f++) await fsp.writeFile(join(src, `d${d}`, `f${f}`), Buffer.alloc(12_000 + d * 100 + f, d * PER_DIR + f));
+    }
+  });
+  afterEach(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+  afterAll(async () => {
+    await s3?.close();
+    if (work) await fsp.rm(work, { recursive: true, force: true });
+  });
+
+  const s3Addr = (bucket: string) => `s3://S3RVER:S3RVER@${s3.endpoint}/${bucket}/data/`;
+
+  /** Run 1, slowed down, killed with SIGKILL once a checkpoint is written and some keys are copied. */
+  async function killedRun(args: string[], checkpointWritten: () => boolean): Promise<Proc> {
+    const p = ferry(['sync', '-v', '--enable-checkpoint', '--checkpoint-interval', '1s', '--bwlimit', '1.2', '-p', '2', ...args]);
+    await until('a checkpoint after some copies', () => copiedLines(p).length >= FILES / 3 && checkpointWritten());
+    // Let one more checkpoint land after those copies.
+    await new Promise((r) => setTimeout(r, 1200));
+    p.child.kill('SIGKILL');
+    await p.done;
+    expect(copiedLines(p).length).toBeLessThan(FILES);
+    return p;
+  }
+  const localCheckpoint = (dst: string) => () => existsSync(join(dst, '.ferry')) && readdirSync(join(dst, '.ferry')).some((f) => f.startsWith('checkpoint-'));
+  const s3Checkpoint = (bucket: string) => () => [...s3.writes.keys()].some((k) => k.startsWith(`${bucket}/data/.ferry/checkpoint-`));
+
+  /** Run 2: the same command (faster: bandwidth does not change what a checkpoint is for). */
+  async function rerun(args: string[]): Promise<{ p: Proc; json: Record<string, number> }> {
+    const p = ferry(['sync', '-v', '--json', '--enable-checkpoint', '--checkpoint-interval', '1s', '-p', '4', ...args]);
+    expect(await p.done, p.err()).toBe(0);
+    expect(p.err()).toMatch(/resuming the run checkpointed at .*: every key before "d\d+\//);
+    return { p, json: JSON.parse(p.out().trim()) };
+  }
+
+  it('local → local: no finished prefix listed again, no finished file copied again, byte-identical, checkpoint removed', async () => {
+    const dst = join(work, `dst${++n}`);
+    await killedRun([src + '/', dst + '/'], localCheckpoint(dst));
+    const before = new Set(files(dst).filter((f) => readFileSync(join(dst, f)).equals(readFileSync(join(src, f)))));
+    const { p, json } = await rerun([src + '/', dst + '/']);
+    const again = copiedLines(p).map((l) => / (\S+) \(/.exec(l)![1]!);
+    for (const k of again) expect(before.has(k), `${k} was finished and copied again`).toBe(false);
+    expect(json['found']).toBeLessThan(FILES);
+    expect(json['copied']).toBe(FILES - before.size);
+    expect(files(dst).sort()).toEqual(files(src).sort());
+    for (const f of files(src)) expect(readFileSync(join(dst, f)).equals(readFileSync(join(src, f))), f).toBe(true);
+    expect(readdirSync(join(dst, '.ferry')).filter((f) => f.startsWith('checkpoint-'))).toEqual([]);
+  });
+
+  /** Every data object of `bucket` was written exactly once over both runs. */
+  function writtenOnce(bucket: string): void {
+    const data = [...s3.writes].filter(([k]) => k.startsWith(`${bucket}/data/`) && !k.includes('/.ferry/'));
+    expect(data.length).toBe(FILES);
+    for (const [k, count] of data) expect(count, `${k} written ${count} times`).toBe(1);
+  }
+
+  async function expectBucketEquals(bucket: string): Promise<void> {
+    const back = join(work, `back${++n}`);
+    const r = ferry(['sync', '--json', s3Addr(bucket), back + '/']);
+    expect(await r.done, r.err()).toBe(0);
+    expect(files(back).sort()).toEqual(files(src).sort());
+    for (const f of files(src)) expect(readFileSync(join(back, f)).equals(readFileSync(join(src, f))), f).toBe(true);
+    const store = await defaultRegistry().open(s3Addr(bucket));
+    const left: string[] = [];
+    for await (const page of store.list({ prefix: '.ferry/' })) left.push(...page.map((e) => e.key));
+    expect(left).toEqual([]);
+  }
+
+  it('local → s3: the rerun writes no finished object again (counted at the server)', async () => {
+    const bucket = `ckpt${++n}`;
+    await s3.createBucket(bucket);
+    await killedRun([src + '/', s3Addr(bucket)], s3Checkpoint(bucket));
+    const { json } = await rerun([src + '/', s3Addr(bucket)]);
+    expect(json['found']).toBeLessThan(FILES);
+    writtenOnce(bucket);
+    await expectBucketEquals(bucket);
+  });
+
+  it('s3 → s3: the same', async () => {
+    const from = `from${++n}`;
+    const bucket = `ckpt${++n}`;
+    await s3.createBucket(from);
+    await s3.createBucket(bucket);
+    const seed = ferry(['sync', src + '/', s3Addr(from)]);
+    expect(await seed.done, seed.err()).toBe(0);
+    const reader = `s3://READER:reader-secret@${s3.endpoint}/${from}/data/`;
+    await killedRun([reader, s3Addr(bucket)], s3Checkpoint(bucket));
+    const { json } = await rerun([reader, s3Addr(bucket)]);
+    expect(json['found']).toBeLessThan(FILES);
+    writtenOnce(bucket);
+    await expectBucketEquals(bucket);
+  });
+
+  it('with workers (join mode): the manager killed, then the same command with new workers', async () => {
+    const bucket = `ckpt${++n}`;
+    await s3.createBucket(bucket);
+    const token = join(work, 'token');
+    await fsp.writeFile(token, 'checkpoint-test-token\n');
+    const args = ['--listen', '127.0.0.1:0', '--token-file', token, '--no-manager-exec', src + '/', s3Addr(bucket)];
+    const workersFor = async (p: Proc): Promise<Proc[]> => {
+      await until('the manager to listen', () => /listening for workers at (ws:\/\/\S+)/.test(p.err()));
+      const url = /listening for workers at (ws:\/\/\S+)/.exec(p.err())![1]!;
+      return [1, 2].map((i) => ferry(['worker', '--manager', url, '--token-file', token, '--name', `w${i}`]));
+    };
+    const first = ferry(['sync', '-v', '--enable-checkpoint', '--checkpoint-interval', '1s', '--bwlimit', '1.2', '-p', '2', ...args]);
+    const w1 = await workersFor(first);
+    await until('a checkpoint after some copies', () => copiedLines(first).length >= FILES / 3 && s3Checkpoint(bucket)());
+    await new Promise((r) => setTimeout(r, 1200));
+    first.child.kill('SIGKILL');
+    // Their manager gone, the workers leave on their own (exit 4).
+    expect(await Promise.all(w1.map((w) => w.done))).toEqual([4, 4]);
+    const second = ferry(['sync', '-v', '--json', '--enable-checkpoint', '--checkpoint-interval', '1s', '-p', '4', ...args]);
+    const w2 = await workersFor(second);
+    expect(await second.done, second.err()).toBe(0);
+    expect(await Promise.all(w2.map((w) => w.done))).toEqual([0, 0]);
+    expect(second.err()).toMatch(/resuming the run checkpointed/);
+    expect(JSON.parse(second.out().trim())['lost']).toBe(0);
+    writtenOnce(bucket);
+    await expectBucketEquals(bucket);
+  });
+});
