@@ -20,6 +20,7 @@ import type { Entry } from '../../src/shared/storage/types.js';
 import type { Task, TaskResult } from '../../src/shared/transfer/task.js';
 import { startS3Server, type S3TestServer } from '../support/s3-server.js';
 import { RemoteTaskSource } from '../../src/worker/source.js';
+import { SYNC_OPTIONS } from '../support/options.js';
 
 /**
  * The bundle runs from a copy in a directory of its own: no node_modules above it to fall back on
@@ -36,12 +37,7 @@ afterAll(async () => {
   if (WORKER) await rm(join(WORKER, '..'), { recursive: true, force: true });
 });
 
-const OPTIONS: SyncOptions = {
-  update: false, forceUpdate: false, existing: false, ignoreExisting: false, checkAll: false, deleteSrc: false,
-  deleteDst: false, perms: false, dirs: false, links: false, sizeOnly: false, limit: -1, inplace: false,
-  deleteSrcAfter: false, checkNew: false, checkChange: false, maxFailure: -1, maxDeletes: -1, dry: false, threads: 2,
-  listThreads: 1, listDepth: 1, bwlimit: 0,
-};
+const OPTIONS: SyncOptions = { ...SYNC_OPTIONS, threads: 2 };
 
 function job(src: string, dst: string, options: Partial<SyncOptions> = {}): JobSpec {
   return { v: 1, src, dst, options: { ...OPTIONS, ...options }, filter: { rules: [], matchFullPath: false, limits: {} }, now: Date.now(), noHttps: false };

@@ -14,13 +14,9 @@ import { CLOSE, PROTOCOL_VERSION, type ManagerMessage, type WorkerMessage } from
 import { MemStore } from '../../../src/shared/storage/mem.js';
 import type { Task, TaskResult } from '../../../src/shared/transfer/task.js';
 import type { JobSpec } from '../../../src/shared/job.js';
+import { SYNC_OPTIONS } from '../../support/options.js';
 
-const OPTIONS: SyncOptions = {
-  update: false, forceUpdate: false, existing: false, ignoreExisting: false, checkAll: false, deleteSrc: false,
-  deleteDst: false, perms: false, dirs: false, links: false, sizeOnly: false, limit: -1, inplace: false,
-  deleteSrcAfter: false, checkNew: false, checkChange: false, maxFailure: -1, maxDeletes: -1, dry: false, threads: 2,
-  listThreads: 1, listDepth: 1, bwlimit: 0,
-};
+const OPTIONS: SyncOptions = { ...SYNC_OPTIONS, threads: 2 };
 const TOKEN = 'the-run-token';
 const JOB: JobSpec = { v: 1, src: 'mem://a/', dst: 'mem://b/', options: OPTIONS, filter: { rules: [], matchFullPath: false, limits: {} }, now: 0, noHttps: false };
 

@@ -15,13 +15,9 @@ import { MemSpace, memBackend, type MemStore } from '../../../src/shared/storage
 import { BackendRegistry } from '../../../src/shared/storage/registry.js';
 import type { JobSpec } from '../../../src/shared/job.js';
 import { runWorker } from '../../../src/worker/run.js';
+import { SYNC_OPTIONS } from '../../support/options.js';
 
-const OPTIONS: SyncOptions = {
-  update: false, forceUpdate: false, existing: false, ignoreExisting: false, checkAll: false, deleteSrc: false,
-  deleteDst: false, perms: false, dirs: false, links: false, sizeOnly: false, limit: -1, inplace: false,
-  deleteSrcAfter: true, checkNew: false, checkChange: false, maxFailure: -1, maxDeletes: -1, dry: false, threads: 1,
-  listThreads: 1, listDepth: 1, bwlimit: 0,
-};
+const OPTIONS: SyncOptions = { ...SYNC_OPTIONS, deleteSrcAfter: true, threads: 1 };
 const TOKEN = 'tok-stale';
 const servers: ClusterServer[] = [];
 afterEach(async () => void (await Promise.all(servers.splice(0).map((s) => s.close()))));

@@ -4,13 +4,9 @@ import { Ledger } from '../../../src/manager/sync/ledger.js';
 import type { JobSpec, SyncOptions } from '../../../src/shared/job.js';
 import { MemStore } from '../../../src/shared/storage/mem.js';
 import type { TaskSpec } from '../../../src/shared/transfer/task.js';
+import { SYNC_OPTIONS } from '../../support/options.js';
 
-const OPTIONS: SyncOptions = {
-  update: false, forceUpdate: false, existing: false, ignoreExisting: false, checkAll: false, deleteSrc: false,
-  deleteDst: false, perms: false, dirs: false, links: false, sizeOnly: false, limit: -1, inplace: false,
-  deleteSrcAfter: false, checkNew: false, checkChange: false, maxFailure: -1, maxDeletes: -1, dry: false, threads: 4,
-  listThreads: 1, listDepth: 1, bwlimit: 0,
-};
+const OPTIONS: SyncOptions = SYNC_OPTIONS;
 const spec = (over: Partial<SyncOptions> = {}, src = 's3://AK:SECRET@host:9000/b/'): JobSpec => ({
   v: 1, src, dst: '/tmp/x/', options: { ...OPTIONS, ...over }, filter: { rules: [], matchFullPath: false, limits: {} }, now: Date.now(), noHttps: false,
 });

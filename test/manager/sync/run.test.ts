@@ -3,13 +3,9 @@ import { runSync, type SyncOptions } from '../../../src/manager/sync/run.js';
 import { TransientError } from '../../../src/shared/errors.js';
 import { MemStore } from '../../../src/shared/storage/mem.js';
 import type { Entry, ListOptions, ObjectStore } from '../../../src/shared/storage/types.js';
+import { SYNC_OPTIONS } from '../../support/options.js';
 
-const OPTIONS: SyncOptions = {
-  update: false, forceUpdate: false, existing: false, ignoreExisting: false, checkAll: false, deleteSrc: false,
-  deleteDst: false, perms: false, dirs: false, links: false, sizeOnly: false, limit: -1, inplace: false,
-  deleteSrcAfter: false, checkNew: false, checkChange: false, maxFailure: -1, maxDeletes: -1, dry: false, threads: 4,
-  listThreads: 1, listDepth: 1, bwlimit: 0,
-};
+const OPTIONS: SyncOptions = SYNC_OPTIONS;
 
 function logger() {
   const lines: string[] = [];

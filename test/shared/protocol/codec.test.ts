@@ -3,13 +3,9 @@ import { Packr } from 'msgpackr';
 import { fromWire, toWire } from '../../../src/shared/errors.js';
 import type { JobSpec, SyncOptions } from '../../../src/shared/job.js';
 import { decodeManagerMessage, decodeWorkerMessage, encodeMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, type ManagerMessage, type WorkerMessage } from '../../../src/shared/protocol/index.js';
+import { SYNC_OPTIONS } from '../../support/options.js';
 
-const OPTIONS: SyncOptions = {
-  update: false, forceUpdate: false, existing: false, ignoreExisting: false, checkAll: false, deleteSrc: false,
-  deleteDst: false, perms: false, dirs: false, links: false, sizeOnly: false, limit: -1, inplace: false,
-  deleteSrcAfter: false, checkNew: false, checkChange: false, maxFailure: -1, maxDeletes: -1, dry: false, threads: 4,
-  listThreads: 1, listDepth: 1, bwlimit: 0,
-};
+const OPTIONS: SyncOptions = SYNC_OPTIONS;
 const JOB: JobSpec = {
   v: 1,
   src: 's3://AK:SK@bucket.s3.eu-west-1.amazonaws.com/data/',
