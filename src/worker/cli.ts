@@ -73,6 +73,7 @@ export async function workerMain(argv: string[], name = 'ferry-worker'): Promise
     .addOption(new Option('--token-file <FILE>', "a file holding the run's token (its first line)").env('FERRY_TOKEN_FILE'))
     .option('--token-stdin', 'read the token as the first line of standard input; when standard input ends the manager is gone, and the worker stops at once')
     .option('--name <LABEL>', 'a label for the manager’s logs and summary (e.g. a host name or a Slurm task id)')
+    .option('--connect-timeout <SECONDS>', 'keep trying to reach a manager that is not listening yet for this long', '60')
     .option('-v, --verbose', 'log each batch of tasks')
     .addHelpText('after', '\nExit codes: 0 the run ended; 1 failed; 2 bad usage; 3 refused by the manager; 4 the manager is gone; 130/143 interrupted (SIGINT/SIGTERM).')
     .exitOverride()
@@ -83,7 +84,12 @@ export async function workerMain(argv: string[], name = 'ferry-worker'): Promise
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : EXIT.usage;
     throw err;
   }
-  const o = program.opts<{ manager: string; tokenFile?: string; tokenStdin?: boolean; name?: string; verbose?: boolean }>();
+  const o = program.opts<{ manager: string; tokenFile?: string; tokenStdin?: boolean; name?: string; verbose?: boolean; connectTimeout: string }>();
+  const connectTimeout = Number(o.connectTimeout);
+  if (!Number.isFinite(connectTimeout) || connectTimeout < 0) {
+    stderr.write(`ERROR --connect-timeout takes a number of seconds, not ${JSON.stringify(o.connectTimeout)}\n`);
+    return EXIT.usage;
+  }
   if (!/^wss?:\/\/[^/]/.test(o.manager)) {
     stderr.write(`ERROR --manager takes ws://HOST:PORT, not ${JSON.stringify(o.manager)}\n`);
     return EXIT.usage;
@@ -115,6 +121,6 @@ export async function workerMain(argv: string[], name = 'ferry-worker'): Promise
     stderr.write(`ERROR ${err.message}\n`);
     return EXIT.usage;
   }
-  return runWorker({ manager: o.manager, token, ...(o.name !== undefined ? { name: o.name } : {}), verbose: o.verbose === true, relayedStderr: o.tokenStdin === true }, { stderr, stop: stop.signal });
+  return runWorker({ manager: o.manager, token, ...(o.name !== undefined ? { name: o.name } : {}), verbose: o.verbose === true, relayedStderr: o.tokenStdin === true, connectTimeoutMs: connectTimeout * 1000 }, { stderr, stop: stop.signal });
 }
 

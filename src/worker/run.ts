@@ -41,6 +41,8 @@ export interface WorkerOptions {
   relayedStderr?: boolean;
   /** No `welcome` (or `refuse`) this long after connecting: the manager is gone. */
   welcomeTimeoutMs?: number;
+  /** Keep trying to reach a manager that is not listening yet for this long (a scheduler may start workers first). */
+  connectTimeoutMs?: number;
 }
 
 /** Why the worker was told to stop from outside (signals, standard input): the abort reason of `WorkerIO.stop`. */
@@ -63,6 +65,7 @@ const UNLIMITED_RATE = 1e12;
 /** Time to leave, at most, for running tasks and the stores to wind down before the exit code is returned. */
 const WIND_DOWN_MS = 1500;
 const WELCOME_TIMEOUT_MS = 30_000;
+const CONNECT_TIMEOUT_MS = 60_000;
 
 type Level = 'error' | 'warn' | 'info' | 'debug';
 
@@ -137,6 +140,34 @@ class WorkerRun {
     if ((level === 'error' || level === 'warn') && !this.options.relayedStderr && this.#welcomed && !this.#exit) this.#send({ t: 'log', level, message: text });
   }
 
+  readonly #firstTry = performance.now();
+  #opened = false;
+  #retryScheduled = false;
+  #saidWaiting = false;
+
+  /**
+   * A manager not reachable yet (not listening, still starting): try again shortly, until
+   * connectTimeoutMs has passed since the first try. True when another try is on its way.
+   */
+  #retry(why: string): boolean {
+    if (this.#exit || this.#opened) return false;
+    if (this.#retryScheduled) return true;
+    const waited = performance.now() - this.#firstTry;
+    if (waited >= (this.options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS)) return false;
+    if (!this.#saidWaiting) {
+      this.#saidWaiting = true;
+      this.#log('info', `waiting for the manager at ${this.options.manager} (${why})`);
+    }
+    this.#retryScheduled = true;
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      this.#retryScheduled = false;
+      if (!this.#exit) this.#connect();
+    }, Math.min(2000, 250 + waited / 10));
+    this.#timers.add(t);
+    return true;
+  }
+
   #connect(): void {
     const url = this.options.manager;
     let ws: WebSocket;
@@ -149,6 +180,7 @@ class WorkerRun {
     this.#ws = ws;
     ws.binaryType = 'nodebuffer';
     ws.on('open', () => {
+      this.#opened = true;
       this.#log('info', `connected to the manager at ${url}`);
       const worker: WorkerInfo = { host: hostname(), pid: process.pid, node: process.version, arch: process.arch, ferry: VERSION };
       if (this.options.name !== undefined) worker.name = this.options.name;
@@ -157,6 +189,7 @@ class WorkerRun {
     });
     ws.on('message', (data, isBinary) => this.#onFrame(data, isBinary));
     ws.on('close', (code, reasonBytes) => {
+      if (this.#retry(`close code ${code}`)) return;
       this.#source?.close();
       const reason = reasonBytes.toString();
       if (code >= 4400 && code < 4500) this.#finish(EXIT.refused, 'error', `refused by the manager: ${reason || `close code ${code}`}`, { socket: 'terminate' });
@@ -164,6 +197,7 @@ class WorkerRun {
       else this.#finish(EXIT.managerGone, 'error', `the connection to the manager was lost (close code ${code}${reason ? `: ${reason}` : ''})`, { socket: 'terminate' });
     });
     ws.on('error', (err) => {
+      if (this.#retry(err.message)) return;
       const what = this.#welcomed ? 'the connection to the manager failed' : `cannot reach the manager at ${url}`;
       this.#finish(EXIT.managerGone, 'error', `${what}: ${err.message}`, { socket: 'terminate' });
     });

@@ -573,7 +573,7 @@ describe('honest output', () => {
   });
 
   it('juicefs options ferry lacks answer "not supported yet", and --stats-interval has a minimum', async () => {
-    for (const args of [['--debug'], ['--checkpoint-interval', '10s'], ['--encrypt-rsa-key', 'k.pem'], ['--no-agent']]) {
+    for (const args of [['--debug'], ['--consul', 'c:8500'], ['--encrypt-rsa-key', 'k.pem'], ['--no-agent']]) {
       const r = await ferry('sync', ...args, '/tmp/a/', '/tmp/b/');
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr, args.join(' ')).toContain('not supported yet');

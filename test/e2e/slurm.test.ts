@@ -219,14 +219,11 @@ describe.skipIf(slurmUnavailable)('join mode under a real Slurm (nodes in networ
     expect(queue).toBe('');
   });
 
-  // Known defect, pinned: Slurm's proctrack/linuxproc reads /proc/PID/stat with
-  // sscanf("%ld %s %c %ld") and skips a process whose name (comm) holds a space. The CLI's
-  // process title (src/manager/entry.ts: `ferry worker --manager …`, set to hide keys from ps)
-  // makes the name `ferry worker --`, so under linuxproc scancel, a time limit or the end of a job
-  // never signals a ferry process: the step is "cancelled" and the worker runs on. (proctrack/pgid
-  // and cgroup are not affected.) Writing a name without spaces to /proc/self/comm after setting
-  // the title fixes it; then this test fails and `.fails` should go.
-  it.fails('under proctrack/linuxproc, scancel stops a ferry worker (fails today: its process name has spaces)', async () => {
+  // Regression: Slurm's proctrack/linuxproc reads /proc/PID/stat with sscanf("%ld %s %c %ld") and
+  // skipped a process whose name (comm) held a space. The CLI's process title (set to hide keys from
+  // ps) made the name `ferry worker --`, so scancel, a time limit or the end of a job never signalled
+  // a ferry process. src/manager/entry.ts now writes a plain name to /proc/self/comm.
+  it('under proctrack/linuxproc, scancel stops a ferry worker', async () => {
     const lp = await startSlurm(1, { proctrack: 'linuxproc' });
     const b = await bucket();
     try {

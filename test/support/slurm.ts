@@ -13,9 +13,10 @@
  * module loads); a failure to start once they are there is an error of `startSlurm`, not a skip.
  *
  * `close()` kills every process it started and everything that runs in the nodes' namespaces
- * (slurmd, slurmstepd and the tasks), slurmctld and its helper, munged, and any srun started through
- * `srun()`; then it deletes the namespaces, the bridge and the directory. It is safe after a partial
- * start and runs (synchronously) at process exit when a test forgot it. Names carry this process's
+ * (slurmd, slurmstepd and the tasks), slurmctld and its helper, munged, and any srun or sbatch
+ * started through `srun()`/`sbatch()`; then it deletes the namespaces, the bridge and the
+ * directory. It is safe after a partial start and runs (synchronously) at process exit when a test
+ * forgot it. Names carry this process's
  * pid in base 36 (`ferry-<tag>-s1`, `fb-<tag>`, `$TMPDIR/ferry-slurm-<tag>-…`), so a later start
  * removes what a killed test process left behind, daemons included.
  */
@@ -330,8 +331,8 @@ export interface StartSlurmOptions {
   cpus?: number;
   /**
    * How slurmd finds a step's processes (to signal them on scancel, a time limit, the job's end).
-   * `pgid` (the default): the task's process group, as dependable here as `cgroup` (what most
-   * sites run, and which cannot run here: one cgroup tree for several slurmd, no systemd).
+   * `pgid` (the default): signals the task's process group. (`cgroup`, what most sites run, cannot
+   * run here: several slurmd would share one cgroup tree, and there is no systemd.)
    * `linuxproc`: the process tree, read from /proc/PID/stat with `sscanf("%ld %s %c %ld")`; a
    * process whose name (comm) holds a space does not parse and is never signalled.
    */

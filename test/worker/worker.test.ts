@@ -138,8 +138,8 @@ class FakeManager {
     });
   }
 
-  static async start(): Promise<FakeManager> {
-    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+  static async start(options: { port?: number } = {}): Promise<FakeManager> {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: options.port ?? 0, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
     await new Promise((resolve) => wss.once('listening', resolve));
     const m = new FakeManager(wss);
     cleanups.push(() => m.close());
@@ -413,13 +413,29 @@ describe('the worker process', () => {
     }
   });
 
-  it('exits 4 when the manager cannot be reached', async () => {
+  it('exits 4 when the manager cannot be reached within --connect-timeout', async () => {
     const manager = await FakeManager.start();
     const url = manager.url;
     await manager.close();
-    const worker = startWorker(['--manager', url, '--token-file', await tokenFile('t')]);
+    const t0 = performance.now();
+    const worker = startWorker(['--manager', url, '--token-file', await tokenFile('t'), '--connect-timeout', '1.5']);
     expect((await worker.exited).code).toBe(4);
+    expect(performance.now() - t0).toBeGreaterThan(1400);
+    expect(worker.stderr()).toContain(`waiting for the manager at ${url}`);
     expect(worker.stderr()).toContain(`cannot reach the manager at ${url}`);
+  });
+
+  it('waits for a manager that starts after it (a scheduler may start workers first)', async () => {
+    const probe = await FakeManager.start();
+    const port = Number(new URL(probe.url).port);
+    await probe.close();
+    const worker = startWorker(['--manager', `ws://127.0.0.1:${port}`, '--token-file', await tokenFile('t')]);
+    await new Promise((r) => setTimeout(r, 800));
+    const manager = await FakeManager.start({ port });
+    const conn = await manager.connection();
+    expect((await conn.next('hello')).token).toBe('t');
+    conn.send({ t: 'end', reason: 'test over' });
+    expect((await worker.exited).code).toBe(0);
   });
 
   it('exits 1 on a malformed message from the manager, closing with CLOSE.badMessage', async () => {
