@@ -13,7 +13,7 @@
 // /usr/bin/time; its standard error is timestamped line by line as it arrives, which is how the
 // copy phase is measured (see COPY_PHASE).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +28,9 @@ const SCALE_CAP = 50; // Mbit/s, each host's link, both ways
 const BWLIMIT = 40; // Mbit/s, the whole cluster
 const SMALL_FILES = 10_000;
 const SMALL_SIZE = 4096;
+/** The whole cluster benchmark should take about this long; local → s3 (part 3) runs only if it fits. */
+const BUDGET_SECONDS = 300;
+const S3_PART_SECONDS = 50;
 
 const COPY_PHASE =
   'copy phase = from the first "worker … joined" line on the manager\'s stderr to its summary line\n' +
@@ -66,7 +69,35 @@ const netBytes = (dev, what) => {
   }
 };
 
-export async function benchCluster({ work, ferry, runs, results = [] }) {
+/**
+ * A private copy of bin/ and dist/ under .bench/ (so node_modules still resolve), taken while no
+ * rebuild is under way: the working tree is shared, and a rebuild (rm -rf dist) in the middle of
+ * a 5-minute benchmark would break or change the runs. The cluster worker comes from this copy too.
+ */
+async function snapshotBuild() {
+  const snap = join(root, '.bench', `ferry-${process.pid}`);
+  const files = ['cli.js', 'worker.cjs', 'fs-thread.js'].map((f) => join(root, 'dist', f));
+  const stamp = () => files.map((f) => (existsSync(f) ? `${statSync(f).mtimeMs}:${statSync(f).size}` : 'missing')).join(' ');
+  for (let attempt = 0; attempt < 60; attempt++) {
+    const before = stamp();
+    if (!before.includes('missing')) {
+      rmSync(snap, { recursive: true, force: true });
+      try {
+        cpSync(join(root, 'dist'), join(snap, 'dist'), { recursive: true });
+        cpSync(join(root, 'bin'), join(snap, 'bin'), { recursive: true });
+        if (stamp() === before) return snap;
+      } catch {
+        // a rebuild removed something as we copied: try again
+      }
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  rmSync(snap, { recursive: true, force: true });
+  throw new Error('dist/ kept changing (or is missing) for a minute: run `node scripts/build.mjs`, then the benchmark');
+}
+
+export async function benchCluster({ work, runs, results = [], only = new Set() }) {
+  const started = performance.now();
   console.log('\n(cluster) ferry --worker on hosts in network namespaces of this machine (test/support/hosts.ts)');
   const setupJs = join(root, '.bench', 'bench-cluster-setup.mjs');
   await build({
@@ -101,6 +132,17 @@ export async function benchCluster({ work, ferry, runs, results = [] }) {
     return a;
   };
   const live = new Set(); // ferry children, killed if we fail
+  let snap;
+  // Interrupted: stop our ferry runs and remove the build copy; the fixture sees its standard
+  // input close when this process exits and removes the hosts and the s3 server's files itself.
+  const onSignal = (sig) => {
+    for (const c of live) c.kill('SIGKILL');
+    if (snap) rmSync(snap, { recursive: true, force: true });
+    rmSync(work, { recursive: true, force: true }); // as bench.mjs does when it ends
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
 
   let fx;
   try {
@@ -110,7 +152,9 @@ export async function benchCluster({ work, ferry, runs, results = [] }) {
       return;
     }
     if (fx.error) throw new Error(`cluster fixture: ${fx.error}`);
-    const t0 = performance.now();
+    snap = await snapshotBuild();
+    const ferry = join(snap, 'bin', 'ferry.js');
+    console.log(`  the build under test: a copy of dist/ taken at the start (worker.cjs ${fmt(statSync(join(snap, 'dist', 'worker.cjs')).size / 1e6, 1)} MB), so a concurrent rebuild cannot change it mid-run`);
     console.log(`  load average at the start: ${loadavg()} (this machine is shared: other processes show in the CPU figures)`);
     const hosts = fx.hosts;
     const s3dst = (b) => `s3://${fx.accessKey}:${fx.secretKey}@${fx.endpoint}/${b}/`;
@@ -402,11 +446,22 @@ export async function benchCluster({ work, ferry, runs, results = [] }) {
       runs,
       variants,
     );
-    // local → s3 takes ~20 s a run against this server: one run of each of the first two.
-    await cost('local → s3 test server (1 run each: ~20 s a run)', async () => s3dst(await bucket('small')), 1, variants.slice(0, 2));
+    // local → s3 takes 20–30 s a run against this server: one run of each of the first two, when
+    // the ~5 minutes the benchmark should take allow it (or when asked: --only cluster,cluster-s3).
+    const spent = (performance.now() - started) / 1000;
+    if (only.has('cluster-s3') || spent + S3_PART_SECONDS <= BUDGET_SECONDS) {
+      await cost('local → s3 test server (1 run each: 20–30 s a run)', async () => s3dst(await bucket('small')), 1, variants.slice(0, 2));
+    } else {
+      console.log(
+        `  local → s3 test server: skipped, the cluster benchmark has run ${fmt(spent, 0)} s and this part takes ~${S3_PART_SECONDS} s more (budget ~${BUDGET_SECONDS} s;` +
+          ` load average ${loadavg()}); --only cluster,cluster-s3 runs it anyway`,
+      );
+    }
     results.push({ workload: 'cluster cost', rows: costRows });
-    console.log(`\n  cluster benchmark: ${fmt((performance.now() - t0) / 1000, 0)} s (fixture and data included); load average at the end: ${loadavg()}`);
+    console.log(`\n  cluster benchmark: ${fmt((performance.now() - started) / 1000, 0)} s (fixture and data included); load average at the end: ${loadavg()}`);
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     for (const c of live) c.kill('SIGKILL');
     if (fixture.exitCode === null) {
       try {
@@ -420,5 +475,6 @@ export async function benchCluster({ work, ferry, runs, results = [] }) {
       clearTimeout(timeout);
     }
     rmSync(dir, { recursive: true, force: true });
+    if (snap) rmSync(snap, { recursive: true, force: true });
   }
 }

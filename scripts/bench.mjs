@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // ferry's benchmark: the same workloads for ferry, rclone, cp and rsync in one run; medians,
-// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,e,s3,cluster]
+// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,e,s3,cluster,resume]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -178,10 +178,15 @@ try {
     const { benchS3 } = await import('./bench-s3.mjs');
     await benchS3({ work, ferry, runs, measure, report, peers });
   }
+  if (only.has('resume')) {
+    const { benchResume } = await import('./bench-resume.mjs');
+    await benchResume({ work, ferry, runs, results });
+  }
   if (only.has('cluster')) {
-    // Not in the default set: needs root (network namespaces) and takes about 5 minutes.
+    // Not in the default set: needs root (network namespaces) and takes about 5 minutes
+    // (cluster-s3 adds its local → s3 part even when that would take longer).
     const { benchCluster } = await import('./bench-cluster.mjs');
-    await benchCluster({ work, ferry, runs, results });
+    await benchCluster({ work, runs, results, only });
   }
 } finally {
   rmSync(work, { recursive: true, force: true });

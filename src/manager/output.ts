@@ -41,17 +41,17 @@ export class Console implements Logger {
   /** Live progress: redrawn every 200 ms on a terminal, a line every `intervalMs` otherwise. */
   startProgress(stats: SyncStats, intervalMs = 5000, cluster = false): void {
     if (this.verbosity === 'quiet') return;
-    let lastBytes = 0;
-    let lastAt = performance.now();
+    // The rate over a sliding window: workers report their bytes with their heartbeats (every
+    // second or two), so a short window would swing between zero and twice the truth.
+    const windowMs = cluster ? 5000 : 1000;
+    const samples: { at: number; bytes: number }[] = [{ at: performance.now(), bytes: 0 }];
     let rate = 0;
     const tick = () => {
       const now = performance.now();
-      const dt = (now - lastAt) / 1000;
-      if (dt > 0.5 || rate === 0) {
-        rate = (stats.transferredBytes - lastBytes) / Math.max(dt, 0.001);
-        lastBytes = stats.transferredBytes;
-        lastAt = now;
-      }
+      samples.push({ at: now, bytes: stats.transferredBytes });
+      while (samples.length > 2 && now - samples[1]!.at >= windowMs) samples.shift();
+      const first = samples[0]!;
+      rate = now > first.at ? ((stats.transferredBytes - first.bytes) * 1000) / (now - first.at) : 0;
       const line =
         `Scanned: ${stats.scanned}, pending: ${stats.pending}, copied: ${stats.copied} (${formatBytes(stats.copiedBytes)}), ` +
         `skipped: ${stats.skipped}, deleted: ${stats.deleted}, failed: ${stats.failed}, ${formatBytes(rate)}/s, ` +

@@ -271,12 +271,13 @@ export class Transfer {
     } else if (e.size <= WHOLE) {
       // A small object travels as one buffer: no stream machinery on either side, and stores send
       // a buffer in one write (S3: one request body with its length).
+      // Charged before it is read: the download, not only the upload, keeps to --bwlimit.
+      if (this.o.limiter) await this.o.limiter.take(e.size, this.o.signal);
       const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size });
       const data = await readUpTo(body, e.size + 1, this.o.signal);
       if (data.length !== e.size) {
         throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy: listed ${e.size} bytes, read ${data.length}${data.length > e.size ? ' or more' : ''}`);
       }
-      if (this.o.limiter) await this.o.limiter.take(data.length, this.o.signal);
       this.o.onBytes?.(data.length);
       if (verify) srcDigest = createHash('md5').update(data).digest('hex');
       await this.dst.put(e.key, data, put);
