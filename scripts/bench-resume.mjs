@@ -24,8 +24,10 @@ function makeSource(dir) {
 function run(ferry, args, until) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [ferry, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [ferry, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
     let firstCopy;
     child.stderr.on('data', (d) => {
       err += d;
@@ -33,7 +35,15 @@ function run(ferry, args, until) {
       if (until && until(err)) child.kill('SIGKILL');
     });
     child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, seconds: (performance.now() - t0) / 1000, firstCopy, err }));
+    child.on('close', (code, signal) => {
+      let summary;
+      try {
+        summary = JSON.parse(out.trim().split('\n').pop());
+      } catch {
+        summary = undefined;
+      }
+      resolve({ code, signal, seconds: (performance.now() - t0) / 1000, firstCopy, err, summary });
+    });
   });
 }
 
@@ -57,17 +67,25 @@ export async function benchResume({ work, ferry, runs, results }) {
     rmSync(plain, { recursive: true, force: true });
     cpSync(dst, plain, { recursive: true });
     rmSync(join(plain, '.ferry'), { recursive: true, force: true });
-    const resumed = await run(ferry, [...args, '-v'], undefined);
-    const again = await run(ferry, ['sync', '-v', src + '/', plain + '/'], undefined);
+    const resumed = await run(ferry, [...args, '-v', '--json'], undefined);
+    const again = await run(ferry, ['sync', '-v', '--json', src + '/', plain + '/'], undefined);
     if (resumed.code !== 0 || again.code !== 0) throw new Error(`a rerun failed: ${resumed.err.slice(-500)} ${again.err.slice(-500)}`);
-    rows.push({ resumedFirst: resumed.firstCopy, resumedAll: resumed.seconds, plainFirst: again.firstCopy, plainAll: again.seconds });
+    rows.push({
+      resumedFirst: resumed.firstCopy,
+      resumedAll: resumed.seconds,
+      resumedListed: resumed.summary.found,
+      plainFirst: again.firstCopy,
+      plainAll: again.seconds,
+      plainListed: again.summary.found,
+      copied: resumed.summary.copied,
+    });
     rmSync(dst, { recursive: true, force: true });
     rmSync(plain, { recursive: true, force: true });
   }
   const med = (k) => [...rows.map((r) => r[k])].sort((a, b) => a - b)[Math.floor(rows.length / 2)];
   console.log(`\n(resume) 20,000 × 4 KiB local → local, killed (SIGKILL) at 50%, then the same command`);
-  console.log(`  with the checkpoint     first new copy after ${med('resumedFirst').toFixed(3)} s, done in ${med('resumedAll').toFixed(3)} s`);
-  console.log(`  without (lists it all)  first new copy after ${med('plainFirst').toFixed(3)} s, done in ${med('plainAll').toFixed(3)} s`);
+  console.log(`  with the checkpoint     first new copy after ${med('resumedFirst').toFixed(3)} s, done in ${med('resumedAll').toFixed(3)} s; source keys listed and compared: ${med('resumedListed')} (${med('copied')} copied)`);
+  console.log(`  without (lists it all)  first new copy after ${med('plainFirst').toFixed(3)} s, done in ${med('plainAll').toFixed(3)} s; source keys listed and compared: ${med('plainListed')}`);
   results.push({ workload: 'resume', rows });
   rmSync(src, { recursive: true, force: true });
 }
