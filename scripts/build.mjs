@@ -53,11 +53,11 @@ await build({
   logLevel: 'warning',
 });
 
-// pool.ts loads new URL('./fs-thread.js', import.meta.url): it must not end up in dist/chunks/.
+// pool.ts loads fs-thread.js beside itself or one level up: it must be in dist/ or dist/chunks/.
 const pool = 'src/shared/storage/file/pool.ts';
 const holder = Object.entries(cli.metafile.outputs).find(([, o]) => pool in o.inputs)?.[0];
-if (holder === undefined || dirname(holder) !== 'dist') {
-  throw new Error(`${pool} is bundled into ${holder ?? 'no output'}, not beside dist/fs-thread.js: the file-system threads would not start`);
+if (holder === undefined || !['dist', 'dist/chunks'].includes(dirname(holder))) {
+  throw new Error(`${pool} is bundled into ${holder ?? 'no output'}, where dist/fs-thread.js is not found: the file-system threads would not start`);
 }
 
 // The worker: one CommonJS file that needs nothing beside it, neither node_modules nor chunks (a

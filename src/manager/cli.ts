@@ -11,11 +11,12 @@ import type { BackendRegistry } from '../shared/storage/registry.js';
 import type { SshOptions } from '../shared/ssh/index.js';
 import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
 import { Console, type Verbosity } from './output.js';
-import { startCluster, type Cluster } from './cluster/index.js';
-import { MetricsServer } from './metrics.js';
+// Cluster mode, the worker's command line and the metrics server load only when asked for: a sync
+// on one machine starts without them.
+import type { Cluster } from './cluster/index.js';
+import type { MetricsServer } from './metrics.js';
 import { Checkpointer } from './sync/checkpoint.js';
 import { compareKeys } from '../shared/storage/keys.js';
-import { readTokenFile, workerMain } from '../worker/cli.js';
 import { ByteRateLimiter } from '../shared/throttle/bucket.js';
 import { runSync, MANAGER, type RunControl } from './sync/run.js';
 import { formatBytes, SyncStats } from './sync/stats.js';
@@ -342,6 +343,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   try {
     if (p.metrics !== undefined) {
       try {
+        const { MetricsServer } = await import('./metrics.js');
         metrics = await MetricsServer.listen(p.metrics, stats);
       } catch (err) {
         return refuse(err);
@@ -353,10 +355,11 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
       const c = p.cluster;
       const total = (o.bwlimit * 1e6) / 8;
       try {
+        const { startCluster } = await import('./cluster/index.js');
         cluster = await startCluster({
           hosts: c.hosts,
           ...(c.managerAddr !== undefined ? { managerAddr: c.managerAddr } : {}),
-          ...(c.listen !== undefined ? { listen: c.listen, token: tokenFrom(c.tokenFile!), waitForJoiners: !c.managerExecutes } : {}),
+          ...(c.listen !== undefined ? { listen: c.listen, token: await tokenFrom(c.tokenFile!), waitForJoiners: !c.managerExecutes } : {}),
           strict: c.strict,
           spec: p.spec,
           registry,
@@ -484,8 +487,9 @@ function checkpointInterval(v: string): number {
 }
 
 /** The run's token from --token-file: a usage error when it cannot be read or is empty. */
-function tokenFrom(file: string): string {
+async function tokenFrom(file: string): Promise<string> {
   try {
+    const { readTokenFile } = await import('../worker/cli.js');
     return readTokenFile(file);
   } catch (err) {
     throw new UsageError(`--token-file: ${(err as Error).message}`);
@@ -533,6 +537,7 @@ export async function main(args: string[], out: CliEnvironment = { stdout: proce
   // `ferry worker` is the worker's own command line (src/worker/cli.ts), listed here for --help.
   program.command('worker').description('join a running `ferry sync --listen` as a worker: ferry worker --manager ws://HOST:PORT --token-file FILE (see ferry worker --help)');
   if (argv[0] === 'worker') {
+    const { workerMain } = await import('../worker/cli.js');
     return workerMain(argv.slice(1), 'ferry worker');
   }
   // --json promises a summary on standard output whatever happens, a refused command line included.

@@ -85,7 +85,8 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
     at?.port ?? 0,
   );
   if (listen) s.log.info(`listening for workers at ws://${listen.advertise}:${server.address.port} (join with: ferry worker --manager ws://HOST:${server.address.port} --token-file FILE)`);
-  const artifacts = s.artifacts ?? findArtifacts();
+  // Only deployed workers need the build; workers that join bring their own.
+  const artifacts = s.hosts.length === 0 ? undefined : (s.artifacts ?? findArtifacts());
   warnAboutOwnCredentials(s.spec, credentialValues(s.registry), s.log);
   const listening = server.address;
   const deployed: DeployedWorker[] = [];
@@ -101,7 +102,7 @@ export async function startCluster(s: ClusterSetup): Promise<Cluster> {
       const w = await deployWorker(host, {
         ssh: s.ssh ?? {},
         strict: s.strict,
-        artifacts,
+        artifacts: artifacts!,
         token,
         connect: direct
           ? { kind: 'direct', url: `ws://${direct.advertise}:${listening.port}` }
@@ -219,8 +220,8 @@ function warnAboutOwnCredentials(spec: JobSpec, env: Record<string, string>, log
 /** dist/worker.cjs and any single executables built beside it (npm run build:sea). */
 export function findArtifacts(): WorkerArtifacts {
   const here = dirname(fileURLToPath(import.meta.url));
-  // dist/cli.js runs beside dist/worker.cjs; from the sources (tests), the package's dist/.
-  const dist = [here, join(here, '..', '..', '..', 'dist')].find((d) => existsSync(join(d, 'worker.cjs')));
+  // Bundled, this code is in dist/cli.js or a chunk in dist/chunks/; from the sources (tests), the package's dist/.
+  const dist = [here, join(here, '..'), join(here, '..', '..', '..', 'dist')].find((d) => existsSync(join(d, 'worker.cjs')));
   if (!dist) throw new UsageError(`the worker build (dist/worker.cjs) is missing: run npm run build`);
   const sea: WorkerArtifacts['sea'] = {};
   for (const arch of ['x64', 'arm64'] as const) {

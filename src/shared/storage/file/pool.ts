@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -33,7 +34,11 @@ function threadModule(): URL {
   // The worker bundle is one CommonJS file, copied alone to hosts (and into single executables):
   // nothing lies beside it, and import.meta is empty there. It carries the thread's module inline.
   if (typeof FERRY_FS_THREAD_URL === 'string') return new URL(FERRY_FS_THREAD_URL);
-  if (!import.meta.url.endsWith('.ts')) return new URL('./fs-thread.js', import.meta.url);
+  if (!import.meta.url.endsWith('.ts')) {
+    // Beside the bundle's entry (dist/cli.js), or one level up when this code landed in a shared chunk (dist/chunks/).
+    const beside = new URL('./fs-thread.js', import.meta.url);
+    return existsSync(fileURLToPath(beside)) ? beside : new URL('../fs-thread.js', import.meta.url);
+  }
   sourceThread ??= (() => {
     const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
     const out = esbuild.buildSync({
