@@ -8,6 +8,7 @@
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -212,6 +213,30 @@ describe.skipIf(!kubectl)('docs/kubernetes.yaml', () => {
     const workerFlags = flagsOf('worker');
     for (const f of (manager['args'] as string[]).filter((a) => a.startsWith('--'))) expect(sync.has(f), `ferry sync ${f}`).toBe(true);
     for (const f of (worker['args'] as string[]).filter((a) => a.startsWith('--'))) expect(workerFlags.has(f), `ferry worker ${f}`).toBe(true);
+  });
+
+  it('passes kubectl create --dry-run=client (against a stand-in for the API server\'s discovery documents)', async () => {
+    // kubectl resolves each kind through the API server's discovery documents even for a client-side
+    // dry run; this serves those of the kinds the manifest uses (schema validation would need the
+    // whole OpenAPI document, so it is off: the field list above stands in for it).
+    const docs: Record<string, unknown> = {
+      '/api': { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] },
+      '/apis': { kind: 'APIGroupList', apiVersion: 'v1', groups: [{ name: 'batch', versions: [{ groupVersion: 'batch/v1', version: 'v1' }], preferredVersion: { groupVersion: 'batch/v1', version: 'v1' } }] },
+      '/api/v1': { kind: 'APIResourceList', groupVersion: 'v1', resources: [['secrets', 'Secret'], ['services', 'Service'], ['configmaps', 'ConfigMap']].map(([name, kind]) => ({ name, singularName: '', namespaced: true, kind, verbs: ['create', 'get'] })) },
+      '/apis/batch/v1': { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: 'batch/v1', resources: [{ name: 'jobs', singularName: '', namespaced: true, kind: 'Job', verbs: ['create', 'get'] }] },
+    };
+    const server = createHttpServer((req, res) => {
+      const doc = docs[(req.url ?? '').split('?')[0]!];
+      res.writeHead(doc ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(doc ?? { kind: 'Status', apiVersion: 'v1', status: 'Failure', code: 404 }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const { stdout } = await run(kubectl!, ['--server', `http://127.0.0.1:${port}`, 'create', '--dry-run=client', '--validate=false', '-o', 'name', '-f', MANIFEST], { env: { PATH: process.env['PATH'] ?? '', KUBECONFIG: '/dev/null', HOME: '/nonexistent' } });
+      expect(stdout.trim().split('\n')).toEqual(['secret/ferry-token', 'secret/ferry-storage', 'service/ferry-manager', 'job.batch/ferry-manager', 'job.batch/ferry-workers']);
+    } finally {
+      server.close();
+    }
   });
 
   it("the init container's script waits until the manager's port answers, then exits 0", async () => {
