@@ -232,6 +232,8 @@ function describeOp(task: Task): string {
   switch (task.op) {
     case 'copy':
       return 'copy';
+    case 'copyPart':
+      return `copy part ${task.part} of`;
     case 'check':
       return 'check';
     case 'copyPerms':
