@@ -123,6 +123,8 @@ export class Ledger {
   readonly #splits = new Set<Split>();
   /** Split copies whose upload is being started, completed or aborted now. */
   #splitsBusy = 0;
+  /** Split copies whose upload is being started: the next one waits (see take()). */
+  #splitsStarting = 0;
   #settledWaiters: (() => void)[] = [];
   #inFlight = 0;
   #planned = false;
@@ -263,9 +265,12 @@ export class Ledger {
       const t = this.#queue[this.#head]!;
       if (t.op === 'split') {
         // The manager's own step: its parts come to the front of the queue once the upload is
-        // started. One start a call, so that uploads open one after another as their parts go out.
-        this.#head++;
-        this.#startSplit(this.#held.get(t.id)!.split!);
+        // started. One start at a time, so that uploads open one after another as their parts go
+        // out, not all at once ahead of them.
+        if (this.#splitsStarting === 0) {
+          this.#head++;
+          this.#startSplit(this.#held.get(t.id)!.split!);
+        }
         break;
       }
       const size = taskBytes(t);
@@ -327,10 +332,15 @@ export class Ledger {
     return this.queued === 0 && (this.#stopped || (this.#planned && this.#held.size === 0));
   }
 
-  /** Resolves when a task is queued or the ledger is done. */
+  /** Resolves when a task can be taken or the ledger is done. */
   waitForWork(): Promise<void> {
-    if (this.queued > 0 || this.done) return Promise.resolve();
+    if (this.#takeable() || this.done) return Promise.resolve();
     return new Promise<void>((r) => this.#workWaiters.push(r));
+  }
+
+  /** Something is queued, and it is not a split copy waiting for another's upload to start. */
+  #takeable(): boolean {
+    return this.queued > 0 && !(this.#splitsStarting > 0 && this.#queue[this.#head]!.op === 'split');
   }
 
   /** Resolves when no split copy's upload is being started, completed or aborted (a stopped run waits for its aborts here). */
@@ -454,16 +464,20 @@ export class Ledger {
 
   #startSplit(split: Split): void {
     this.#splits.add(split);
+    this.#splitsStarting++;
     this.#step(
       split,
       () => this.splitSteps!.start(split.task),
       (r) => {
+        this.#splitsStarting--;
         if ('error' in r) split.failure ??= toWire(r.error);
         else {
           split.upload = r.value;
           if (split.failure === undefined) this.#queueParts(split);
         }
         this.#settleSplit(split);
+        // The next split copy may start now.
+        this.#wake(true);
       },
     );
   }

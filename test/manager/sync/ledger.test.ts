@@ -413,6 +413,40 @@ describe('Ledger split copies', () => {
     expect(events).toEqual(['out split a', 'done split a']);
   });
 
+  it('opens one upload at a time: the next split copy starts once the previous one is started, behind its parts', async () => {
+    // Otherwise an executor asking for work would start every split copy queued, long before their parts go out.
+    const { ledger, calls } = setup();
+    ledger.add(split('a', 20, 10));
+    ledger.add(split('b', 20, 10));
+    ledger.add(copy('c'));
+    ledger.finish();
+    const d = new Dispatcher(ledger, 'w1');
+    const first = await d.next({ tasks: 1, bytes: 0 }, new AbortController().signal);
+    expect(calls).toEqual(['start a']);
+    expect(parts(first!.tasks)).toEqual(['1:0-9']);
+    // b's turn once a's parts are out: it starts; what is not a split copy goes on meanwhile.
+    expect(parts(ledger.take(all, 'w1'))).toEqual(['2:10-19']);
+    expect(calls).toEqual(['start a', 'start b']);
+    expect(ledger.take(all, 'w2').map((t) => t.entry.key)).toEqual(['c']);
+    await tick();
+    expect(parts(ledger.take(all, 'w2'))).toEqual(['1:0-9', '2:10-19']);
+  });
+
+  it('an executor waiting for work does not start a second split copy while one is starting', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { ledger, calls } = setup({ start: async (t) => (calls.push(`start ${t.entry.key}`), await gate, { key: t.entry.key, uploadId: 'u' }) });
+    ledger.add(split('a', 20, 10));
+    ledger.add(split('b', 20, 10));
+    ledger.finish();
+    const d = new Dispatcher(ledger, 'w1');
+    const pending = d.next({ tasks: 1, bytes: 0 }, new AbortController().signal);
+    for (let i = 0; i < 5; i++) await tick();
+    expect(calls).toEqual(['start a']);
+    release();
+    expect(parts((await pending)!.tasks)).toEqual(['1:0-9']);
+  });
+
   it("a split copy's directory work waits for its upload to complete", async () => {
     const { ledger } = setup();
     ledger.later('d/', { v: 1, op: 'finishDir', entry: entry('d/') }, false);

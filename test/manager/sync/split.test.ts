@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { runSync, type SyncOptions } from '../../../src/manager/sync/run.js';
+import { Dispatcher } from '../../../src/manager/sync/dispatch.js';
+import type { Ledger } from '../../../src/manager/sync/ledger.js';
+import { runSync, type RemoteExecutors, type SyncOptions } from '../../../src/manager/sync/run.js';
 import { splitPolicy } from '../../../src/manager/sync/split.js';
 import { MemStore } from '../../../src/shared/storage/mem.js';
 import type { GetOptions, ObjectStore } from '../../../src/shared/storage/types.js';
@@ -135,6 +137,28 @@ describe('runSync with split copies', () => {
     expect(r.stats.lost).toBe(1);
     expect(dst.openUploads).toBe(0);
     await expect(dst.head('big')).rejects.toMatchObject({ code: 'FERRY_NOT_FOUND' });
+  });
+
+  it('stopped at once while a worker that never answers holds a part: the upload is aborted all the same', async () => {
+    // The ledger aborts an upload once its parts out are back; one that never comes back must not keep the upload open.
+    const src = new MemStore('src');
+    const dst = new MemStore('dst', { parts: PARTS });
+    src.set('big', pattern(16 * KiB, 5));
+    const stopNow = new AbortController();
+    let ledger: Ledger | undefined;
+    const silentWorker: RemoteExecutors = {
+      attach: (l) => void (ledger = l),
+      async drain() {
+        const w = new Dispatcher(ledger!, 'w1');
+        const part = await w.next({ tasks: 1, bytes: 0 }, stopNow.signal);
+        expect(part?.tasks[0]).toMatchObject({ op: 'copyPart', part: 1 });
+        expect(dst.openUploads).toBe(1);
+        stopNow.abort();
+      },
+    };
+    const r = await runSync(src, dst, OPTIONS, { ...control(logger(), stopNow.signal), cluster: silentWorker, managerExecutes: false });
+    expect(r.stats.lost).toBe(1);
+    expect(dst.openUploads).toBe(0);
   });
 
   it('a dry run splits nothing and starts no upload', async () => {
