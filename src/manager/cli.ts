@@ -172,6 +172,7 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('--list-depth <N>', 'levels of directories split into sub-trees listed in parallel', int('--list-depth', 1), 1)
     .option('--list-cutoff <N>', 'sort the names of a directory larger than N on disk, in a temporary file, to save memory', int('--list-cutoff', 1), 1_000_000)
     .option('--bwlimit <MBPS>', 'limit bandwidth to MBPS megabits per second (0: no limit)', atLeast('--bwlimit', 0), 0)
+    .option('--split-size <SIZE>', 'copy an object larger than SIZE in parts of SIZE, uploaded by every executor at once, where the destination takes multipart uploads (0: never)', '256M')
     .option('--no-https', 'use plain HTTP for object stores')
     .option('--storage-class <CLASS>', 'storage class of objects written to the destination')
     // Output
@@ -251,6 +252,7 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
     listDepth: n('listDepth'),
     listCutoff: n('listCutoff'),
     bwlimit: n('bwlimit'),
+    splitSize: parseSize(s('splitSize')!, '--split-size'),
     ...(s('storageClass') ? { storageClass: s('storageClass')! } : {}),
   };
   const hosts = (opts['worker'] as string[] | undefined) ?? [];

@@ -112,7 +112,8 @@ export class MetricsServer {
     metric('ferry_executor_up', 'gauge', 'Whether the executor is connected (1) or gone (0).', ex.map((e) => [l(e), e.live ? 1 : 0]));
     metric('ferry_executor_tasks_total', 'counter', 'Tasks whose results the executor delivered and that counted.', ex.map((e) => [l(e), e.tasks]));
     metric('ferry_executor_copied_objects_total', 'counter', 'Keys the executor copied.', ex.map((e) => [l(e), e.copiedObjects]));
-    metric('ferry_executor_copied_bytes_total', 'counter', 'Bytes of the keys the executor copied.', ex.map((e) => [l(e), e.copiedBytes]));
+    metric('ferry_executor_copied_bytes_total', 'counter', 'Bytes of the keys, and of the parts of split objects, the executor copied.', ex.map((e) => [l(e), e.copiedBytes]));
+    metric('ferry_executor_parts_total', 'counter', 'Parts of split objects (--split-size) the executor uploaded.', ex.map((e) => [l(e), e.parts]));
     metric('ferry_executor_transferred_bytes_total', 'counter', 'Bytes the executor moved, also of copies still running.', ex.map((e) => [l(e), e.transferredBytes]));
     metric('ferry_executor_throughput_bytes_per_second', 'gauge', "The executor's rate over the last five seconds.", ex.map((e) => [l(e), this.#throughput(e.id)]));
     metric('ferry_executor_lease_losses_total', 'counter', 'Times the executor lost the tasks it held (it left, went silent, or overstayed a lease).', ex.map((e) => [l(e), e.leasesLost]));

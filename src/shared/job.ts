@@ -45,6 +45,11 @@ export interface SyncOptions extends DecisionOptions {
   listCutoff?: number;
   /** Megabits per second for the whole process; 0 means no limit. */
   bwlimit: number;
+  /**
+   * `--split-size`: objects larger than this many bytes, going to a store with multipart uploads,
+   * are copied as parts of this size by every executor at once. 0 or absent: never.
+   */
+  splitSize?: number;
   storageClass?: string;
 }
 

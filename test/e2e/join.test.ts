@@ -3,40 +3,14 @@
  * starts on its own (`ferry worker --manager ws://HOST:PORT --token-file F`). The real CLI on both
  * sides, as child processes.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { FerryProcesses, until, type FerryProcess as Proc } from '../support/ferry-process.js';
 
-const FERRY = join(__dirname, '..', '..', 'bin', 'ferry.js');
-const children = new Set<ChildProcess>();
-
-interface Proc {
-  child: ChildProcess;
-  out: () => string;
-  err: () => string;
-  done: Promise<number | null>;
-}
-
-function ferry(args: string[], env: Record<string, string> = {}): Proc {
-  let out = '';
-  let err = '';
-  const child = spawn(process.execPath, [FERRY, ...args], { env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  const done = new Promise<number | null>((r) => child.on('close', (code) => (children.delete(child), r(code))));
-  return { child, out: () => out, err: () => err, done };
-}
-
-async function until(what: string, test: () => boolean, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!test()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const processes = new FerryProcesses();
+const ferry = (args: string[], env: Record<string, string> = {}): Proc => processes.spawn(args, env);
 
 describe('join mode: ferry sync --listen and ferry worker', () => {
   let work: string;
@@ -52,9 +26,7 @@ describe('join mode: ferry sync --listen and ferry worker', () => {
     tokenFile = join(work, 'token');
     await fsp.writeFile(tokenFile, 'a-shared-secret-from-a-k8s-secret\n', { mode: 0o600 });
   });
-  afterEach(() => {
-    for (const c of children) c.kill('SIGKILL');
-  });
+  afterEach(() => processes.killAll());
   afterAll(async () => {
     await fsp.rm(work, { recursive: true, force: true });
   });

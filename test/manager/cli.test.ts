@@ -375,9 +375,16 @@ describe('ferry sync usage', () => {
   it('documents every option in --help', async () => {
     const r = await ferry('sync', '--help');
     expect(r.code).toBe(0);
-    for (const opt of ['--start', '--end', '--exclude', '--include', '--match-full-path', '--max-size', '--min-size', '--max-age', '--min-age', '--start-time', '--end-time', '--limit', '--update', '--force-update', '--existing', '--ignore-existing', '--files-from', '--dirs', '--perms', '--links', '--inplace', '--delete-src', '--delete-src-after', '--delete-dst', '--check-all', '--check-new', '--check-change', '--max-failure', '--dry', '--threads', '--list-threads', '--list-depth', '--no-https', '--storage-class', '--bwlimit', '--verbose', '--quiet', '--size-only', '--json']) {
+    for (const opt of ['--start', '--end', '--exclude', '--include', '--match-full-path', '--max-size', '--min-size', '--max-age', '--min-age', '--start-time', '--end-time', '--limit', '--update', '--force-update', '--existing', '--ignore-existing', '--files-from', '--dirs', '--perms', '--links', '--inplace', '--delete-src', '--delete-src-after', '--delete-dst', '--check-all', '--check-new', '--check-change', '--max-failure', '--dry', '--threads', '--list-threads', '--list-depth', '--no-https', '--storage-class', '--bwlimit', '--split-size', '--verbose', '--quiet', '--size-only', '--json']) {
       expect(r.stdout, opt).toContain(opt);
     }
+  });
+
+  it('refuses a --split-size that is not a size, as a usage error', async () => {
+    const d = tmp();
+    const r = await ferry('sync', '--split-size', 'big', d + '/', join(d, 'out') + '/');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/invalid value "big" for --split-size/);
   });
 
   it('never prints a secret from the address', async () => {

@@ -58,6 +58,7 @@ describe('MetricsServer', () => {
     const e = stats.executor('w1', 'host "a"\\b\nc');
     e.copiedObjects = 3;
     e.leasesLost = 1;
+    e.parts = 7;
     const m = await MetricsServer.listen('127.0.0.1:0', stats);
     try {
       const res = await fetch(m.url);
@@ -65,6 +66,7 @@ describe('MetricsServer', () => {
       const { samples } = parse(await res.text());
       expect(value(samples, 'ferry_executor_copied_objects_total', { executor: 'w1', host: 'host "a"\\b\nc' })).toBe(3);
       expect(value(samples, 'ferry_executor_lease_losses_total', { executor: 'w1' })).toBe(1);
+      expect(value(samples, 'ferry_executor_parts_total', { executor: 'w1' })).toBe(7);
       expect((await fetch(m.url.replace('/metrics', '/'))).status).toBe(404);
     } finally {
       await m.close();

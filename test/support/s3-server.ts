@@ -7,7 +7,8 @@
  *   'a/x' before 'a-b', and compares with UTF-16 `<`).
  * - CompleteMultipartUpload refuses parts under 5 MiB but the last (EntityTooSmall), parts out of
  *   order (InvalidPartOrder) and unknown ETags (InvalidPart).
- * - AbortMultipartUpload and UploadPartCopy, which s3rver lacks, are implemented.
+ * - AbortMultipartUpload and UploadPartCopy, which s3rver lacks, are implemented; a part for an
+ *   upload that is not open (aborted, completed, never started) gets 404 NoSuchUpload.
  * - x-amz-copy-source is percent-decoded as S3 does (s3rver's decodeURI leaves '%23' and such).
  * - A PutObject whose client went away mid-body stores nothing (s3rver kept the bytes that came).
  * The payload hash (x-amz-content-sha256) is not verified.
@@ -275,6 +276,19 @@ function s3Checks(secrets: Map<string, string>, writes: Map<string, number>): Mi
       const { md5 } = await ctx.store.putPart(target.bucket, String(ctx.query['uploadId']), Number(ctx.query['partNumber']), obj!.content!);
       ctx.body = { CopyPartResult: { LastModified: new Date().toISOString(), ETag: JSON.stringify(md5) } };
       return;
+    }
+    if (target && ctx.method === 'PUT' && !copySource && 'uploadId' in ctx.query && 'partNumber' in ctx.query) {
+      // s3rver takes a part for any upload id, even one aborted or completed (it makes the directory again); S3 refuses it.
+      const dir = join(ctx.store.getResourcePath(target.bucket, undefined, 'uploads'), String(ctx.query['uploadId']));
+      if (!(await fsp.stat(join(dir, 'key')).then(() => true, () => false))) {
+        // Read the body first, as S3 does, so the client sees the answer and not a reset.
+        await new Promise<void>((resolve) => {
+          ctx.req.once('end', resolve);
+          ctx.req.once('close', resolve);
+          ctx.req.resume();
+        });
+        throw new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', { UploadId: ctx.query['uploadId'] });
+      }
     }
     if (target && ctx.method === 'PUT' && copySource) {
       // s3rver decodes with decodeURI: hand it a header that decodeURI turns into the exact key.

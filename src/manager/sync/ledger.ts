@@ -1,23 +1,79 @@
 import { compareKeys } from '../../shared/storage/keys.js';
-import type { Task, TaskResult, TaskSpec } from '../../shared/transfer/task.js';
+import { FatalError, toWire, type WireError } from '../../shared/errors.js';
+import { copyRanges, type UploadedPart, type UploadRef } from '../../shared/storage/multipart.js';
+import type { Entry } from '../../shared/storage/types.js';
+import { taskBytes, type Outcome, type Task, type TaskResult, type TaskSpec } from '../../shared/transfer/task.js';
+
+/**
+ * A large object copied as parts by several executors at once: the manager's own step, never
+ * handed to an executor. The ledger starts its upload when it reaches the head of the queue, hands
+ * out one `copyPart` task per part, and completes (or aborts) the upload when they are all back.
+ */
+export interface SplitCopy {
+  v: 1;
+  id: number;
+  op: 'split';
+  entry: Entry;
+  /** Bytes of every part but the last. */
+  partSize: number;
+}
+
+/** What the ledger holds: the executors' tasks and the manager's split copies. */
+export type LedgerTask = Task | SplitCopy;
+export type LedgerSpec = TaskSpec | Omit<SplitCopy, 'id'>;
+type PartTask = Extract<Task, { op: 'copyPart' }>;
+
+/** The I/O of split copies, done for the ledger (split.ts): the ledger itself only keeps count. */
+export interface SplitSteps {
+  /** Start the destination's upload of `task.entry`, in parts of `task.partSize`. */
+  start(task: SplitCopy): Promise<UploadRef>;
+  /** Every part is in: make the object from them. What the key's outcome is. */
+  complete(task: SplitCopy, upload: UploadRef, parts: UploadedPart[]): Promise<Outcome>;
+  /** Discard the upload (a part failed, the completion failed, the run stopped). Never throws. */
+  abort(task: SplitCopy, upload: UploadRef): Promise<void>;
+}
 
 /** What the ledger tells the run's accounting: a task went out, a task's result came in. */
 export interface LedgerHooks {
-  /** A task was handed to an executor for the first time: from now on its key is part of the run. */
-  dispatched(task: Task, counted: boolean): void;
+  /** A task was handed to an executor for the first time (of a split copy: its first part): from now on its key is part of the run. */
+  dispatched(task: LedgerTask, counted: boolean): void;
   /**
-   * A task's first result. Returning 'again' keeps the task outstanding and runs it once more when
-   * everything else is done (see Ledger.#blocked).
+   * A task's first result; `holder` is the executor that delivered it, undefined for a split copy
+   * (the manager completed or aborted it). Returning 'again' keeps an executor's task outstanding
+   * and runs it once more when everything else is done (see Ledger.#blocked).
    */
-  closed(task: Task, counted: boolean, result: TaskResult, holder: string): 'again' | undefined;
+  closed(task: LedgerTask, counted: boolean, result: TaskResult, holder: string | undefined): 'again' | undefined;
+  /** An executor's part of a split copy was accepted (the key itself is closed once, by the split copy). */
+  partDone?(task: PartTask, holder: string, outcome: Outcome): void;
   /** Tasks an executor held went back to the queue: it left, went silent, or kept them past their lease. */
   leaseLost?(holder: string, tasks: number, why: string): void;
+}
+
+/**
+ * One split copy's parts. The key is counted once: found when its first part goes out, handled
+ * when the upload is completed (copied, with its size) or aborted (failed).
+ */
+interface Split {
+  task: SplitCopy;
+  /** The key's own entry in the ledger (its directory, whether it counts). */
+  held: Held;
+  upload: UploadRef | undefined;
+  /** Part tasks not closed: queued, or out with an executor. */
+  open: Set<number>;
+  /** Accepted parts by number; a part run twice keeps the latest accepted ETag, as S3 keeps the latest upload. */
+  parts: Map<number, UploadedPart>;
+  /** Why it will not complete: a part's (or the completion's) error, or 'stopped' (the run stopped before every part went out). */
+  failure: WireError | 'stopped' | undefined;
+  /** A part went out: the key is part of the run. */
+  announced: boolean;
+  /** Its upload is being started, completed or aborted. */
+  busy: boolean;
 }
 
 /** Deferred work of one directory: released when nothing is outstanding under its key. */
 interface DirWork {
   key: string;
-  tasks: { spec: TaskSpec; counted: boolean }[];
+  tasks: { spec: LedgerSpec; counted: boolean }[];
   /** Tasks (and child directories' work) outstanding under this directory, its own released tasks included. */
   pending: number;
   /** The planner has moved past the directory: nothing more will be added under it. */
@@ -27,7 +83,7 @@ interface DirWork {
 }
 
 interface Held {
-  task: Task;
+  task: LedgerTask;
   dir: DirWork | undefined;
   /** Its result counts the key (a directory's follow-up work does not). */
   counted: boolean;
@@ -36,6 +92,8 @@ interface Held {
   holder: string | undefined;
   /** When its lease ends (performance.now() milliseconds). */
   until: number;
+  /** A split copy's own entry, or one of its parts. */
+  split?: Split;
 }
 
 /** How long an executor may hold a task: a base, plus time for its bytes at a slow rate. */
@@ -55,13 +113,20 @@ export interface LeaseTerms {
  */
 export class Ledger {
   #nextId = 1;
-  #queue: Task[] = [];
+  #queue: LedgerTask[] = [];
   #head = 0;
   readonly #held = new Map<number, Held>();
   /** Directories with deferred work that enclose the planner's current key, innermost last. */
   readonly #open: DirWork[] = [];
   /** Tasks to run once more when nothing else is left (hooks.closed said 'again'). */
   #blocked: Task[] = [];
+  /** Split copies started and not yet closed. */
+  readonly #splits = new Set<Split>();
+  /** Split copies whose upload is being started, completed or aborted now. */
+  #splitsBusy = 0;
+  /** Split copies whose upload is being started: the next one waits (see take()). */
+  #splitsStarting = 0;
+  #settledWaiters: (() => void)[] = [];
   #inFlight = 0;
   #planned = false;
   #stopped = false;
@@ -84,6 +149,8 @@ export class Ledger {
     /** Tasks queued at most before the planner waits. */
     readonly capacity = 4096,
     readonly lease: LeaseTerms = { baseMs: 3_600_000, minRate: 1 << 20 },
+    /** What starts, completes and aborts split copies' uploads; a ledger without takes none. */
+    readonly splitSteps?: SplitSteps,
   ) {}
 
   get queued(): number {
@@ -102,8 +169,9 @@ export class Ledger {
   // The planner's side.
 
   /** Queue a task; a promise when the queue is full (resolved when there is room). `counted`: its result counts the key. */
-  add(spec: TaskSpec, counted = true): Promise<void> | undefined {
+  add(spec: LedgerSpec, counted = true): Promise<void> | undefined {
     if (this.#stopped) return undefined;
+    if (spec.op === 'split' && !this.splitSteps) throw new FatalError(`${spec.entry.key}: a split copy needs the steps that start and complete its upload`);
     this.#enqueue(spec, this.#innermost(spec.entry.key), counted);
     this.#wake();
     if (this.queued < this.capacity) return undefined;
@@ -111,7 +179,7 @@ export class Ledger {
   }
 
   /** Work for directory `key` (a key ending in '/') that must wait until everything under it is done. */
-  later(key: string, spec: TaskSpec, counted = true): void {
+  later(key: string, spec: LedgerSpec, counted = true): void {
     if (this.#stopped) return;
     const top = this.#open[this.#open.length - 1];
     if (top && top.key === key) {
@@ -190,9 +258,15 @@ export class Ledger {
     this.#planned = true;
     let n = 0;
     for (let i = this.#head; i < this.#queue.length; i++) {
-      this.#held.delete(this.#queue[i]!.id);
+      const id = this.#queue[i]!.id;
+      const split = this.#held.get(id)?.split;
+      this.#held.delete(id);
       this.#dropped(this.#queue[i]!.entry.key);
-      n++;
+      // A part that never went out: its upload cannot complete.
+      if (split && split.task.id !== id) {
+        split.open.delete(id);
+        split.failure ??= 'stopped';
+      } else n++;
     }
     for (const t of this.#blocked) {
       this.#held.delete(t.id);
@@ -202,6 +276,11 @@ export class Ledger {
     this.#head = 0;
     this.#blocked = [];
     this.#open.length = 0;
+    for (const split of this.#splits) {
+      // Still starting: its parts never go out.
+      if (!split.upload) split.failure ??= 'stopped';
+      this.#settleSplit(split);
+    }
     for (const w of this.#spaceWaiters.splice(0)) w();
     this.#wake(true);
     return n;
@@ -218,7 +297,17 @@ export class Ledger {
     const now = performance.now();
     while (this.#head < this.#queue.length && out.length < want.tasks) {
       const t = this.#queue[this.#head]!;
-      const size = t.entry.isDir ? 0 : t.entry.size;
+      if (t.op === 'split') {
+        // The manager's own step: its parts come to the front of the queue once the upload is
+        // started. One start at a time, so that uploads open one after another as their parts go
+        // out, not all at once ahead of them.
+        if (this.#splitsStarting === 0) {
+          this.#head++;
+          this.#startSplit(this.#held.get(t.id)!.split!);
+        }
+        break;
+      }
+      const size = taskBytes(t);
       if (out.length > 0 && bytes + size > want.bytes) break;
       this.#head++;
       bytes += size;
@@ -229,7 +318,8 @@ export class Ledger {
       ids.add(t.id);
       if (!h.dispatched) {
         h.dispatched = true;
-        this.hooks.dispatched(t, h.counted);
+        if (h.split) this.#announce(h.split);
+        else this.hooks.dispatched(t, h.counted);
       }
     }
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
@@ -253,8 +343,12 @@ export class Ledger {
       ids?.delete(r.id);
       h.holder = undefined;
       this.#inFlight--;
+      if (h.split) {
+        this.#partClosed(h.split, h.task as PartTask, r, holder);
+        continue;
+      }
       if (this.hooks.closed(h.task, h.counted, r, holder) === 'again' && !this.#stopped) {
-        this.#blocked.push(h.task);
+        this.#blocked.push(h.task as Task);
         continue;
       }
       this.#held.delete(r.id);
@@ -274,10 +368,21 @@ export class Ledger {
     return this.queued === 0 && (this.#stopped || (this.#planned && this.#held.size === 0));
   }
 
-  /** Resolves when a task is queued or the ledger is done. */
+  /** Resolves when a task can be taken or the ledger is done. */
   waitForWork(): Promise<void> {
-    if (this.queued > 0 || this.done) return Promise.resolve();
+    if (this.#takeable() || this.done) return Promise.resolve();
     return new Promise<void>((r) => this.#workWaiters.push(r));
+  }
+
+  /** Something is queued, and it is not a split copy waiting for another's upload to start. */
+  #takeable(): boolean {
+    return this.queued > 0 && !(this.#splitsStarting > 0 && this.#queue[this.#head]!.op === 'split');
+  }
+
+  /** Resolves when no split copy's upload is being started, completed or aborted (a stopped run waits for its aborts here). */
+  splitsSettled(): Promise<void> {
+    if (this.#splitsBusy === 0) return Promise.resolve();
+    return new Promise<void>((r) => this.#settledWaiters.push(r));
   }
 
   // Leases.
@@ -326,12 +431,19 @@ export class Ledger {
       if (!h || h.holder !== holder) continue;
       h.holder = undefined;
       this.#inFlight--;
-      if (this.#stopped) {
+      const split = h.split;
+      if (split && (this.#stopped || split.failure !== undefined)) {
+        // A part of an upload that will not complete: not run again.
+        this.#held.delete(id);
+        split.open.delete(id);
+        split.failure ??= 'stopped';
+        this.#settleSplit(split);
+      } else if (this.#stopped) {
         // Never to run again: counted as lost, not as closed.
         this.#held.delete(id);
         this.#dropped(h.task.entry.key);
         if (h.dir) h.dir.pending--;
-      } else back.push(h.task);
+      } else back.push(h.task as Task);
     }
     if (back.length > 0) {
       this.#queue = [...back, ...this.#queue.slice(this.#head)];
@@ -349,13 +461,161 @@ export class Ledger {
     return undefined;
   }
 
-  #enqueue(spec: TaskSpec, dir: DirWork | undefined, counted: boolean): void {
+  #enqueue(spec: LedgerSpec, dir: DirWork | undefined, counted: boolean): void {
     // The planner made the spec for this one task: it becomes the task (no copy per key).
-    const task = spec as Task;
+    const task = spec as LedgerTask;
     task.id = this.#nextId++;
-    this.#held.set(task.id, { task, dir, counted, dispatched: false, holder: undefined, until: 0 });
+    const h: Held = { task, dir, counted, dispatched: false, holder: undefined, until: 0 };
+    if (task.op === 'split') h.split = { task, held: h, upload: undefined, open: new Set(), parts: new Map(), failure: undefined, announced: false, busy: false };
+    this.#held.set(task.id, h);
     if (dir) dir.pending++;
     this.#queue.push(task);
+  }
+
+  // Split copies.
+
+  /** The first part went out: the key is found. */
+  #announce(split: Split): void {
+    if (split.announced) return;
+    split.announced = true;
+    split.held.dispatched = true;
+    this.hooks.dispatched(split.task, split.held.counted);
+  }
+
+  /** Run one of the split copy's steps; `then` sees its result once it is done. */
+  #step<T>(split: Split, run: () => Promise<T>, then: (r: { value: T } | { error: unknown }) => void): void {
+    split.busy = true;
+    this.#splitsBusy++;
+    const settle = (r: { value: T } | { error: unknown }): void => {
+      split.busy = false;
+      this.#splitsBusy--;
+      then(r);
+      if (this.#splitsBusy === 0) for (const w of this.#settledWaiters.splice(0)) w();
+    };
+    let p: Promise<T>;
+    try {
+      p = run();
+    } catch (error) {
+      p = Promise.reject(error);
+    }
+    p.then(
+      (value) => settle({ value }),
+      (error: unknown) => settle({ error }),
+    );
+  }
+
+  #startSplit(split: Split): void {
+    this.#splits.add(split);
+    this.#splitsStarting++;
+    this.#step(
+      split,
+      () => this.splitSteps!.start(split.task),
+      (r) => {
+        this.#splitsStarting--;
+        if ('error' in r) split.failure ??= toWire(r.error);
+        else {
+          split.upload = r.value;
+          if (split.failure === undefined) this.#queueParts(split);
+        }
+        this.#settleSplit(split);
+        // The next split copy may start now.
+        this.#wake(true);
+      },
+    );
+  }
+
+  /** One copyPart task per part, at the front of the queue: an open upload is finished first. */
+  #queueParts(split: Split): void {
+    const { entry, partSize } = split.task;
+    const parts: Task[] = [];
+    let part = 0;
+    for (const r of copyRanges(entry.size, partSize)) {
+      const task: PartTask = { v: 1, id: this.#nextId++, op: 'copyPart', entry, upload: split.upload!, part: ++part, first: r.first, last: r.last };
+      this.#held.set(task.id, { task, dir: undefined, counted: false, dispatched: false, holder: undefined, until: 0, split });
+      split.open.add(task.id);
+      parts.push(task);
+    }
+    this.#queue = [...parts, ...this.#queue.slice(this.#head)];
+    this.#head = 0;
+    this.#wake(true);
+  }
+
+  #partClosed(split: Split, task: PartTask, r: TaskResult, holder: string): void {
+    this.#held.delete(task.id);
+    split.open.delete(task.id);
+    if (split.failure === undefined) {
+      const part = 'outcome' in r ? r.outcome.part : undefined;
+      if ('outcome' in r && part?.partNumber === task.part) {
+        split.parts.set(task.part, part);
+        this.hooks.partDone?.(task, holder, r.outcome);
+      } else {
+        split.failure = 'error' in r ? r.error : toWire(new FatalError(`part ${task.part} of ${task.entry.key} came back without its ETag`));
+        this.#dropQueuedParts(split);
+      }
+    }
+    this.#settleSplit(split);
+  }
+
+  /** A failed split copy's parts that have not gone out never will. */
+  #dropQueuedParts(split: Split): void {
+    const rest = this.#queue.slice(this.#head).filter((t) => {
+      if (t.op !== 'copyPart' || !split.open.has(t.id)) return true;
+      this.#held.delete(t.id);
+      split.open.delete(t.id);
+      return false;
+    });
+    this.#queue = rest;
+    this.#head = 0;
+  }
+
+  /**
+   * Move a split copy on: complete the upload once every part is in; once it will not complete,
+   * abort it when no part is out any more (a part still uploading could otherwise outlive the
+   * abort), and close the key as failed (or, when the run stopped, leave it lost).
+   */
+  #settleSplit(split: Split): void {
+    if (split.busy || !this.#splits.has(split)) return;
+    if (split.failure === undefined) {
+      if (split.open.size > 0 || !split.upload) return;
+      const parts = [...split.parts.values()].sort((a, b) => a.partNumber - b.partNumber);
+      this.#step(
+        split,
+        () => this.splitSteps!.complete(split.task, split.upload!, parts),
+        (r) => {
+          if ('value' in r) return this.#closeSplit(split, { v: 1, id: split.task.id, outcome: r.value });
+          split.failure = toWire(r.error);
+          this.#settleSplit(split);
+        },
+      );
+      return;
+    }
+    if (split.open.size > 0) return;
+    const failure = split.failure;
+    const close = (): void => this.#closeSplit(split, failure === 'stopped' ? undefined : { v: 1, id: split.task.id, error: failure });
+    if (!split.upload) return close();
+    const upload = split.upload;
+    split.upload = undefined;
+    this.#step(split, () => this.splitSteps!.abort(split.task, upload), close);
+  }
+
+  /** The key's one result (undefined: the run stopped, and a key that went out is lost). */
+  #closeSplit(split: Split, result: TaskResult | undefined): void {
+    this.#splits.delete(split);
+    const h = split.held;
+    this.#held.delete(split.task.id);
+    // Failed or abandoned: not done, a resumed run copies it again.
+    if (!result || 'error' in result) this.#dropped(split.task.entry.key);
+    if (result) {
+      // Failed before any part went out (its upload would not start): still a key of the run.
+      this.#announce(split);
+      this.hooks.closed(split.task, h.counted, result, undefined);
+    }
+    if (h.dir) {
+      h.dir.pending--;
+      this.#settle(h.dir);
+    }
+    this.#maybeRunBlocked();
+    this.#wake(true);
   }
 
   /** A directory closed, or something under it finished: release its work, or tell its parent it is done. */
@@ -381,7 +641,7 @@ export class Ledger {
    * What is still held then is either blocked or directory work waiting for a blocked task.
    */
   #maybeRunBlocked(): void {
-    if (!this.#planned || this.#stopped || this.#blocked.length === 0 || this.queued > 0 || this.#inFlight > 0) return;
+    if (!this.#planned || this.#stopped || this.#blocked.length === 0 || this.queued > 0 || this.#inFlight > 0 || this.#splits.size > 0) return;
     for (const t of this.#blocked.splice(0)) {
       const again = (t.op === 'copy' ? { ...t, clearWay: true } : t) as Task;
       this.#held.get(t.id)!.task = again;

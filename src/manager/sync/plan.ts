@@ -18,6 +18,8 @@ export interface PlanContext {
   filter: ((e: Entry) => boolean) | undefined;
   /** Directories under which the filter keeps nothing: neither side lists them. */
   skipDir: ((key: string) => boolean) | undefined;
+  /** Copies made in parts by every executor (split.ts): the part size for a key to split, else undefined. */
+  split?: ((e: Entry) => number | undefined) | undefined;
   stats: SyncStats;
   log: Logger;
   ledger: Ledger;
@@ -163,7 +165,8 @@ export async function plan(c: PlanContext): Promise<void> {
             if (dst.features.dirs) ledger.later(e.key, { v: 1, op: 'finishDir', entry: e }, false);
             if (o.deleteSrcAfter) ledger.later(e.key, { v: 1, op: 'deleteSrc', entry: e }, false);
           }
-          wait = ledger.add({ v: 1, op: decision, entry: e });
+          const partSize = decision === 'copy' ? c.split?.(e) : undefined;
+          wait = partSize === undefined ? ledger.add({ v: 1, op: decision, entry: e }) : ledger.add({ v: 1, op: 'split', entry: e, partSize });
         }
       }
     }

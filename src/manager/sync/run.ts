@@ -4,11 +4,12 @@ import { LocalExecutor } from '../../shared/executor.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { ByteRateLimiter } from '../../shared/throttle/bucket.js';
 import { Transfer, transferOptions } from '../../shared/transfer/copy.js';
-import type { Outcome, Task, TaskResult } from '../../shared/transfer/task.js';
+import type { Outcome, TaskResult } from '../../shared/transfer/task.js';
 import type { SyncOptions } from '../../shared/job.js';
 import { Dispatcher } from './dispatch.js';
-import { Ledger, type LeaseTerms, type LedgerHooks } from './ledger.js';
+import { Ledger, type LeaseTerms, type LedgerHooks, type LedgerTask } from './ledger.js';
 import { plan } from './plan.js';
+import { splitPolicy, SplitUploads } from './split.js';
 import { SyncStats } from './stats.js';
 
 export type { SyncOptions };
@@ -95,7 +96,9 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
       },
     }),
   );
-  const ledger = new Ledger(accounting(o, stats, log, control.stopNow, () => stop('maxFailure')), undefined, control.lease);
+  const split = splitPolicy(src, dst, o, limiter !== undefined);
+  const splits = split ? new SplitUploads(src, dst, o, control.stopNow, log) : undefined;
+  const ledger = new Ledger(accounting(o, stats, log, control.stopNow, () => stop('maxFailure')), undefined, control.lease, splits);
   const stop = (why: 'interrupted' | 'maxFailure') => {
     stopped ??= why;
     listAbort.abort();
@@ -125,7 +128,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     });
     let fatal: unknown;
     try {
-      await plan({ src, dst, o, filter: control.filter, skipDir: control.skipDir, stats, log, ledger, signal: listAbort.signal });
+      await plan({ src, dst, o, filter: control.filter, skipDir: control.skipDir, split, stats, log, ledger, signal: listAbort.signal });
     } catch (err) {
       if (!(listAbort.signal.aborted && isAbortError(err))) {
         fatal = err;
@@ -142,11 +145,15 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
       runLocally();
       await executing;
     }
+    // A stopped run's split copies are aborted by now, or being aborted.
+    await ledger.splitsSettled();
     return { stats, stopped, ...(fatal === undefined ? {} : { fatal }), resumeFrom: ledger.low() };
   } finally {
     clearInterval(saving);
     control.stopListing.removeEventListener('abort', onStopListing);
     control.stopNow.removeEventListener('abort', onStopNow);
+    // Whatever ended the run, no multipart upload is left open (parts with an executor that never came back).
+    await splits?.close();
   }
 }
 
@@ -159,7 +166,7 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
 function accounting(o: SyncOptions, stats: SyncStats, log: Logger, stopNow: AbortSignal, tooManyFailures: () => void): LedgerHooks {
   let again = 0;
   let failuresSaid = false;
-  const record = (task: Task, counted: boolean, out: Outcome): void => {
+  const record = (task: LedgerTask, counted: boolean, out: Outcome): void => {
     const e = task.entry;
     if (out.warning) log.warn(out.warning);
     if (out.checked) {
@@ -197,10 +204,17 @@ function accounting(o: SyncOptions, stats: SyncStats, log: Logger, stopNow: Abor
       if (task.op === 'deleteDst') stats.deletions++;
       else stats.found++;
     },
-    closed(task, counted, result: TaskResult, holder) {
+    partDone(_task, holder, outcome) {
       const by = stats.executor(holder);
+      by.tasks++;
+      by.parts++;
+      by.copiedBytes += outcome.bytes;
+    },
+    closed(task, counted, result: TaskResult, holder) {
+      // A split copy is the manager's own: its parts were counted for the executors that uploaded them.
+      const by = holder === undefined ? undefined : stats.executor(holder);
       if ('outcome' in result) {
-        if (counted) {
+        if (counted && by) {
           by.tasks++;
           if (result.outcome.result === 'copied') {
             by.copiedObjects++;
@@ -223,7 +237,7 @@ function accounting(o: SyncOptions, stats: SyncStats, log: Logger, stopNow: Abor
         log.debug(`copying ${JSON.stringify(task.entry.key)} failed (${result.error.message}); it runs once more when --delete-dst's deletions are done`);
         return 'again';
       }
-      if (counted) by.tasks++;
+      if (counted && by) by.tasks++;
       const err = fromWire(result.error);
       if (counted) stats.handled++;
       stats.failed++;
@@ -239,10 +253,13 @@ function accounting(o: SyncOptions, stats: SyncStats, log: Logger, stopNow: Abor
   };
 }
 
-function describeOp(task: Task): string {
+function describeOp(task: LedgerTask): string {
   switch (task.op) {
     case 'copy':
+    case 'split':
       return 'copy';
+    case 'copyPart':
+      return `copy part ${task.part} of`;
     case 'check':
       return 'check';
     case 'copyPerms':

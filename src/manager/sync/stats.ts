@@ -6,7 +6,10 @@ export interface ExecutorStats {
   /** Tasks whose results it delivered and that counted (a late result of a lost lease does not). */
   tasks: number;
   copiedObjects: number;
+  /** Bytes of the keys it copied, and of the parts of split objects it uploaded. */
   copiedBytes: number;
+  /** Parts of split objects (--split-size) it uploaded; each is one of its `tasks`. Such an object counts in the run's `copied`, not in an executor's `copiedObjects`. */
+  parts: number;
   /** Times it lost the tasks it held (it left, went silent, or kept a task past its lease). */
   leasesLost: number;
   /** Bytes it moved, also of copies still running (its throughput). */
@@ -62,7 +65,7 @@ export class SyncStats {
   /** The executor's counters, made on first use. */
   executor(id: string, host = id): ExecutorStats {
     let e = this.executors.get(id);
-    if (!e) this.executors.set(id, (e = { id, host, tasks: 0, copiedObjects: 0, copiedBytes: 0, leasesLost: 0, transferredBytes: 0, live: true }));
+    if (!e) this.executors.set(id, (e = { id, host, tasks: 0, copiedObjects: 0, copiedBytes: 0, parts: 0, leasesLost: 0, transferredBytes: 0, live: true }));
     return e;
   }
 
@@ -73,8 +76,8 @@ export class SyncStats {
   }
 
   /** The --json summary's `executors`. */
-  executorsJSON(): { id: string; host: string; tasks: number; copiedObjects: number; copiedBytes: number; leasesLost: number }[] {
-    return [...this.executors.values()].map(({ id, host, tasks, copiedObjects, copiedBytes, leasesLost }) => ({ id, host, tasks, copiedObjects, copiedBytes, leasesLost }));
+  executorsJSON(): { id: string; host: string; tasks: number; copiedObjects: number; copiedBytes: number; parts: number; leasesLost: number }[] {
+    return [...this.executors.values()].map(({ id, host, tasks, copiedObjects, copiedBytes, parts, leasesLost }) => ({ id, host, tasks, copiedObjects, copiedBytes, parts, leasesLost }));
   }
 
   get elapsedSeconds(): number {

@@ -9,7 +9,8 @@ import type { TaskBatch, TaskResult } from '../transfer/task.js';
  * reports (`results`) and beats (`beat`); the manager re-shares the bandwidth (`rate`) and ends
  * the run (`end`). Nothing secret ever travels but over this authenticated channel.
  */
-export const PROTOCOL_VERSION = 1;
+/** 2: tasks may be parts of a split copy (`copyPart`), which a version 1 worker cannot run. */
+export const PROTOCOL_VERSION = 2;
 
 /** No frame larger than this is read (ws `maxPayload`): a batch of 256 tasks is a few hundred KB. */
 export const MAX_FRAME_BYTES = 16 << 20;

@@ -1,12 +1,22 @@
+import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { NotFoundError } from '../errors.js';
+import { FatalError, NotFoundError } from '../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sliced, throwIfAborted } from './body.js';
 import { compareKeys } from './keys.js';
+import { MiB, multipartUploads, type MultipartRequests, type PartData, type PartLimits } from './multipart.js';
 import type { Backend } from './registry.js';
-import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from './types.js';
+import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, MultipartUploads, ObjectStore, PutOptions } from './types.js';
 
 const PAGE = 1000;
 const EMPTY = Buffer.alloc(0);
+/** S3's: parts of 5 MiB to 5 GiB, at most 10,000. */
+const PART_LIMITS: PartLimits = { minPartSize: 5 * MiB, maxPartSize: 5 * 1024 * MiB, maxParts: 10_000 };
+
+/** A multipart upload in progress: its parts as uploaded, by number. */
+interface MemUpload {
+  key: string;
+  parts: Map<number, { etag: string; data: Buffer }>;
+}
 
 /**
  * An in-process store for tests and benchmarks. Keys live UTF-8 encoded in one byte buffer and
@@ -17,6 +27,7 @@ export class MemStore implements ObjectStore {
   readonly scheme = 'mem';
   readonly description: string;
   readonly features: Features;
+  readonly multipart: MultipartUploads;
   #n = 0;
   /** Key i is #keyBytes[#keyEnd[i-1] .. #keyEnd[i]] (from 0 for i = 0). */
   #keyBytes: Buffer;
@@ -31,17 +42,22 @@ export class MemStore implements ObjectStore {
   #blobIndex = new Map<Buffer, number>([[EMPTY, 0]]);
   /** Symlink targets by key; links are rare, so a map. */
   #links = new Map<string, string>();
+  readonly #uploads = new Map<string, MemUpload>();
 
   constructor(
     readonly name: string,
-    options: { capacity?: number; keyBytes?: number } = {},
+    /** `parts`: the multipart limits (default S3's); tests lower them to split small objects. */
+    options: { capacity?: number; keyBytes?: number; parts?: PartLimits } = {},
   ) {
     this.description = `mem://${name}`;
     this.features = {
       copy: { scope: 'mem:' + name },
+      multipart: options.parts ?? PART_LIMITS,
       attrs: { mode: true, owner: true, mtime: true },
       symlinks: true,
     };
+    const requests = this.#uploadRequests();
+    this.multipart = multipartUploads(this.features.multipart!, () => requests, (op, key) => `${this.description} multipart ${op} ${JSON.stringify(key)}`);
     const cap = Math.max(16, options.capacity ?? 16);
     this.#keyBytes = Buffer.allocUnsafe(Math.max(256, options.keyBytes ?? cap * 32));
     this.#keyEnd = new Uint32Array(cap);
@@ -260,6 +276,55 @@ export class MemStore implements ObjectStore {
     for (let j = i; j < n - 1; j++) this.#keyEnd[j]! -= len;
     this.#n = n - 1;
     this.#links.delete(key);
+  }
+
+  /** Multipart uploads started and neither completed nor aborted. */
+  get openUploads(): number {
+    return this.#uploads.size;
+  }
+
+  /** Checks completions as S3 does: known ETags, ascending part numbers, every part but the last at least the minimum. */
+  #uploadRequests(): MultipartRequests<PartData> {
+    const upload = (ref: { key: string; uploadId: string }, what: string): MemUpload => {
+      const u = this.#uploads.get(ref.uploadId);
+      if (!u || u.key !== ref.key) throw new NotFoundError(`${this.description}: ${what} ${JSON.stringify(ref.key)}: no such upload`);
+      return u;
+    };
+    return {
+      create: async (key) => {
+        const id = randomUUID();
+        this.#uploads.set(id, { key, parts: new Map() });
+        return id;
+      },
+      uploadPart: async (ref, n, part, signal) => {
+        const what = `${this.description} part ${n} of ${JSON.stringify(ref.key)}`;
+        upload(ref, `part ${n} of`);
+        const data = Buffer.isBuffer(part.body) ? part.body : await readBody(abortable(part.body, signal, what), part.size, what);
+        throwIfAborted(signal, what);
+        const etag = createHash('md5').update(data).digest('hex');
+        // Aborted meanwhile: the part goes nowhere.
+        upload(ref, `part ${n} of`).parts.set(n, { etag, data });
+        return etag;
+      },
+      complete: async (ref, parts) => {
+        const u = upload(ref, 'complete');
+        const min = this.features.multipart!.minPartSize;
+        const chunks: Buffer[] = [];
+        parts.forEach((p, i) => {
+          const have = u.parts.get(p.partNumber);
+          if (i > 0 && p.partNumber <= parts[i - 1]!.partNumber) throw new FatalError(`${this.description}: complete ${JSON.stringify(ref.key)}: parts out of order`);
+          if (!have || have.etag !== p.etag) throw new FatalError(`${this.description}: complete ${JSON.stringify(ref.key)}: part ${p.partNumber} with ETag ${p.etag} was not uploaded`);
+          if (i < parts.length - 1 && have.data.length < min) throw new FatalError(`${this.description}: complete ${JSON.stringify(ref.key)}: part ${p.partNumber} is smaller than ${min} bytes`);
+          chunks.push(have.data);
+        });
+        this.#uploads.delete(ref.uploadId);
+        this.set(ref.key, Buffer.concat(chunks));
+      },
+      abort: async (ref) => {
+        upload(ref, 'abort');
+        this.#uploads.delete(ref.uploadId);
+      },
+    };
   }
 
   async symlink(key: string, target: string): Promise<void> {

@@ -9,9 +9,9 @@
  * uploading one part is a call of its own, so that a part can later be uploaded by another executor.
  */
 import type { Readable } from 'node:stream';
-import { FatalError } from '../errors.js';
-import { checkDeclaredSize, destroyOnAbort, orAborted, sourceError, throwIfAborted, tooLong, tooShort } from './body.js';
-import type { Features } from './types.js';
+import { FatalError, NotFoundError } from '../errors.js';
+import { checkDeclaredSize, destroyOnAbort, orAborted, sizeGuard, sourceError, throwIfAborted, tooLong, tooShort } from './body.js';
+import type { Features, MultipartUploads } from './types.js';
 
 export const MiB = 1024 * 1024;
 
@@ -41,6 +41,9 @@ export interface MultipartUpload {
   parts: UploadedPart[];
 }
 
+/** What names an upload to the service: all a part upload, a completion or an abort needs. */
+export type UploadRef = Pick<MultipartUpload, 'key' | 'uploadId'>;
+
 /** The bytes of one part: in memory, or a stream of exactly `size` bytes. */
 export interface PartData {
   body: Buffer | Readable;
@@ -58,11 +61,11 @@ export interface MultipartRequests<P> {
   /** Start an upload of `key`: its upload id. */
   create(key: string, signal: AbortSignal | undefined): Promise<string>;
   /** Upload (or copy) part `partNumber`: its ETag. */
-  uploadPart(upload: MultipartUpload, partNumber: number, part: P, signal: AbortSignal): Promise<string>;
+  uploadPart(upload: UploadRef, partNumber: number, part: P, signal: AbortSignal): Promise<string>;
   /** Complete the upload from `parts`, in ascending part numbers. */
-  complete(upload: MultipartUpload, parts: UploadedPart[], signal: AbortSignal | undefined): Promise<void>;
+  complete(upload: UploadRef, parts: UploadedPart[], signal: AbortSignal | undefined): Promise<void>;
   /** Abort the upload. Called without the run's signal: an interrupted upload is cleaned up too. */
-  abort(upload: MultipartUpload): Promise<void>;
+  abort(upload: UploadRef): Promise<void>;
 }
 
 export interface PartSizing {
@@ -168,6 +171,99 @@ export async function runMultipart<P>(
     stop.abort();
     await Promise.allSettled(inFlight);
     await requests.abort(upload).catch(() => {});
+    throw orAborted(err, signal, what);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * A store's `multipart` (MultipartUploads) over its requests: limits checked before anything is
+ * sent, a stream part held to its announced size, completion with the parts in order, and an abort
+ * that does not mind an upload already gone. `requests(storageClass)` are the backend's requests
+ * for uploads of that storage class; `what(op, key)` names a call in messages ('s3 UploadPart bucket/key').
+ */
+export function multipartUploads(limits: PartLimits, requests: (storageClass: string | undefined) => MultipartRequests<PartData>, what: (op: string, key: string) => string): MultipartUploads {
+  const plain = requests(undefined);
+  return {
+    async start(key, size, options) {
+      const name = what('start', key);
+      const { partSize } = options;
+      const parts = Math.max(1, Math.ceil(size / partSize));
+      if (!Number.isSafeInteger(partSize) || partSize < 1 || partSize > limits.maxPartSize || (parts > 1 && partSize < limits.minPartSize)) {
+        throw new FatalError(`${name}: parts of ${partSize} bytes are outside this store's limits (${limits.minPartSize} to ${limits.maxPartSize} bytes)`);
+      }
+      if (parts > limits.maxParts) throw new FatalError(`${name}: ${size} bytes in parts of ${partSize} bytes make ${parts} parts, more than the ${limits.maxParts} this store allows`);
+      throwIfAborted(options.signal, name);
+      let uploadId: string;
+      try {
+        uploadId = await requests(options.storageClass).create(key, options.signal);
+      } catch (err) {
+        throw orAborted(err, options.signal, name);
+      }
+      return { v: 1, key, uploadId, partSize, size, parts: [] };
+    },
+    async uploadPart(upload, partNumber, data, options = {}) {
+      const name = what(`part ${partNumber}`, upload.key);
+      if (!Number.isSafeInteger(partNumber) || partNumber < 1 || partNumber > limits.maxParts) throw new FatalError(`${name}: part numbers run from 1 to ${limits.maxParts}`);
+      const etag = await uploadExactly(plain, upload, partNumber, data, options.signal, name);
+      return { partNumber, etag, size: data.size };
+    },
+    async complete(upload, parts, options = {}) {
+      const name = what('complete', upload.key);
+      throwIfAborted(options.signal, name);
+      try {
+        await plain.complete(upload, [...parts].sort((a, b) => a.partNumber - b.partNumber), options.signal);
+      } catch (err) {
+        throw orAborted(err, options.signal, name);
+      }
+    },
+    async abort(upload) {
+      try {
+        await plain.abort(upload);
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+      }
+    },
+  };
+}
+
+/**
+ * One part upload whose stream body is held to `data.size` bytes (sizeGuard): a source that ends
+ * early, runs long or fails stops the request (through its signal) and the call fails with that
+ * error at once, whether or not the backend can cancel a request in flight.
+ */
+async function uploadExactly(requests: MultipartRequests<PartData>, upload: UploadRef, partNumber: number, data: PartData, signal: AbortSignal | undefined, what: string): Promise<string> {
+  throwIfAborted(signal, what);
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const body = data.body;
+  try {
+    if (Buffer.isBuffer(body)) {
+      checkDeclaredSize(body, data.size, what);
+      return await requests.uploadPart(upload, partNumber, data, stop.signal);
+    }
+    const guard = sizeGuard(data.size, what);
+    const broken = new Promise<never>((_, reject) =>
+      guard.on('error', (err) => {
+        stop.abort();
+        reject(err);
+      }),
+    );
+    broken.catch(() => {});
+    body.on('error', (err) => guard.destroy(sourceError(err, what)));
+    body.pipe(guard);
+    try {
+      return await Promise.race([requests.uploadPart(upload, partNumber, { body: guard, size: data.size }, stop.signal), broken]);
+    } catch (err) {
+      // The source's failure, not what it did to the request.
+      throw guard.errored ?? err;
+    } finally {
+      guard.destroy();
+      body.destroy();
+    }
+  } catch (err) {
     throw orAborted(err, signal, what);
   } finally {
     signal?.removeEventListener('abort', onAbort);

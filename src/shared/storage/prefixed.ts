@@ -1,4 +1,5 @@
-import type { CopySource, Entry, ListOptions, ObjectStore } from './types.js';
+import type { UploadRef } from './multipart.js';
+import type { CopySource, Entry, ListOptions, MultipartUploads, ObjectStore } from './types.js';
 
 /**
  * A view of a store under a key prefix: key k of the view is `prefix + k` of the store. The view
@@ -30,6 +31,7 @@ export function withPrefix(inner: ObjectStore, prefix: string): ObjectStore {
     get: (key, options) => inner.get(prefix + key, options),
     put: (key, body, options) => inner.put(prefix + key, body, options),
     delete: (key, options) => inner.delete(prefix + key, options),
+    ...(inner.multipart ? { multipart: prefixedUploads(inner.multipart, prefix) } : {}),
   };
   if (inner.mkdir) view.mkdir = (key, o) => inner.mkdir!(prefix + key, o);
   if (inner.symlink) view.symlink = (key, target) => inner.symlink!(prefix + key, target);
@@ -40,4 +42,18 @@ export function withPrefix(inner: ObjectStore, prefix: string): ObjectStore {
   if (inner.deleteMany) view.deleteMany = (keys, o) => inner.deleteMany!(keys.map((k) => prefix + k), o);
   if (inner.close) view.close = () => inner.close!();
   return view;
+}
+
+/** Multipart uploads of a prefixed view: an upload's key is the view's, as every other key it hands out. */
+function prefixedUploads(inner: MultipartUploads, prefix: string): MultipartUploads {
+  const toInner = (u: UploadRef): UploadRef => ({ key: prefix + u.key, uploadId: u.uploadId });
+  return {
+    start: async (key, size, o) => {
+      const u = await inner.start(prefix + key, size, o);
+      return { ...u, key: u.key.slice(prefix.length) };
+    },
+    uploadPart: (u, n, data, o) => inner.uploadPart(toInner(u), n, data, o),
+    complete: (u, parts, o) => inner.complete(toInner(u), parts, o),
+    abort: (u) => inner.abort(toInner(u)),
+  };
 }

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { MultipartUpload, PartData, UploadedPart, UploadRef } from './multipart.js';
 
 /**
  * One key of a listing. Directories are keys ending in `/`; `size` of a directory is 0.
@@ -103,6 +104,7 @@ export interface Features {
    * the bytes still move through this machine (a disk-to-disk copy), so `--bwlimit` applies to it.
    */
   copy?: { scope: string; local?: boolean };
+  /** Uploads in parts (`ObjectStore.multipart`), within these limits. */
   multipart?: { minPartSize: number; maxPartSize: number; maxParts: number };
   /** setAttrs() keeps these attributes; `mtime` also means listed mtimes are the ones set. */
   attrs?: {
@@ -122,6 +124,31 @@ export interface Features {
   dirs?: boolean;
   /** put() without temporary names when the caller asks for it (`--inplace`). */
   inplace?: boolean;
+}
+
+/**
+ * features.multipart: one object uploaded in parts, each step a call of its own on plain data, so
+ * that the steps may run in different processes (the manager starts and completes an upload,
+ * executors upload its parts). Parts may be uploaded in any order and at once; until `complete`
+ * the key is as it was.
+ */
+export interface MultipartUploads {
+  /**
+   * Start an upload of `key`, `size` bytes in parts of `partSize` (every part but the last; part N
+   * holds bytes [(N-1) * partSize, N * partSize) of the object). A part size or count outside
+   * features.multipart is refused (FatalError) before anything is sent.
+   */
+  start(key: string, size: number, options: { partSize: number; storageClass?: string; signal?: AbortSignal }): Promise<MultipartUpload>;
+  /**
+   * Upload part `partNumber` (from 1). A stream body must be exactly `data.size` bytes: a shorter or
+   * longer one fails with SourceChangedError and its part is not used. Uploading a part number again
+   * replaces it (the ETag of the latest upload is the one `complete` wants).
+   */
+  uploadPart(upload: UploadRef, partNumber: number, data: PartData, options?: { signal?: AbortSignal }): Promise<UploadedPart>;
+  /** Make the object from `parts` (each part number once, in any order): the key then holds it whole. */
+  complete(upload: UploadRef, parts: UploadedPart[], options?: { signal?: AbortSignal }): Promise<void>;
+  /** Discard the upload and its parts. An upload already gone (completed or aborted) is no error. */
+  abort(upload: UploadRef): Promise<void>;
 }
 
 export interface ObjectStore {
@@ -169,6 +196,8 @@ export interface ObjectStore {
    * copy itself (local disks). One result per item, in order: undefined for success.
    */
   copyFromMany?(items: { key: string; source: CopySource; options: PutOptions & { size: number } }[]): Promise<(Error | undefined)[]>;
+  /** features.multipart */
+  readonly multipart?: MultipartUploads;
   /** Batched deletes; the caller falls back to delete() when absent. */
   deleteMany?(keys: string[], options?: { signal?: AbortSignal }): Promise<void>;
   close?(): Promise<void>;

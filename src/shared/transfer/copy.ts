@@ -5,7 +5,7 @@ import type { Entry, ObjectStore, PutOptions } from '../storage/types.js';
 import { throttle, type ByteRateLimiter } from '../throttle/bucket.js';
 import { DigestTap, digestOf } from './checksum.js';
 import { DEFAULT_RETRY, withRetry, type RetryOptions } from './retry.js';
-import type { Outcome, TaskSpec } from './task.js';
+import type { Outcome, Task, TaskSpec } from './task.js';
 import type { SyncOptions } from '../job.js';
 
 export interface TransferOptions {
@@ -130,6 +130,8 @@ export class Transfer {
       case 'finishDir':
         if (!this.o.dry) await this.#finishDir(e);
         return { result: 'copied', bytes: 0, checked: false };
+      case 'copyPart':
+        return this.#copyPart(task);
     }
   }
 
@@ -242,10 +244,43 @@ export class Transfer {
   }
 
   #serverSide(): boolean {
-    const s = this.src.features.copy;
-    const d = this.dst.features.copy;
-    if (!s || !d || s.scope !== d.scope || !this.src.copySource || !this.dst.copyFrom) return false;
-    return !(d.local && this.o.limiter);
+    return copiesServerSide(this.src, this.dst, this.o.limiter !== undefined);
+  }
+
+  /** One part of a large object (a split copy): a range of the source, streamed into the destination's upload. */
+  async #copyPart(t: Omit<Extract<Task, { op: 'copyPart' }>, 'id'>): Promise<Outcome> {
+    const multipart = this.dst.multipart;
+    if (!multipart) throw new FatalError(`${this.dst.description} takes no multipart uploads (part ${t.part} of ${t.entry.key})`);
+    // The manager splits no copy in a dry run; a part is never "pretend" uploaded.
+    if (this.o.dry) throw new FatalError(`a dry run uploads no parts (part ${t.part} of ${t.entry.key})`);
+    const size = t.last - t.first + 1;
+    const body = await this.src.get(t.entry.key, { offset: t.first, length: size, signal: this.o.signal, sizeHint: size });
+    const { result: part, read } = await this.#pipe(body, false, (data) => multipart.uploadPart(t.upload, t.part, { body: data, size }, { signal: this.o.signal }));
+    if (read !== size) {
+      throw new SourceChangedError(`${this.src.description}${t.entry.key} changed during the copy: bytes ${t.first}-${t.last} (part ${t.part}) read ${read} bytes`);
+    }
+    return { result: 'copied', bytes: size, checked: false, part };
+  }
+
+  /**
+   * Stream `body` (throttled by --bwlimit, counted for progress, hashed when `digest`) into
+   * `write`. A failure of the source wins over what it did to the destination; the bytes read and
+   * their MD5 come back with what `write` returned.
+   */
+  async #pipe<T>(body: Readable, digest: boolean, write: (data: Readable) => Promise<T>): Promise<{ result: T; read: number; digest: string | undefined }> {
+    const tap = new DigestTap(this.o.onBytes, digest);
+    const piped = chain(this.o.limiter ? [body, throttle(this.o.limiter, this.o.signal), tap.stream] : [body, tap.stream]);
+    let result: T;
+    try {
+      result = await write(piped.out);
+    } catch (err) {
+      // The destination gave up: release the source (a response body holds a connection).
+      piped.destroy();
+      throw piped.failure() ?? err;
+    }
+    const failure = piped.failure();
+    if (failure) throw failure;
+    return { result, read: tap.size, digest: tap.digest() };
   }
 
   async #copyFile(e: Entry, verify: boolean): Promise<Outcome> {
@@ -283,21 +318,11 @@ export class Transfer {
       await this.dst.put(e.key, data, put);
     } else {
       const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size });
-      const tap = new DigestTap(this.o.onBytes, verify);
-      const piped = chain(this.o.limiter ? [body, throttle(this.o.limiter, this.o.signal), tap.stream] : [body, tap.stream]);
-      try {
-        await this.dst.put(e.key, piped.out, put);
-      } catch (err) {
-        // The destination gave up: release the source (a response body holds a connection).
-        piped.destroy();
-        throw piped.failure() ?? err;
+      const { read, digest } = await this.#pipe(body, verify, (data) => this.dst.put(e.key, data, put));
+      if (read !== e.size) {
+        throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy: listed ${e.size} bytes, read ${read}`);
       }
-      const failure = piped.failure();
-      if (failure) throw failure;
-      if (tap.size !== e.size) {
-        throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy: listed ${e.size} bytes, read ${tap.size}`);
-      }
-      srcDigest = tap.digest();
+      srcDigest = digest;
     }
     if (this.#owner && e.uid !== undefined && e.gid !== undefined) {
       await this.dst.setAttrs!(e.key, { uid: e.uid, gid: e.gid, ...(e.mode === undefined ? {} : { mode: e.mode }) });
@@ -341,6 +366,17 @@ export class Transfer {
     }
     return { result: 'skipped', bytes: 0, checked: true };
   }
+}
+
+/**
+ * Whether copies from `src` to `dst` go server-side (copyFrom): both stores of one scope, and not a
+ * disk-to-disk copy that --bwlimit (`limited`) must see the bytes of.
+ */
+export function copiesServerSide(src: ObjectStore, dst: ObjectStore, limited: boolean): boolean {
+  const s = src.features.copy;
+  const d = dst.features.copy;
+  if (!s || !d || s.scope !== d.scope || !src.copySource || !dst.copyFrom) return false;
+  return !(d.local && limited);
 }
 
 /**

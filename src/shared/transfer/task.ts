@@ -1,4 +1,5 @@
 import { FatalError, type WireError } from '../errors.js';
+import type { UploadedPart, UploadRef } from '../storage/multipart.js';
 import type { Entry } from '../storage/types.js';
 
 /**
@@ -20,7 +21,13 @@ export type Task =
   | { v: 1; id: number; op: 'deleteSrc'; entry: Entry; dstEtag?: string }
   | { v: 1; id: number; op: 'deleteDst'; entry: Entry }
   /** Set a copied directory's attributes once everything under it is done. */
-  | { v: 1; id: number; op: 'finishDir'; entry: Entry };
+  | { v: 1; id: number; op: 'finishDir'; entry: Entry }
+  /**
+   * Upload bytes `first`..`last` (inclusive) of the source entry as part `part` of the destination's
+   * multipart upload `upload`: one piece of a large object that several executors copy at once. The
+   * manager starts and completes the upload; the outcome carries the part's ETag (`Outcome.part`).
+   */
+  | { v: 1; id: number; op: 'copyPart'; entry: Entry; upload: UploadRef; part: number; first: number; last: number };
 
 export type TaskOp = Task['op'];
 
@@ -42,12 +49,22 @@ export interface Outcome {
   checked: boolean;
   /** Something the user should hear about, though the task did not fail. */
   warning?: string;
+  /** copyPart: the part as the destination has it, for the manager to complete the upload with. */
+  part?: UploadedPart;
 }
 
 /** What an executor says of one task: its outcome, or the error that finally failed it. */
 export type TaskResult = { v: 1; id: number; outcome: Outcome } | { v: 1; id: number; error: WireError };
 
-const OPS = new Set<string>(['copy', 'check', 'copyPerms', 'deleteSrc', 'deleteDst', 'finishDir']);
+const OPS = new Set<string>(['copy', 'check', 'copyPerms', 'deleteSrc', 'deleteDst', 'finishDir', 'copyPart']);
+
+/** Bytes a task moves: what batches and leases are measured in. */
+export function taskBytes(t: Task): number {
+  if (t.op === 'copyPart') return t.last - t.first + 1;
+  return t.entry.isDir ? 0 : t.entry.size;
+}
+
+const isCount = (x: unknown, min: number): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= min;
 
 /**
  * A task as it arrives over a boundary (a worker's socket), checked: a version this build does not
@@ -63,6 +80,14 @@ export function validateTask(x: unknown): Task {
   if (!e || typeof e.key !== 'string' || typeof e.size !== 'number' || typeof e.mtime !== 'number' || typeof e.isDir !== 'boolean') {
     throw new FatalError(`task ${t.id} has a malformed entry`);
   }
+  if (t.op === 'copyPart') {
+    const p = t as Partial<Extract<Task, { op: 'copyPart' }>>;
+    const u = p.upload as Partial<UploadRef> | undefined;
+    if (!u || typeof u.key !== 'string' || typeof u.uploadId !== 'string' || u.uploadId === '') throw new FatalError(`task ${t.id} (copyPart) names no upload`);
+    if (!isCount(p.part, 1) || !isCount(p.first, 0) || !isCount(p.last, 0) || p.first > p.last || p.last >= e.size) {
+      throw new FatalError(`task ${t.id} (copyPart) has a malformed part: number ${JSON.stringify(p.part)}, bytes ${JSON.stringify(p.first)}-${JSON.stringify(p.last)} of ${e.size}`);
+    }
+  }
   return t as Task;
 }
 
@@ -77,6 +102,10 @@ export function validateResult(x: unknown): TaskResult {
     // Counters add these up: a byte count that is not a whole number of bytes would poison the summary.
     if (typeof o.bytes !== 'number' || !Number.isSafeInteger(o.bytes) || o.bytes < 0) throw new FatalError(`task result ${r.id} has a byte count that is not a whole number ≥ 0`);
     if (o.warning !== undefined && typeof o.warning !== 'string') throw new FatalError(`task result ${r.id} has a warning that is not text`);
+    if (o.part !== undefined) {
+      const p = o.part as Partial<UploadedPart>;
+      if (typeof p !== 'object' || p === null || !isCount(p.partNumber, 1) || typeof p.etag !== 'string' || !isCount(p.size, 0)) throw new FatalError(`task result ${r.id} has a malformed part`);
+    }
   } else if (!r.error || typeof r.error.code !== 'string' || typeof r.error.message !== 'string') throw new FatalError(`task result ${r.id} has neither an outcome nor an error`);
   return r as TaskResult;
 }

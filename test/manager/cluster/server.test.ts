@@ -105,7 +105,7 @@ describe('ClusterServer admission', () => {
     old.hello({ v: 99 });
     const refused = await old.next('refuse');
     expect(refused.reason).toContain('protocol version 99');
-    expect(refused.reason).toContain('manager speaks version 1');
+    expect(refused.reason).toContain(`manager speaks version ${PROTOCOL_VERSION}`);
     expect((await old.closed).code).toBe(CLOSE.badVersion);
     // Nothing secret was sent to any of them.
     for (const w of [wrong, none, old]) expect(w.got.some((m) => m.t === 'welcome')).toBe(false);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Dispatcher } from '../../../src/manager/sync/dispatch.js';
-import { Ledger, type LedgerHooks } from '../../../src/manager/sync/ledger.js';
+import { FatalError, TransientError } from '../../../src/shared/errors.js';
+import { Ledger, type LedgerHooks, type LedgerSpec, type LedgerTask, type SplitSteps } from '../../../src/manager/sync/ledger.js';
 import type { Task, TaskResult, TaskSpec } from '../../../src/shared/transfer/task.js';
 
 const entry = (key: string, size = 1) => ({ key, size, mtime: 0, isDir: key.endsWith('/') });
@@ -9,7 +10,7 @@ const ok = (t: Task): TaskResult => ({ v: 1, id: t.id, outcome: { result: 'copie
 const failed = (t: Task): TaskResult => ({ v: 1, id: t.id, error: { code: 'FERRY_FATAL', retry: 'fatal', message: 'no' } });
 
 /** Hooks that record what the ledger says, in order. */
-function recorder(onClosed?: (t: Task, r: TaskResult) => 'again' | undefined) {
+function recorder(onClosed?: (t: LedgerTask, r: TaskResult) => 'again' | undefined) {
   const events: string[] = [];
   const hooks: LedgerHooks = {
     dispatched: (t, counted) => void events.push(`out ${t.op} ${t.entry.key}${counted ? '' : ' (follow-up)'}`),
@@ -226,5 +227,242 @@ describe('Ledger leases', () => {
     expect(ledger.done).toBe(false);
     d1.report(batch!.tasks.map(ok));
     expect(ledger.done).toBe(true);
+  });
+});
+
+describe('Ledger split copies', () => {
+  type Part = Extract<Task, { op: 'copyPart' }>;
+  const split = (key: string, size: number, partSize: number): LedgerSpec => ({ v: 1, op: 'split', entry: entry(key, size), partSize });
+  const partOk = (t: Task, etag = `e${(t as Part).part}`): TaskResult => {
+    const p = t as Part;
+    return { v: 1, id: t.id, outcome: { result: 'copied', bytes: p.last - p.first + 1, checked: false, part: { partNumber: p.part, etag, size: p.last - p.first + 1 } } };
+  };
+  const tick = () => new Promise((r) => setImmediate(r));
+  const parts = (ts: Task[]) => ts.map((t) => `${(t as Part).part}:${(t as Part).first}-${(t as Part).last}`);
+
+  /** Steps that record what the manager would do, and a ledger whose hooks record what it counts. */
+  function setup(over: Partial<SplitSteps> = {}) {
+    const calls: string[] = [];
+    const done: string[] = [];
+    let n = 0;
+    const steps: SplitSteps = {
+      start: async (t) => (calls.push(`start ${t.entry.key}`), { key: t.entry.key, uploadId: `u${++n}` }),
+      complete: async (t, u, ps) => (calls.push(`complete ${u.uploadId} ${ps.map((p) => `${p.partNumber}:${p.etag}`).join(',')}`), { result: 'copied', bytes: t.entry.size, checked: false }),
+      abort: async (_t, u) => void calls.push(`abort ${u.uploadId}`),
+      ...over,
+    };
+    const r = recorder();
+    const closed: TaskResult[] = [];
+    const hooks: LedgerHooks = {
+      ...r.hooks,
+      closed: (t, c, res, holder) => {
+        if (t.op === 'split') {
+          // The manager completed or aborted it: no executor's result.
+          expect(holder).toBeUndefined();
+          closed.push(res);
+        }
+        return r.hooks.closed(t, c, res, holder);
+      },
+      partDone: (t, holder) => void done.push(`${holder} part ${t.part}`),
+    };
+    return { ledger: new Ledger(hooks, 4096, undefined, steps), calls, done, events: r.events, closed };
+  }
+
+  it('starts the upload when the split reaches the head of the queue, counts the key once: found with its first part, copied with its size when completed', async () => {
+    const { ledger, calls, done, events, closed } = setup();
+    ledger.add(split('big', 25, 10));
+    ledger.add(copy('small'));
+    ledger.finish();
+    // The split is the manager's: it never goes to an executor; its parts come first once the upload is open.
+    expect(ledger.take(all, 'w1')).toEqual([]);
+    expect(calls).toEqual(['start big']);
+    expect(events).toEqual([]);
+    await tick();
+    const first = ledger.take({ tasks: 1, bytes: 0 }, 'w1');
+    expect(parts(first)).toEqual(['1:0-9']);
+    expect(first[0]).toMatchObject({ op: 'copyPart', upload: { key: 'big', uploadId: 'u1' } });
+    expect(events).toEqual(['out split big']);
+    const rest = ledger.take(all, 'w2');
+    expect(parts(rest.slice(0, 2))).toEqual(['2:10-19', '3:20-24']);
+    expect(rest[2]!.entry.key).toBe('small');
+    ledger.report([partOk(rest[1]!), partOk(rest[0]!)], 'w2');
+    expect(ledger.outstanding).toBe(3); // the key, part 1 and 'small'
+    ledger.report([partOk(first[0]!)], 'w1');
+    expect(done).toEqual(['w2 part 3', 'w2 part 2', 'w1 part 1']);
+    expect(ledger.done).toBe(false);
+    await tick();
+    expect(calls).toEqual(['start big', 'complete u1 1:e1,2:e2,3:e3']);
+    expect(events).toEqual(['out split big', 'out copy small', 'done split big']);
+    expect(closed).toEqual([{ v: 1, id: expect.any(Number), outcome: { result: 'copied', bytes: 25, checked: false } }]);
+    expect(ledger.done).toBe(false); // 'small' is still out
+    ledger.report([ok(rest[2]!)], 'w2');
+    expect(ledger.done).toBe(true);
+  });
+
+  it('a lost lease sends just that part to another executor; the first holder’s late result is dropped', async () => {
+    const { ledger, calls, done } = setup();
+    ledger.add(split('big', 30, 10));
+    ledger.finish();
+    ledger.take(all, 'w1');
+    await tick();
+    const w1 = ledger.take({ tasks: 1, bytes: 0 }, 'w1');
+    const w2 = ledger.take(all, 'w2');
+    expect(parts(w2)).toEqual(['2:10-19', '3:20-29']);
+    expect(ledger.release('w1', 'disconnected')).toBe(1);
+    const w3 = ledger.take(all, 'w3');
+    expect(parts(w3)).toEqual(['1:0-9']);
+    expect(w3[0]!.id).toBe(w1[0]!.id);
+    ledger.report([partOk(w1[0]!, 'late')], 'w1');
+    ledger.report([partOk(w3[0]!, 'again'), ...w2.map((t) => partOk(t))], 'w3');
+    expect(done).toEqual(['w3 part 1']); // w2's results were sent as w3's: not w3's to give
+    ledger.report(w2.map((t) => partOk(t)), 'w2');
+    await tick();
+    expect(calls).toEqual(['start big', 'complete u1 1:again,2:e2,3:e3']);
+    expect(ledger.done).toBe(true);
+  });
+
+  it('a part that fails (after its retries) fails the key once, drops the parts not out, and aborts the upload once no part is out', async () => {
+    const { ledger, calls, events, closed } = setup();
+    ledger.add(split('big', 40, 10));
+    ledger.add(copy('after'));
+    ledger.finish();
+    expect(ledger.take({ tasks: 1, bytes: 0 }, 'w1')).toEqual([]);
+    await tick();
+    const [p1] = ledger.take({ tasks: 1, bytes: 0 }, 'w1');
+    const [p2] = ledger.take({ tasks: 1, bytes: 0 }, 'w2');
+    ledger.report([failed(p1!)], 'w1');
+    // Parts 3 and 4 never go out; the next task does.
+    expect(ledger.take(all, 'w1').map((t) => t.op)).toEqual(['copy']);
+    await tick();
+    expect(calls).toEqual(['start big']); // part 2 is still being uploaded
+    ledger.report([partOk(p2!)], 'w2');
+    await tick();
+    expect(calls).toEqual(['start big', 'abort u1']);
+    expect(events.filter((e) => e.includes('big'))).toEqual(['out split big', 'failed split big']);
+    expect(closed.at(-1)).toMatchObject({ error: { code: 'FERRY_FATAL' } });
+  });
+
+  it('a part whose executor leaves after the key failed is not run again; the abort follows', async () => {
+    const { ledger, calls } = setup();
+    ledger.add(split('big', 20, 10));
+    ledger.finish();
+    ledger.take(all, 'w1');
+    await tick();
+    const [p1] = ledger.take({ tasks: 1, bytes: 0 }, 'w1');
+    ledger.take({ tasks: 1, bytes: 0 }, 'w2');
+    ledger.report([failed(p1!)], 'w1');
+    ledger.release('w2', 'disconnected');
+    expect(ledger.take(all, 'w3')).toEqual([]);
+    await tick();
+    expect(calls).toEqual(['start big', 'abort u1']);
+    expect(ledger.done).toBe(true);
+  });
+
+  it('an upload that will not start fails the key (found and failed); a failed completion aborts the upload and fails the key', async () => {
+    const a = setup({ start: async () => Promise.reject(new TransientError('no')) });
+    a.ledger.add(split('big', 20, 10));
+    a.ledger.finish();
+    expect(a.ledger.take(all, 'w1')).toEqual([]);
+    await tick();
+    expect(a.events).toEqual(['out split big', 'failed split big']);
+    expect(a.ledger.done).toBe(true);
+
+    const b = setup({ complete: async () => Promise.reject(new FatalError('InvalidPart')) });
+    b.ledger.add(split('big', 20, 10));
+    b.ledger.finish();
+    b.ledger.take(all, 'w1');
+    await tick();
+    b.ledger.report(b.ledger.take(all, 'w1').map((t) => partOk(t)), 'w1');
+    await tick();
+    await tick();
+    expect(b.calls).toEqual(['start big', 'abort u1']);
+    expect(b.events).toEqual(['out split big', 'failed split big']);
+    expect(b.closed[0]).toMatchObject({ error: { message: 'InvalidPart' } });
+    expect(b.ledger.done).toBe(true);
+  });
+
+  it('stop: a split not yet started is withdrawn; one whose parts had not all gone out is aborted once its parts out are back, and its key is lost', async () => {
+    const { ledger, calls, events, closed } = setup();
+    ledger.add(split('a', 20, 10));
+    ledger.add(split('b', 20, 10));
+    ledger.take({ tasks: 1, bytes: 0 }, 'w1'); // starts a; b waits behind its parts
+    await tick();
+    const [a1] = ledger.take({ tasks: 1, bytes: 0 }, 'w1');
+    expect(ledger.stop()).toBe(1);
+    expect(ledger.take(all, 'w2')).toEqual([]);
+    await tick();
+    expect(calls).toEqual(['start a']);
+    ledger.report([partOk(a1!)], 'w1');
+    await ledger.splitsSettled();
+    expect(calls).toEqual(['start a', 'abort u1']);
+    expect(events).toEqual(['out split a']);
+    expect(closed).toEqual([]);
+    expect(ledger.done).toBe(true);
+  });
+
+  it('stop while every part is out: the upload still completes when they come back', async () => {
+    const { ledger, calls, events } = setup();
+    ledger.add(split('a', 20, 10));
+    ledger.take(all, 'w1');
+    await tick();
+    const out = ledger.take(all, 'w1');
+    expect(ledger.stop()).toBe(0);
+    ledger.report(out.map((t) => partOk(t)), 'w1');
+    await ledger.splitsSettled();
+    expect(calls).toEqual(['start a', 'complete u1 1:e1,2:e2']);
+    expect(events).toEqual(['out split a', 'done split a']);
+  });
+
+  it('opens one upload at a time: the next split copy starts once the previous one is started, behind its parts', async () => {
+    // Otherwise an executor asking for work would start every split copy queued, long before their parts go out.
+    const { ledger, calls } = setup();
+    ledger.add(split('a', 20, 10));
+    ledger.add(split('b', 20, 10));
+    ledger.add(copy('c'));
+    ledger.finish();
+    const d = new Dispatcher(ledger, 'w1');
+    const first = await d.next({ tasks: 1, bytes: 0 }, new AbortController().signal);
+    expect(calls).toEqual(['start a']);
+    expect(parts(first!.tasks)).toEqual(['1:0-9']);
+    // b's turn once a's parts are out: it starts; what is not a split copy goes on meanwhile.
+    expect(parts(ledger.take(all, 'w1'))).toEqual(['2:10-19']);
+    expect(calls).toEqual(['start a', 'start b']);
+    expect(ledger.take(all, 'w2').map((t) => t.entry.key)).toEqual(['c']);
+    await tick();
+    expect(parts(ledger.take(all, 'w2'))).toEqual(['1:0-9', '2:10-19']);
+  });
+
+  it('an executor waiting for work does not start a second split copy while one is starting', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { ledger, calls } = setup({ start: async (t) => (calls.push(`start ${t.entry.key}`), await gate, { key: t.entry.key, uploadId: 'u' }) });
+    ledger.add(split('a', 20, 10));
+    ledger.add(split('b', 20, 10));
+    ledger.finish();
+    const d = new Dispatcher(ledger, 'w1');
+    const pending = d.next({ tasks: 1, bytes: 0 }, new AbortController().signal);
+    for (let i = 0; i < 5; i++) await tick();
+    expect(calls).toEqual(['start a']);
+    release();
+    expect(parts((await pending)!.tasks)).toEqual(['1:0-9']);
+  });
+
+  it("a split copy's directory work waits for its upload to complete", async () => {
+    const { ledger } = setup();
+    ledger.later('d/', { v: 1, op: 'finishDir', entry: entry('d/') }, false);
+    ledger.add(split('d/big', 20, 10));
+    ledger.finish();
+    ledger.take(all, 'w1');
+    await tick();
+    const ps = ledger.take(all, 'w1');
+    expect(ps.map((t) => t.op)).toEqual(['copyPart', 'copyPart']);
+    ledger.report(ps.map((t) => partOk(t)), 'w1');
+    expect(ledger.take(all, 'w1')).toEqual([]);
+    await tick();
+    expect(ledger.take(all, 'w1').map((t) => t.op)).toEqual(['finishDir']);
+  });
+
+  it('refuses a split copy without the steps to run it', () => {
+    expect(() => new Ledger(recorder().hooks).add(split('big', 20, 10))).toThrow(/split copy/);
   });
 });

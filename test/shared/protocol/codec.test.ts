@@ -27,6 +27,7 @@ const WORKER_MESSAGES: WorkerMessage[] = [
       { v: 1, id: 1, outcome: { result: 'copied', bytes: BIG, checked: true } },
       { v: 1, id: 2, outcome: { result: 'kept', bytes: 0, checked: false, warning: 'dir/ is not empty: kept' } },
       { v: 1, id: 3, error: toWire(fromWire({ code: 'FERRY_NOT_FOUND', retry: 'notFound', message: 'gone' })) },
+      { v: 1, id: 4, outcome: { result: 'copied', bytes: 256 << 20, checked: false, part: { partNumber: 48, etag: '"9b2cf535f27731c974343645a3985328"', size: 256 << 20 } } },
     ],
   },
   { t: 'results', results: [] },
@@ -50,6 +51,8 @@ const MANAGER_MESSAGES: ManagerMessage[] = [
         { v: 1, id: 5, op: 'finishDir', entry: { key: 'a/', size: 0, mtime: 1, isDir: true } },
         { v: 1, id: 6, op: 'deleteDst', entry: { key: 'z', size: 0, mtime: 1, isDir: false } },
         { v: 1, id: 7, op: 'copyPerms', entry: { key: 'p', size: 0, mtime: 1, isDir: false, mode: 0o600, uid: 1000, gid: 1000 } },
+        { v: 1, id: 8, op: 'copyPart', entry: { key: 'a/b.bin', size: BIG, mtime: 1, isDir: false }, upload: { key: 'a/b.bin', uploadId: 'VXBsb2FkIElE' }, part: 48, first: 47 * 2 ** 28, last: 48 * 2 ** 28 - 1 },
+        { v: 1, id: 9, op: 'copyPart', entry: { key: 'a/b.bin', size: BIG, mtime: 1, isDir: false }, upload: { key: 'a/b.bin', uploadId: 'VXBsb2FkIElE' }, part: 49, first: 48 * 2 ** 28, last: BIG - 1 },
       ],
     },
   },
@@ -167,12 +170,21 @@ describe('protocol codec', () => {
 
   it('checks every task of a batch with validateTask, saying which one', () => {
     const good = { v: 1, id: 1, op: 'copy', entry: { key: 'k', size: 1, mtime: 1, isDir: false } };
+    const part = { v: 1, id: 2, op: 'copyPart', entry: { key: 'k', size: 10, mtime: 1, isDir: false }, upload: { key: 'k', uploadId: 'u' }, part: 1, first: 0, last: 9 };
+    expect(decodeManagerMessage(raw({ t: 'batch', req: 1, batch: { v: 1, tasks: [good, part] } }))).toMatchObject({ batch: { tasks: [good, part] } });
     const cases: [unknown, RegExp][] = [
       [{ ...good, v: 2 }, /batch.tasks\[1\]: task version 2 is not spoken here/],
       [{ ...good, op: 'format' }, /batch.tasks\[1\]: unknown task op "format"/],
       [{ ...good, id: 'one' }, /batch.tasks\[1\]: a task needs an integer id/],
       [{ ...good, entry: { key: 'k' } }, /batch.tasks\[1\]: task 1 has a malformed entry/],
       ['copy k', /batch.tasks\[1\]: a task must be an object/],
+      // A part names its upload, and lies within the object.
+      [{ ...part, upload: undefined }, /batch.tasks\[1\]: task 2 \(copyPart\) names no upload/],
+      [{ ...part, upload: { key: 'k', uploadId: '' } }, /task 2 \(copyPart\) names no upload/],
+      [{ ...part, part: 0 }, /task 2 \(copyPart\) has a malformed part: number 0/],
+      [{ ...part, first: 5, last: 4 }, /task 2 \(copyPart\) has a malformed part: number 1, bytes 5-4 of 10/],
+      [{ ...part, last: 10 }, /malformed part: number 1, bytes 0-10 of 10/],
+      [{ ...part, first: 0.5 }, /malformed part/],
     ];
     for (const [task, message] of cases) {
       expect(protocolError(() => decodeManagerMessage(raw({ t: 'batch', req: 1, batch: { v: 1, tasks: [good, task] } }))).message).toMatch(message);
@@ -186,6 +198,9 @@ describe('protocol codec', () => {
       [{ v: 1, id: 2, outcome: { result: 'moved', bytes: 1, checked: false } }, /results\[1\]: task result 2 has a malformed outcome/],
       [{ v: 1, id: 2 }, /results\[1\]: task result 2 has neither an outcome nor an error/],
       [{ v: 1, id: 2, error: { code: 'X' } }, /results\[1\]: task result 2 has neither/],
+      [{ ...good, outcome: { ...good.outcome, part: { partNumber: 0, etag: 'e', size: 1 } } }, /results\[1\]: task result 1 has a malformed part/],
+      [{ ...good, outcome: { ...good.outcome, part: { partNumber: 1, size: 1 } } }, /task result 1 has a malformed part/],
+      [{ ...good, outcome: { ...good.outcome, part: 'e1' } }, /task result 1 has a malformed part/],
     ];
     for (const [result, message] of cases) expect(protocolError(() => decodeWorkerMessage(raw({ t: 'results', results: [good, result] }))).message).toMatch(message);
   });
@@ -196,7 +211,7 @@ describe('protocol codec', () => {
     expect(welcome.message).toContain(`version ${PROTOCOL_VERSION}`);
     expect(welcome.versionMismatch).toBe(true);
     const hello = protocolError(() => decodeWorkerMessage(raw({ t: 'hello', v: 0, token: 't', worker: {} })));
-    expect(hello.message).toMatch(/worker speaks protocol version 0, this manager speaks version 1/);
+    expect(hello.message).toMatch(/worker speaks protocol version 0, this manager speaks version 2/);
     expect(hello.versionMismatch).toBe(true);
     expect(protocolError(() => decodeWorkerMessage(raw({ t: 'want' }))).versionMismatch).toBe(false);
   });

@@ -436,6 +436,88 @@ export function describeConformance(name: string, setup: () => Promise<Conforman
       }, 120_000);
     });
 
+    describe('multipart uploads (store.multipart)', () => {
+      /** A part size within the store's limits, and an object of two full parts and a short last one. */
+      function sizes(): { partSize: number; size: number } {
+        const partSize = s.features.multipart!.minPartSize;
+        return { partSize, size: 2 * partSize + 1000 };
+      }
+      const range = (data: Buffer, partSize: number, n: number): Buffer => data.subarray((n - 1) * partSize, Math.min(data.length, n * partSize));
+
+      it('completes parts uploaded out of order, by separate calls, from buffers and streams, to the right bytes', async (ctx) => {
+        if (!s.multipart) return ctx.skip();
+        const mp = s.multipart;
+        const { partSize, size } = sizes();
+        const data = await readAll(patternStream(size, 9));
+        const up = await mp.start('mp/obj', size, { partSize });
+        expect(up).toMatchObject({ v: 1, key: 'mp/obj', partSize, size });
+        // Nothing is there until the upload completes.
+        await rejectsWithCode(s.head('mp/obj'), 'FERRY_NOT_FOUND');
+        // Each call gets only what names the upload, as an executor in another process would.
+        const ref = JSON.parse(JSON.stringify({ key: up.key, uploadId: up.uploadId })) as { key: string; uploadId: string };
+        const p3 = await mp.uploadPart(ref, 3, { body: range(data, partSize, 3), size: size - 2 * partSize });
+        const p2 = await mp.uploadPart(ref, 2, { body: Readable.from([range(data, partSize, 2)]), size: partSize });
+        // Part 1 first with wrong bytes, then again with the right ones: the latest upload wins.
+        await mp.uploadPart(ref, 1, { body: Buffer.alloc(partSize, 1), size: partSize });
+        const p1 = await mp.uploadPart(ref, 1, { body: patternStream(partSize, 9), size: partSize });
+        expect([p1, p2, p3].map((p) => [p.partNumber, p.size])).toEqual([[1, partSize], [2, partSize], [3, size - 2 * partSize]]);
+        await mp.complete(ref, [p3, p1, p2]);
+        expect((await s.head('mp/obj')).size).toBe(size);
+        expect(await sha256(await s.get('mp/obj'))).toEqual(await sha256(Readable.from([data])));
+        await nothingLeftOver();
+      }, 120_000);
+
+      it('aborts: the parts and the upload are gone, the key untouched; aborting again is no error', async (ctx) => {
+        if (!s.multipart) return ctx.skip();
+        const mp = s.multipart;
+        const { partSize, size } = sizes();
+        await s.put('mp/kept', Buffer.from('old'), { size: 3 });
+        const up = await mp.start('mp/kept', size, { partSize });
+        await mp.uploadPart(up, 1, { body: Buffer.alloc(partSize, 2), size: partSize });
+        if (t.pendingUploads) expect(await t.pendingUploads()).toBe(1);
+        await mp.abort(up);
+        await mp.abort(up);
+        await nothingLeftOver();
+        expect((await readAll(await s.get('mp/kept'))).toString()).toBe('old');
+        // A part that comes after the abort has no upload to go to.
+        await rejectsWithCode(mp.uploadPart(up, 2, { body: Buffer.alloc(partSize, 3), size: partSize }), 'FERRY_NOT_FOUND');
+        await nothingLeftOver();
+      }, 120_000);
+
+      it('fails a stream part shorter or longer than its size with FERRY_SOURCE_CHANGED; the upload goes on', async (ctx) => {
+        // Regression guard: a part cut short by a source that shrank must never be completed into the object.
+        if (!s.multipart) return ctx.skip();
+        const mp = s.multipart;
+        const { partSize } = sizes();
+        const size = partSize + 10;
+        const up = await mp.start('mp/short', size, { partSize });
+        await rejectsWithCode(mp.uploadPart(up, 1, { body: patternStream(partSize - 1, 4), size: partSize }), 'FERRY_SOURCE_CHANGED');
+        await rejectsWithCode(mp.uploadPart(up, 1, { body: patternStream(partSize + 1, 4), size: partSize }), 'FERRY_SOURCE_CHANGED');
+        await rejectsWithCode(mp.uploadPart(up, 2, { body: Buffer.alloc(9), size: 10 }), 'FERRY_SOURCE_CHANGED');
+        const data = await readAll(patternStream(size, 4));
+        const parts = [await mp.uploadPart(up, 1, { body: patternStream(partSize, 4), size: partSize }), await mp.uploadPart(up, 2, { body: data.subarray(partSize), size: 10 })];
+        await mp.complete(up, parts);
+        expect((await readAll(await s.get('mp/short'))).equals(data)).toBe(true);
+        await nothingLeftOver();
+      }, 120_000);
+
+      it('refuses parts outside its limits before anything is sent, and an aborted signal with FERRY_ABORTED', async (ctx) => {
+        if (!s.multipart) return ctx.skip();
+        const mp = s.multipart;
+        const limits = s.features.multipart!;
+        if (limits.minPartSize > 1) await rejectsWithCode(mp.start('mp/limits', limits.minPartSize * 2, { partSize: limits.minPartSize - 1 }), 'FERRY_FATAL');
+        await rejectsWithCode(mp.start('mp/limits', limits.maxPartSize * (limits.maxParts + 1), { partSize: limits.maxPartSize }), 'FERRY_FATAL');
+        await rejectsWithCode(mp.start('mp/limits', limits.minPartSize * 2, { partSize: limits.minPartSize, signal: AbortSignal.abort() }), 'FERRY_ABORTED');
+        await nothingLeftOver();
+        const up = await mp.start('mp/limits', limits.minPartSize * 2, { partSize: limits.minPartSize });
+        await rejectsWithCode(mp.uploadPart(up, 1, { body: Buffer.alloc(limits.minPartSize), size: limits.minPartSize }, { signal: AbortSignal.abort() }), 'FERRY_ABORTED');
+        await rejectsWithCode(mp.uploadPart(up, limits.maxParts + 1, { body: Buffer.alloc(1), size: 1 }), 'FERRY_FATAL');
+        await mp.abort(up);
+        await nothingLeftOver();
+        await rejectsWithCode(s.head('mp/limits'), 'FERRY_NOT_FOUND');
+      });
+    });
+
     describe('optional capabilities', () => {
       it('keeps mtime and mode (features.attrs)', async (ctx) => {
         if (!s.features.attrs || !s.setAttrs) return ctx.skip();

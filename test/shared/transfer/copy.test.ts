@@ -103,3 +103,36 @@ describe('Transfer', () => {
     expect((await dst.head('k')).mtime).toBe(1_600_000_000_000);
   });
 });
+
+describe('Transfer: parts of a split copy', () => {
+  it('uploads a range of the source as one part of the destination’s upload and hands back its ETag, counting the bytes', async () => {
+    const src = new MemStore('src');
+    const dst = new MemStore('dst', { parts: { minPartSize: 4, maxPartSize: 1 << 20, maxParts: 100 } });
+    src.set('obj', Buffer.from('0123456789'));
+    const entry = await src.head('obj');
+    const upload = await dst.multipart.start('obj', 10, { partSize: 4 });
+    let moved = 0;
+    const t = new Transfer(src, dst, { ...base, onBytes: (n) => (moved += n) });
+    const ref = { key: upload.key, uploadId: upload.uploadId };
+    const p2 = await t.run({ v: 1, op: 'copyPart', entry, upload: ref, part: 2, first: 4, last: 7 });
+    const p3 = await t.run({ v: 1, op: 'copyPart', entry, upload: ref, part: 3, first: 8, last: 9 });
+    const p1 = await t.run({ v: 1, op: 'copyPart', entry, upload: ref, part: 1, first: 0, last: 3 });
+    expect(p2).toMatchObject({ result: 'copied', bytes: 4, checked: false, part: { partNumber: 2, size: 4 } });
+    expect(moved).toBe(10);
+    await dst.multipart.complete(ref, [p1.part!, p2.part!, p3.part!]);
+    expect((await readAll(await dst.get('obj'))).toString()).toBe('0123456789');
+  });
+
+  it('fails a part whose range the source no longer holds whole (it shrank) with FERRY_SOURCE_CHANGED, after its retries', async () => {
+    const src = new MemStore('src');
+    const dst = new MemStore('dst', { parts: { minPartSize: 4, maxPartSize: 1 << 20, maxParts: 100 } });
+    src.set('obj', Buffer.from('0123456789'));
+    const entry = await src.head('obj');
+    src.set('obj', Buffer.from('012345'));
+    const upload = await dst.multipart.start('obj', 10, { partSize: 4 });
+    const t = new Transfer(src, dst, base);
+    await expect(t.run({ v: 1, op: 'copyPart', entry, upload: upload, part: 2, first: 4, last: 7 })).rejects.toMatchObject({ code: 'FERRY_SOURCE_CHANGED' });
+    await dst.multipart.abort(upload);
+    expect(dst.openUploads).toBe(0);
+  });
+});

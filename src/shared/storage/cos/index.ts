@@ -3,12 +3,12 @@ import type COS from 'cos-nodejs-sdk-v5';
 import type { Address } from '../address.js';
 import { FatalError, type FerryError, ListOrderError, PermissionDeniedError, SourceChangedError, TransientError, UsageError } from '../../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, throwIfAborted } from '../body.js';
-import { copyRanges, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
+import { copyRanges, multipartUploads, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
 import { compareKeys } from '../keys.js';
 import { parseListPage } from '../listing-xml.js';
 import { credentialEnv, secretEnv } from './env.js';
 import type { Backend, OpenOptions } from '../registry.js';
-import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
+import type { CopySource, Entry, Features, GetOptions, ListOptions, MultipartUploads, ObjectStore, PutOptions } from '../types.js';
 import { SliceReader } from './body.js';
 import { CosClient, type Attempt, type CosCredentials } from './client.js';
 
@@ -128,6 +128,7 @@ export class CosStore implements ObjectStore {
   readonly scheme = 'cos';
   readonly description: string;
   readonly features: Features;
+  readonly multipart: MultipartUploads;
   readonly region: string;
   /** `https://BUCKET-APPID.cos.REGION.myqcloud.com`: where requests go. */
   readonly baseUrl: string;
@@ -166,6 +167,7 @@ export class CosStore implements ObjectStore {
       copy: { scope: this.#scope },
       multipart: { minPartSize: MIN_PART, maxPartSize: MAX_PART, maxParts: MAX_PARTS },
     };
+    this.multipart = multipartUploads(this.features.multipart!, (storageClass) => this.#uploadRequests(storageClass ?? config.storageClass), (op, key) => `cos multipart ${op} ${this.#client.where(key)}`);
   }
 
   get #b(): { Bucket: string; Region: string } {

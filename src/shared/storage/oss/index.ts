@@ -6,12 +6,12 @@ import OSS from 'ali-oss';
 import type { Address } from '../address.js';
 import { FatalError, FerryError, ListOrderError, TransientError, UsageError } from '../../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, throwIfAborted } from '../body.js';
-import { copyRanges, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
+import { copyRanges, multipartUploads, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
 import { compareKeys } from '../keys.js';
 import { parseListPage, type ListPage } from '../listing-xml.js';
 import { credentialEnv, secretEnv } from './env.js';
 import type { Backend, OpenOptions } from '../registry.js';
-import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
+import type { CopySource, Entry, Features, GetOptions, ListOptions, MultipartUploads, ObjectStore, PutOptions } from '../types.js';
 import { resolveCredentials, resolveEndpoint, type OssEndpoint } from './config.js';
 import { ossError } from './errors.js';
 
@@ -93,6 +93,7 @@ export class OssStore implements ObjectStore {
   readonly scheme = 'oss';
   readonly description: string;
   readonly features: Features;
+  readonly multipart: MultipartUploads;
   readonly bucket: string;
   readonly endpoint: OssEndpoint;
   readonly #client: OSS;
@@ -149,6 +150,11 @@ export class OssStore implements ObjectStore {
       copy: { scope: this.#scope },
       multipart: { minPartSize: OSS_MIN_PART, maxPartSize: OSS_MAX_PART, maxParts: OSS_MAX_PARTS },
     };
+    this.multipart = multipartUploads(
+      this.features.multipart!,
+      (storageClass = this.#storageClass) => this.#uploadRequests(storageClass ? { 'x-oss-storage-class': storageClass } : {}),
+      (op, key) => `oss multipart ${op} ${this.bucket}/${key}`,
+    );
   }
 
   #where(op: string, what: string) {
@@ -350,7 +356,7 @@ export class OssStore implements ObjectStore {
         await this.#call(`${op} complete`, upload.key, signal, () => this.#client.completeMultipartUpload(upload.key, upload.uploadId, done, { timeout: this.#limits.timeoutMs }));
       },
       abort: async (upload) => {
-        await this.#client.abortMultipartUpload(upload.key, upload.uploadId, { timeout: this.#limits.timeoutMs });
+        await this.#call(`${op} abort`, upload.key, undefined, () => this.#client.abortMultipartUpload(upload.key, upload.uploadId, { timeout: this.#limits.timeoutMs }));
       },
     };
   }

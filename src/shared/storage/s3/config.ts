@@ -141,6 +141,8 @@ export function clientConfig(settings: S3Settings, options: { concurrency?: numb
     followRegionRedirects: settings.followRegionRedirects,
     // ferry retries by error class above the backend: one attempt per call here.
     maxAttempts: 1,
+    // Without a logger of its own the SDK warns on the console when a stream body fails (a part whose source changed).
+    logger: quiet,
     // Default CRC32 checksums send stream bodies as aws-chunked, which many S3-compatible stores
     // store verbatim (PITFALLS.md); ferry verifies data itself.
     requestChecksumCalculation: 'WHEN_REQUIRED',

@@ -22,13 +22,13 @@ import { FatalError, type FerryError, ListOrderError, NotFoundError, PermissionD
 import { compareKeys } from '../keys.js';
 import { credentialEnv, secretEnv } from './env.js';
 import type { Backend } from '../registry.js';
-import type { CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
+import type { CopySource, Entry, Features, GetOptions, ListOptions, MultipartUploads, ObjectStore, PutOptions } from '../types.js';
 import { clientConfig, keepAliveAgent, resolveSettings, type S3Settings } from './config.js';
 import { mapS3Error, type CallSite } from './errors.js';
 import { parseListPage, type ListedObject, type ListPage } from '../listing-xml.js';
 import { LeanS3 } from './lean.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sizeGuard, sourceError } from '../body.js';
-import { copyRanges, MiB, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
+import { copyRanges, MiB, multipartUploads, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
 
 export { resolveSettings, clientConfig, keepAliveAgent, type S3Settings } from './config.js';
 
@@ -107,6 +107,7 @@ export class S3Store implements ObjectStore {
   readonly scheme = 's3';
   readonly description: string;
   readonly features: Features;
+  readonly multipart: MultipartUploads;
   readonly settings: S3Settings;
   readonly #client: S3Client;
   readonly #bucket: string;
@@ -136,6 +137,7 @@ export class S3Store implements ObjectStore {
       copy: { scope: settings.scope },
       multipart: { minPartSize: MIN_PART, maxPartSize: MAX_PART, maxParts: MAX_PARTS },
     };
+    this.multipart = multipartUploads(this.features.multipart!, (storageClass) => this.#uploadRequests(storageClass ?? this.#storageClass), (op, key) => `s3 multipart ${op} ${this.#bucket}/${key}`);
   }
 
   /**
