@@ -14,27 +14,15 @@
  * it. A later call removes what a killed test process left behind.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp, readdirSync, rmSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { makeKey, SSHD, sshdMissing, type KeyPair } from './sshd.js';
+import { IP, NSENTER, TC, addNamespace, firstLine, makeBridge, newTag, removeNetworkSync, sweepStaleNetworks, tagDead } from './netns.js';
 
 const run = promisify(execFile);
-
-const IP = '/usr/sbin/ip';
-const TC = '/usr/sbin/tc';
-const NSENTER = '/usr/bin/nsenter';
-
-/**
- * `<pid in base 36>-<4 hex>`: names made with it (`ferry-<tag>-…` namespaces, `fb-<tag>` bridges)
- * tell which process made them, so that a later run can remove what a killed one left.
- */
-function newTag(): string {
-  return `${process.pid.toString(36)}-${randomBytes(2).toString('hex')}`;
-}
 
 /** Try, synchronously, to make (and remove) what startHosts needs; the reason it cannot, or undefined. */
 function probe(): string | undefined {
@@ -69,12 +57,6 @@ function probe(): string | undefined {
     }
   }
   return undefined;
-}
-
-function firstLine(err: unknown): string {
-  const e = err as { stderr?: Buffer | string; message?: string };
-  const text = e.stderr ? String(e.stderr) : (e.message ?? String(err));
-  return text.trim().split('\n')[0] ?? '';
 }
 
 /** Why hosts in network namespaces cannot be made here, or undefined when they can. */
@@ -191,86 +173,16 @@ function closeSync(c: Created): void {
       // gone
     }
   }
-  for (const ns of c.netns) {
-    killNamespaceSync(ns);
-    try {
-      execFileSync(IP, ['netns', 'del', ns], { stdio: 'ignore' });
-    } catch {
-      // gone
-    }
-  }
-  if (c.bridge) {
-    try {
-      execFileSync(IP, ['link', 'del', c.bridge], { stdio: 'ignore' });
-    } catch {
-      // gone
-    }
-  }
-  if (c.dir) rmSync(c.dir, { recursive: true, force: true });
-}
-
-function killNamespaceSync(ns: string): void {
-  try {
-    const out = execFileSync(IP, ['netns', 'pids', ns], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-    for (const p of out.split(/\s+/).filter(Boolean)) {
-      try {
-        process.kill(Number(p), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  } catch {
-    // no such namespace
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  removeNetworkSync(c);
 }
 
 /** Remove namespaces, bridges and directories whose creating test process is gone (it was killed before close()). */
 async function sweepStale(): Promise<void> {
-  let names: string[] = [];
-  try {
-    names = readdirSync('/run/netns');
-  } catch {
-    return;
-  }
-  for (const ns of names) {
-    const m = /^ferry-([0-9a-z]+)-[0-9a-f]{4}-/.exec(ns);
-    if (!m || pidAlive(parseInt(m[1]!, 36))) continue;
-    killNamespaceSync(ns);
-    await run(IP, ['netns', 'del', ns]).catch(() => {});
-  }
+  sweepStaleNetworks(/^ferry-([0-9a-z]+)-[0-9a-f]{4}-/);
   for (const name of await fsp.readdir(tmpdir()).catch(() => [] as string[])) {
     const m = /^ferry-hosts-([0-9a-z]+)-[0-9a-f]{4}-/.exec(name);
-    if (m && !pidAlive(parseInt(m[1]!, 36))) await fsp.rm(join(tmpdir(), name), { recursive: true, force: true });
+    if (m && tagDead(m[1]!)) await fsp.rm(join(tmpdir(), name), { recursive: true, force: true });
   }
-  const links = await run(IP, ['-o', 'link', 'show', 'type', 'bridge']).catch(() => ({ stdout: '' }));
-  for (const line of links.stdout.split('\n')) {
-    const m = /^\d+:\s+(fb-([0-9a-z]+)-[0-9a-f]{4})[:@]/.exec(line);
-    if (!m || pidAlive(parseInt(m[2]!, 36))) continue;
-    await run(IP, ['link', 'del', m[1]!]).catch(() => {});
-  }
-}
-
-/** A /24 in 10.200–249.x that no interface of this machine has an address or route in. */
-async function pickSubnet(): Promise<string> {
-  const used = new Set<string>();
-  const addrs = await run(IP, ['-o', '-4', 'addr', 'show']);
-  const routes = await run(IP, ['-4', 'route', 'show', 'table', 'all']);
-  for (const m of (addrs.stdout + '\n' + routes.stdout).matchAll(/\b(10\.\d+\.\d+)\.\d+/g)) used.add(m[1]!);
-  for (let i = 0; i < 200; i++) {
-    const b = randomBytes(2);
-    const subnet = `10.${200 + (b[0]! % 50)}.${b[1]!}`;
-    if (!used.has(subnet)) return subnet;
-  }
-  throw new Error('no free 10.2xx.y.0/24 for test hosts');
 }
 
 /** Resolve when an SSH banner answers at ip:22 (from the root namespace, across the bridge). */
@@ -411,13 +323,8 @@ export async function startHosts(n: number, options: StartHostsOptions = {}): Pr
     closing ??= (async () => {
       for (const h of hosts) await stopSshdOf(h).catch(() => {});
       for (const child of c.sshd.values()) child.kill('SIGKILL');
-      for (const ns of c.netns) {
-        // Whatever the sessions started (workers) runs in the namespace too.
-        killNamespaceSync(ns);
-        await run(IP, ['netns', 'del', ns]).catch(() => {});
-      }
-      if (c.bridge) await run(IP, ['link', 'del', c.bridge]).catch(() => {});
-      if (c.dir) await fsp.rm(c.dir, { recursive: true, force: true });
+      // Whatever the sessions started (workers) runs in the namespaces too: removeNetworkSync kills it.
+      removeNetworkSync(c);
       openSets.delete(c);
     })();
     return closing;
@@ -425,16 +332,8 @@ export async function startHosts(n: number, options: StartHostsOptions = {}): Pr
 
   try {
     c.dir = await fsp.mkdtemp(join(tmpdir(), `ferry-hosts-${tag}-`));
-    const subnet = await pickSubnet();
-    const bridgeIp = `${subnet}.1`;
-    const bridge = `fb-${tag}`;
-    c.bridge = bridge;
-    await sh(IP, ['link', 'add', bridge, 'type', 'bridge']);
-    await sh(IP, ['addr', 'add', `${bridgeIp}/24`, 'dev', bridge]);
-    await sh(IP, ['link', 'set', bridge, 'up']);
-    // Another process may have taken the same /24 between the check and our add: start again elsewhere.
-    const clash = (await run(IP, ['-o', '-4', 'addr', 'show'])).stdout.split('\n').filter((l) => l.includes(` ${subnet}.`) && !l.includes(` ${bridge} `));
-    if (clash.length > 0) throw new Error(`subnet ${subnet}.0/24 clashes with: ${clash.join('; ')}`);
+    const net = await makeBridge(tag, c);
+    const { bridge, subnet, bridgeIp } = net;
 
     const clientKey = await makeKey(join(c.dir, 'id_ed25519'), 'ed25519', 'ferry-test-client');
     authorizedKeys = join(c.dir, 'authorized_keys');
@@ -447,14 +346,7 @@ export async function startHosts(n: number, options: StartHostsOptions = {}): Pr
       const veth = `fv${tag.replace('-', '')}${i}`.slice(0, 15);
       const dir = join(c.dir, name);
       await fsp.mkdir(join(dir, 'cache'), { recursive: true });
-      await sh(IP, ['netns', 'add', netns]);
-      c.netns.push(netns);
-      await sh(IP, ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
-      await sh(IP, ['link', 'set', veth, 'master', bridge, 'up']);
-      await sh(IP, ['-n', netns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
-      await sh(IP, ['-n', netns, 'link', 'set', 'eth0', 'up']);
-      await sh(IP, ['-n', netns, 'link', 'set', 'lo', 'up']);
-      await sh(IP, ['-n', netns, 'route', 'add', 'default', 'via', bridgeIp]);
+      await addNamespace(netns, veth, ip, net, c);
       const hostKey = await makeKey(join(dir, 'host_ed25519'), 'ed25519', `ferry-test-${name}`);
       const h: TestHost = {
         name,

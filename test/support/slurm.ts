@@ -27,11 +27,10 @@ import { createServer } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { IP, NSENTER, addNamespace, firstLine, killPid as kill, makeBridge, netnsPids, newTag, pidAlive, removeNetworkSync, sweepStaleNetworks, tagDead } from './netns.js';
 
 const run = promisify(execFile);
 
-const IP = '/usr/sbin/ip';
-const NSENTER = '/usr/bin/nsenter';
 const MUNGED = '/usr/sbin/munged';
 const SLURMCTLD = '/usr/sbin/slurmctld';
 const SLURMD = '/usr/sbin/slurmd';
@@ -40,16 +39,6 @@ const SINFO = '/usr/bin/sinfo';
 const SCANCEL = '/usr/bin/scancel';
 const SQUEUE = '/usr/bin/squeue';
 const SBATCH = '/usr/bin/sbatch';
-
-function newTag(): string {
-  return `${process.pid.toString(36)}-${randomBytes(2).toString('hex')}`;
-}
-
-function firstLine(err: unknown): string {
-  const e = err as { stderr?: Buffer | string; message?: string };
-  const text = e.stderr && String(e.stderr).trim() ? String(e.stderr) : (e.message ?? String(err));
-  return text.trim().split('\n')[0] ?? '';
-}
 
 function probe(): string | undefined {
   if (process.platform !== 'linux') return `Slurm nodes in network namespaces need Linux (this is ${process.platform})`;
@@ -145,36 +134,6 @@ interface Created {
 const open = new Set<Created>();
 let exitHook = false;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function kill(pid: number | undefined, signal: NodeJS.Signals = 'SIGKILL'): void {
-  if (!pid) return;
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // gone
-  }
-}
-
-function netnsPids(ns: string): number[] {
-  try {
-    return execFileSync(IP, ['netns', 'pids', ns], { stdio: ['ignore', 'pipe', 'ignore'] })
-      .toString()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
-
 /** Processes whose command line or environment names `needle` (a path of ours): daemons, srun, tasks. */
 function pidsMentioning(needle: string): number[] {
   const out: number[] = [];
@@ -213,59 +172,19 @@ function teardownSync(c: Created): void {
     for (const ns of c.netns) for (const pid of netnsPids(ns)) kill(pid);
     if (c.dir) for (const pid of pidsMentioning(c.dir)) kill(pid);
   }
-  for (const ns of c.netns) {
-    try {
-      execFileSync(IP, ['netns', 'del', ns], { stdio: 'ignore' });
-    } catch {
-      // gone
-    }
-  }
-  if (c.bridge) {
-    try {
-      execFileSync(IP, ['link', 'del', c.bridge], { stdio: 'ignore' });
-    } catch {
-      // gone
-    }
-  }
-  if (c.dir) rmSync(c.dir, { recursive: true, force: true });
+  removeNetworkSync(c);
 }
 
 /** Remove what a test process that died before close() left: its daemons, namespaces, bridge, directory. */
 function sweepStale(): void {
-  const dead = (tag36: string): boolean => !alive(parseInt(tag36, 36));
   for (const name of readdirSafe(tmpdir())) {
     const m = /^ferry-slurm-([0-9a-z]+)-[0-9a-f]{4}-/.exec(name);
-    if (!m || !dead(m[1]!)) continue;
+    if (!m || !tagDead(m[1]!)) continue;
     const dir = join(tmpdir(), name);
     for (let round = 0; round < 3; round++) for (const pid of pidsMentioning(dir)) kill(pid);
     rmSync(dir, { recursive: true, force: true });
   }
-  for (const ns of readdirSafe('/run/netns')) {
-    const m = /^ferry-([0-9a-z]+)-[0-9a-f]{4}-s\d+$/.exec(ns);
-    if (!m || !dead(m[1]!)) continue;
-    for (const pid of netnsPids(ns)) kill(pid);
-    try {
-      execFileSync(IP, ['netns', 'del', ns], { stdio: 'ignore' });
-    } catch {
-      // gone
-    }
-  }
-  // Bridges `fb-<tag>` of dead processes are removed by hosts.ts's sweep and by this one alike.
-  let links = '';
-  try {
-    links = execFileSync(IP, ['-o', 'link', 'show', 'type', 'bridge'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-  } catch {
-    return;
-  }
-  for (const line of links.split('\n')) {
-    const m = /^\d+:\s+(fb-([0-9a-z]+)-[0-9a-f]{4})[:@]/.exec(line);
-    if (!m || !dead(m[2]!)) continue;
-    try {
-      execFileSync(IP, ['link', 'del', m[1]!], { stdio: 'ignore' });
-    } catch {
-      // gone
-    }
-  }
+  sweepStaleNetworks(/^ferry-([0-9a-z]+)-[0-9a-f]{4}-s\d+$/);
 }
 
 /** Every descendant of the given processes (Linux /proc), deepest last. */
@@ -298,20 +217,6 @@ function readdirSafe(dir: string): string[] {
   } catch {
     return [];
   }
-}
-
-/** A /24 in 10.200–249.x that no interface or route of this machine uses. */
-async function pickSubnet(): Promise<string> {
-  const used = new Set<string>();
-  const addrs = await run(IP, ['-o', '-4', 'addr', 'show']);
-  const routes = await run(IP, ['-4', 'route', 'show', 'table', 'all']);
-  for (const m of (addrs.stdout + '\n' + routes.stdout).matchAll(/\b(10\.\d+\.\d+)\.\d+/g)) used.add(m[1]!);
-  for (let i = 0; i < 200; i++) {
-    const b = randomBytes(2);
-    const subnet = `10.${200 + (b[0]! % 50)}.${b[1]!}`;
-    if (!used.has(subnet)) return subnet;
-  }
-  throw new Error('no free 10.2xx.y.0/24 for the Slurm nodes');
 }
 
 /** A TCP port free on every address of this machine (slurmctld listens on all of them). */
@@ -358,14 +263,6 @@ export async function startSlurm(n = 2, options: StartSlurmOptions = {}): Promis
   const daemonOut = new Map<string, string>();
   let closing: Promise<void> | undefined;
 
-  const sh = async (file: string, args: string[]): Promise<string> => {
-    try {
-      return (await run(file, args)).stdout;
-    } catch (err) {
-      throw new Error(`${file} ${args.join(' ')}: ${firstLine(err)}`);
-    }
-  };
-
   const daemon = (label: string, file: string, args: string[], env: Record<string, string>): ChildProcess => {
     const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     c.children.add(child);
@@ -400,7 +297,7 @@ export async function startSlurm(n = 2, options: StartSlurmOptions = {}): Promis
       teardownSync(c);
       // Wait until the processes are really gone (a zombie of ours is reaped by Node's child handling).
       const end = Date.now() + 5000;
-      while (Date.now() < end && c.dir !== undefined && pidsMentioning(c.dir).some((p) => alive(p) && !isZombie(p))) {
+      while (Date.now() < end && c.dir !== undefined && pidsMentioning(c.dir).some((p) => pidAlive(p) && !isZombie(p))) {
         await new Promise((r) => setTimeout(r, 50));
         teardownSync(c);
       }
@@ -424,15 +321,8 @@ export async function startSlurm(n = 2, options: StartSlurmOptions = {}): Promis
     const conf = join(dir, 'slurm.conf');
     env['SLURM_CONF'] = conf;
 
-    const subnet = await pickSubnet();
-    const bridgeIp = `${subnet}.1`;
-    const bridge = `fb-${tag}`;
-    c.bridge = bridge;
-    await sh(IP, ['link', 'add', bridge, 'type', 'bridge']);
-    await sh(IP, ['addr', 'add', `${bridgeIp}/24`, 'dev', bridge]);
-    await sh(IP, ['link', 'set', bridge, 'up']);
-    const clash = (await run(IP, ['-o', '-4', 'addr', 'show'])).stdout.split('\n').filter((l) => l.includes(` ${subnet}.`) && !l.includes(` ${bridge} `));
-    if (clash.length > 0) throw new Error(`subnet ${subnet}.0/24 clashes with: ${clash.join('; ')}`);
+    const net = await makeBridge(tag, c);
+    const { subnet, bridgeIp } = net;
 
     const nodes: SlurmNode[] = [];
     for (let i = 0; i < n; i++) {
@@ -440,14 +330,7 @@ export async function startSlurm(n = 2, options: StartSlurmOptions = {}): Promis
       const ip = `${subnet}.${11 + i}`;
       const netns = `ferry-${tag}-${name}`;
       const veth = `fs${tag.replace('-', '')}${i}`.slice(0, 15);
-      await sh(IP, ['netns', 'add', netns]);
-      c.netns.push(netns);
-      await sh(IP, ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
-      await sh(IP, ['link', 'set', veth, 'master', bridge, 'up']);
-      await sh(IP, ['-n', netns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
-      await sh(IP, ['-n', netns, 'link', 'set', 'eth0', 'up']);
-      await sh(IP, ['-n', netns, 'link', 'set', 'lo', 'up']);
-      await sh(IP, ['-n', netns, 'route', 'add', 'default', 'via', bridgeIp]);
+      await addNamespace(netns, veth, ip, net, c);
       nodes.push({ name, ip, netns, netnsInode: statSync(`/run/netns/${netns}`).ino });
     }
 
