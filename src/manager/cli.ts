@@ -187,9 +187,9 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('--listen <HOST:PORT>', 'also wait for workers that join on their own (ferry worker --manager ws://HOST:PORT --token-file FILE), e.g. started by Slurm or Kubernetes; needs --token-file')
     .addOption(new Option('--token-file <FILE>', "the run's token for --listen: a file whose first line is a secret the joining workers hold too").env('FERRY_TOKEN_FILE'))
     .option('--ssh-strict', 'refuse worker hosts that are not in known_hosts yet (default: record them, as ssh accept-new does)')
-    .option('--no-manager-exec', 'the manager only lists and dispatches; the workers run every task (the manager takes over if none is left)')
+    .option('--no-manager-exec', 'the manager only lists and dispatches; the workers run every task (the manager takes over if none is left, unless --listen waits for joiners)')
     .option('--heartbeat-timeout <SECONDS>', 'a worker silent this long loses its tasks to other executors', atLeast('--heartbeat-timeout', 1), 20)
-    .option('--task-lease <SECONDS>', 'an executor holding a task longer than this (plus 1 s per MiB of it) loses it to another', atLeast('--task-lease', 1), 3600)
+    .option('--task-lease <SECONDS>', 'a worker holding a task longer than this (plus 1 s per MiB of it) is disconnected and its tasks go to others (the manager\'s own executor is exempt)', atLeast('--task-lease', 1), 3600)
     .option('--metrics <HOST:PORT>', 'serve the run\'s counters, per-executor throughput and lease losses for Prometheus at http://HOST:PORT/metrics (juicefs: 127.0.0.1:9567)')
     .option('--enable-checkpoint', "keep the run's progress in DST/.ferry/ so that the same command, run again after a crash or Ctrl-C, resumes where it stopped")
     .option('--checkpoint-interval <DURATION>', 'how often the progress is written (with --enable-checkpoint)', '10s');
