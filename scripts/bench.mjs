@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // ferry's benchmark: the same workloads for ferry, rclone, cp and rsync in one run; medians,
-// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,e,s3,cluster,resume]
+// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,e,s3,cluster,resume,split]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -187,6 +187,12 @@ try {
     // (cluster-s3 adds its local → s3 part even when that would take longer).
     const { benchCluster } = await import('./bench-cluster.mjs');
     await benchCluster({ work, runs, results, only });
+  }
+  if (only.has('split')) {
+    // Not in the default set: needs root (network namespaces); one 2 GiB object by 1 and 3 workers
+    // over capped links, about 5 minutes (development options in scripts/bench-split.mjs).
+    const { benchSplit } = await import('./bench-split.mjs');
+    await benchSplit({ work, runs, results, args });
   }
 } finally {
   rmSync(work, { recursive: true, force: true });
