@@ -20,7 +20,7 @@ export class Dispatcher implements TaskSource {
       const tasks = this.ledger.take(want, this.holder);
       if (tasks.length > 0) return { v: 1, tasks };
       if (this.ledger.done) return null;
-      await untilWorkOrAbort(this.ledger, signal);
+      await untilWorkOrAbort(this.ledger, this.holder, signal);
     }
   }
 
@@ -30,11 +30,11 @@ export class Dispatcher implements TaskSource {
 }
 
 /** Wait for the ledger to have work (or be done), or for the signal; no listener is left behind. */
-function untilWorkOrAbort(ledger: Ledger, signal: AbortSignal): Promise<void> {
+function untilWorkOrAbort(ledger: Ledger, holder: string, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const onAbort = () => resolve();
     signal.addEventListener('abort', onAbort, { once: true });
-    void ledger.waitForWork().then(() => {
+    void ledger.waitForWork(holder).then(() => {
       signal.removeEventListener('abort', onAbort);
       resolve();
     });

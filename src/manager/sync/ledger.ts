@@ -68,6 +68,8 @@ interface Split {
   announced: boolean;
   /** Its upload is being started, completed or aborted. */
   busy: boolean;
+  /** Its number of parts. */
+  total: number;
 }
 
 /** Deferred work of one directory: released when nothing is outstanding under its key. */
@@ -152,6 +154,15 @@ export class Ledger {
     /** What starts, completes and aborts split copies' uploads; a ledger without takes none. */
     readonly splitSteps?: SplitSteps,
   ) {}
+
+  /**
+   * Executors taking work now (the run sets it in cluster mode): no executor holds more than its
+   * share of one split copy's parts at once, or the first to ask, with a slot per thread, would take
+   * every part of an object of few parts and leave the others idle.
+   */
+  executors: () => number = () => 1;
+  /** Executors whose last take stopped at their share of a split copy: they wait for a change, not for work. */
+  readonly #capped = new Set<string>();
 
   get queued(): number {
     return this.#queue.length - this.#head;
@@ -295,8 +306,26 @@ export class Ledger {
     let ids = this.#byHolder.get(holder);
     if (!ids) this.#byHolder.set(holder, (ids = new Set()));
     const now = performance.now();
+    let shares: Map<Split, number> | undefined;
+    this.#capped.delete(holder);
     while (this.#head < this.#queue.length && out.length < want.tasks) {
       const t = this.#queue[this.#head]!;
+      const part = t.op === 'copyPart' ? this.#held.get(t.id)?.split : undefined;
+      if (part) {
+        if (!shares) {
+          shares = new Map();
+          for (const id of ids) {
+            const sp = this.#held.get(id)?.split;
+            if (sp) shares.set(sp, (shares.get(sp) ?? 0) + 1);
+          }
+        }
+        const mine = shares.get(part) ?? 0;
+        if (mine >= Math.ceil(part.total / Math.max(1, this.executors()))) {
+          if (out.length === 0) this.#capped.add(holder);
+          break;
+        }
+        shares.set(part, mine + 1);
+      }
       if (t.op === 'split') {
         // The manager's own step: its parts come to the front of the queue once the upload is
         // started. One start at a time, so that uploads open one after another as their parts go
@@ -369,8 +398,11 @@ export class Ledger {
   }
 
   /** Resolves when a task can be taken or the ledger is done. */
-  waitForWork(): Promise<void> {
-    if (this.#takeable() || this.done) return Promise.resolve();
+  waitForWork(holder?: string): Promise<void> {
+    if (this.done) return Promise.resolve();
+    // At its share of a split copy's parts: what it waits for is one of them coming back (or a change).
+    if (holder !== undefined && this.#capped.has(holder)) return new Promise<void>((r) => this.#workWaiters.push(r));
+    if (this.#takeable()) return Promise.resolve();
     return new Promise<void>((r) => this.#workWaiters.push(r));
   }
 
@@ -466,7 +498,7 @@ export class Ledger {
     const task = spec as LedgerTask;
     task.id = this.#nextId++;
     const h: Held = { task, dir, counted, dispatched: false, holder: undefined, until: 0 };
-    if (task.op === 'split') h.split = { task, held: h, upload: undefined, open: new Set(), parts: new Map(), failure: undefined, announced: false, busy: false };
+    if (task.op === 'split') h.split = { task, held: h, upload: undefined, open: new Set(), parts: new Map(), failure: undefined, announced: false, busy: false, total: Math.ceil(task.entry.size / task.partSize) };
     this.#held.set(task.id, h);
     if (dir) dir.pending++;
     this.#queue.push(task);

@@ -58,6 +58,8 @@ export interface RemoteExecutors {
   attach(ledger: Ledger, alone: () => void): void;
   /** Resolves when every worker has finished and holds no task, or when `stopNow` aborts. */
   drain(stopNow: AbortSignal): Promise<void>;
+  /** Workers connected and taking work now. */
+  readonly live: number;
 }
 
 export interface SyncResult {
@@ -111,6 +113,10 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
   // A signal aborted before the run began fires no event.
   if (control.stopListing.aborted || control.stopNow.aborted) stop('interrupted');
   let executing: Promise<void> | undefined;
+  if (control.cluster) {
+    const cluster = control.cluster;
+    ledger.executors = () => cluster.live + (executing ? 1 : 0);
+  }
   const saving = control.checkpoint ? setInterval(() => control.checkpoint!.save(ledger.low()), control.checkpoint.intervalMs) : undefined;
   const runLocally = () => {
     if (executing) return;

@@ -466,3 +466,32 @@ describe('Ledger split copies', () => {
     expect(() => new Ledger(recorder().hooks).add(split('big', 20, 10))).toThrow(/split copy/);
   });
 });
+
+describe('Ledger: split copies shared among executors', () => {
+  it("no executor holds more than its share of one upload's parts; a capped one waits for a change, not for work", async () => {
+    // Regression (found by the split benchmark): with a slot per thread, the first worker to ask took every part of an object of few parts.
+    const steps = {
+      start: async () => ({ key: 'big', uploadId: 'u1' }),
+      complete: async () => ({ result: 'copied' as const, bytes: 8, checked: false }),
+      abort: async () => {},
+    };
+    const ledger = new Ledger({ dispatched() {}, closed: () => undefined }, 4096, undefined, steps);
+    ledger.executors = () => 3;
+    ledger.add({ v: 1, op: 'split', entry: { key: 'big', size: 8, mtime: 0, isDir: false }, partSize: 1 } as never);
+    ledger.finish();
+    expect(ledger.take({ tasks: 10, bytes: Infinity }, 'w1')).toEqual([]); // starts the upload
+    await new Promise((r) => setTimeout(r, 10));
+    const w1 = ledger.take({ tasks: 10, bytes: Infinity }, 'w1');
+    expect(w1).toHaveLength(3); // ceil(8 parts / 3 executors)
+    expect(ledger.take({ tasks: 10, bytes: Infinity }, 'w1')).toEqual([]);
+    let woke = false;
+    void ledger.waitForWork('w1').then(() => (woke = true));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(woke).toBe(false);
+    expect(ledger.take({ tasks: 10, bytes: Infinity }, 'w2')).toHaveLength(3);
+    expect(ledger.take({ tasks: 10, bytes: Infinity }, 'w3')).toHaveLength(2);
+    ledger.report([{ v: 1, id: w1[0]!.id, outcome: { result: 'copied', bytes: 1, checked: false, part: { partNumber: (w1[0] as { part: number }).part, etag: 'e', size: 1 } } }], 'w1');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(woke).toBe(true);
+  });
+});

@@ -147,6 +147,7 @@ describe('runSync with split copies', () => {
     const stopNow = new AbortController();
     let ledger: Ledger | undefined;
     const silentWorker: RemoteExecutors = {
+      live: 1,
       attach: (l) => void (ledger = l),
       async drain() {
         const w = new Dispatcher(ledger!, 'w1');
