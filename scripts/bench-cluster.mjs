@@ -18,6 +18,7 @@ import { join, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { cpuTotals, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
@@ -43,58 +44,7 @@ const median = (xs) => {
 const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '—');
 const pct = (x) => `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)}%`;
 
-/** Machine-wide CPU jiffies (busy, total) from /proc/stat. */
-function cpuTotals() {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3] + (f[4] ?? 0);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
-/** CPU seconds (user + system) a process has used; with `children`, also its reaped children's. */
-function procCpu(pid, children = false) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-    return (f[11] + f[12] + (children ? f[13] + f[14] : 0)) / 100; // USER_HZ
-  } catch {
-    return 0;
-  }
-}
-const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-const netBytes = (dev, what) => {
-  try {
-    return Number(readFileSync(`/sys/class/net/${dev}/statistics/${what}_bytes`, 'utf8'));
-  } catch {
-    return 0;
-  }
-};
 
-/**
- * A private copy of bin/ and dist/ under .bench/ (so node_modules still resolve), taken while no
- * rebuild is under way: the working tree is shared, and a rebuild (rm -rf dist) in the middle of
- * a 5-minute benchmark would break or change the runs. The cluster worker comes from this copy too.
- */
-async function snapshotBuild() {
-  const snap = join(root, '.bench', `ferry-${process.pid}`);
-  const files = ['cli.js', 'worker.cjs', 'fs-thread.js'].map((f) => join(root, 'dist', f));
-  const stamp = () => files.map((f) => (existsSync(f) ? `${statSync(f).mtimeMs}:${statSync(f).size}` : 'missing')).join(' ');
-  for (let attempt = 0; attempt < 60; attempt++) {
-    const before = stamp();
-    if (!before.includes('missing')) {
-      rmSync(snap, { recursive: true, force: true });
-      try {
-        cpSync(join(root, 'dist'), join(snap, 'dist'), { recursive: true });
-        cpSync(join(root, 'bin'), join(snap, 'bin'), { recursive: true });
-        if (stamp() === before) return snap;
-      } catch {
-        // a rebuild removed something as we copied: try again
-      }
-    }
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-  rmSync(snap, { recursive: true, force: true });
-  throw new Error('dist/ kept changing (or is missing) for a minute: run `node scripts/build.mjs`, then the benchmark');
-}
 
 export async function benchCluster({ work, runs, results = [], only = new Set() }) {
   const started = performance.now();
@@ -152,7 +102,7 @@ export async function benchCluster({ work, runs, results = [], only = new Set() 
       return;
     }
     if (fx.error) throw new Error(`cluster fixture: ${fx.error}`);
-    snap = await snapshotBuild();
+    snap = await snapshotBuild('ferry');
     const ferry = join(snap, 'bin', 'ferry.js');
     console.log(`  the build under test: a copy of dist/ taken at the start (worker.cjs ${fmt(statSync(join(snap, 'dist', 'worker.cjs')).size / 1e6, 1)} MB), so a concurrent rebuild cannot change it mid-run`);
     console.log(`  load average at the start: ${loadavg()} (this machine is shared: other processes show in the CPU figures)`);
@@ -180,7 +130,7 @@ export async function benchCluster({ work, runs, results = [], only = new Set() 
         const cpu0 = cpuTotals();
         const fixCpu0 = procCpu(fixture.pid);
         // A host's sshd reaps its sessions, and they the workers: their CPU lands in its children's times.
-        const hostCpu = () => hosts.reduce((n, h) => n + h.pids.reduce((m, p) => m + procCpu(p, true), 0), 0);
+        const hostCpu = () => hosts.reduce((n, h) => n + h.pids.reduce((m, p) => m + procCpu(p, { children: true }), 0), 0);
         const hostCpu0 = hostCpu();
         const net0 = hosts.map((h) => [netBytes(h.veth, 'tx'), netBytes(h.veth, 'rx')]);
         const start = performance.now();

@@ -23,6 +23,7 @@ import { join, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { cpuTotals, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
@@ -54,57 +55,7 @@ function parseSize(s) {
 }
 const human = (b) => (b >= 1024 * MiB && b % (1024 * MiB) === 0 ? `${b / 1024 / MiB} GiB` : `${fmt(b / MiB, b % MiB ? 1 : 0)} MiB`);
 
-/** Machine-wide CPU jiffies (busy, total) from /proc/stat. */
-function cpuTotals() {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3] + (f[4] ?? 0);
-  return { busy: f.reduce((a, b) => a + b, 0) - idle, total: f.reduce((a, b) => a + b, 0) };
-}
-/** CPU seconds (user + system) of a process (or, with a tid, one of its threads); with `children`, also its reaped children's. */
-function procCpu(pid, { children = false, tid } = {}) {
-  try {
-    const stat = readFileSync(tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-    return (f[11] + f[12] + (children ? f[13] + f[14] : 0)) / 100; // USER_HZ
-  } catch {
-    return 0;
-  }
-}
-const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-const netBytes = (dev, what) => {
-  try {
-    return Number(readFileSync(`/sys/class/net/${dev}/statistics/${what}_bytes`, 'utf8'));
-  } catch {
-    return NaN;
-  }
-};
 
-/**
- * A private copy of bin/ and dist/ under .bench/ (so node_modules still resolve), taken while no
- * rebuild is under way: the working tree is shared, and a rebuild in the middle of the benchmark
- * would break or change the runs. The worker deployed to the hosts comes from this copy too.
- */
-async function snapshotBuild() {
-  const snap = join(root, '.bench', `ferry-split-${process.pid}`);
-  const files = ['cli.js', 'worker.cjs', 'fs-thread.js'].map((f) => join(root, 'dist', f));
-  const stamp = () => files.map((f) => (existsSync(f) ? `${statSync(f).mtimeMs}:${statSync(f).size}` : 'missing')).join(' ');
-  for (let attempt = 0; attempt < 60; attempt++) {
-    const before = stamp();
-    if (!before.includes('missing')) {
-      rmSync(snap, { recursive: true, force: true });
-      try {
-        cpSync(join(root, 'dist'), join(snap, 'dist'), { recursive: true });
-        cpSync(join(root, 'bin'), join(snap, 'bin'), { recursive: true });
-        if (stamp() === before) return snap;
-      } catch {
-        // a rebuild removed something as we copied: try again
-      }
-    }
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-  rmSync(snap, { recursive: true, force: true });
-  throw new Error('dist/ kept changing (or is missing) for a minute: run `node scripts/build.mjs`, then the benchmark');
-}
 
 /**
  * A file of `size` bytes in which every 4 KiB carries its own offset, so that a part stored in the
@@ -206,7 +157,7 @@ export async function benchSplit({ work, runs = 3, results = [], args = [] }) {
     }
     if (fx.error) throw new Error(`fixture: ${fx.error}`);
     rmSync(setupJs, { force: true }); // loaded: no longer needed
-    snap = await snapshotBuild();
+    snap = await snapshotBuild('ferry-split');
     const ferry = join(snap, 'bin', 'ferry.js');
     const hosts = fx.hosts;
 
@@ -270,8 +221,8 @@ export async function benchSplit({ work, runs = 3, results = [], args = [] }) {
         const sample = () =>
           samples.push({
             t: (performance.now() - start) / 1000,
-            rx: hosts.map((h) => netBytes(h.veth, 'rx')),
-            tx: hosts.map((h) => netBytes(h.veth, 'tx')),
+            rx: hosts.map((h) => netBytes(h.veth, 'rx', NaN)),
+            tx: hosts.map((h) => netBytes(h.veth, 'tx', NaN)),
             s3: procCpu(fixture.pid),
             s3main: procCpu(fixture.pid, { tid: fixture.pid }),
             machine: cpuTotals(),
