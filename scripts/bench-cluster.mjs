@@ -17,8 +17,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statS
 import { join, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
-import { cpuTotals, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
+import { bundleHelper, cpuTotals, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
@@ -50,16 +49,7 @@ export async function benchCluster({ work, runs, results = [], only = new Set() 
   const started = performance.now();
   console.log('\n(cluster) ferry --worker on hosts in network namespaces of this machine (test/support/hosts.ts)');
   const setupJs = join(root, '.bench', 'bench-cluster-setup.mjs');
-  await build({
-    entryPoints: [join(root, 'scripts', 'bench-cluster-setup.ts')],
-    outfile: setupJs,
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'error',
-    packages: 'external',
-  });
+  await bundleHelper('bench-cluster-setup', 'bench-cluster-setup');
 
   // ---- the fixture: 3 hosts with 50 Mbit/s links, the s3 test server on the bridge ----------
   const dir = join(work, 'cluster');

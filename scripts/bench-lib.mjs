@@ -1,6 +1,7 @@
 // What the cluster and split benchmarks share: CPU and network counters from /proc and /sys, and a
 // private copy of the build to benchmark.
 import { cpSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { build } from 'esbuild';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -61,4 +62,14 @@ export async function snapshotBuild(name) {
   }
   rmSync(snap, { recursive: true, force: true });
   throw new Error('dist/ kept changing (or is missing) for a minute: run `node scripts/build.mjs`, then the benchmark');
+}
+
+/**
+ * Bundle a TypeScript helper of the benchmarks (scripts/NAME.ts: a test server, a fixture) to
+ * .bench/OUT.mjs, inside the project so that its node_modules resolve (packages stay external).
+ */
+export async function bundleHelper(name, out = name) {
+  const outfile = join(root, '.bench', `${out}.mjs`);
+  await build({ entryPoints: [join(root, 'scripts', `${name}.ts`)], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'error', packages: 'external' });
+  return outfile;
 }

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { bundleHelper } from './bench-lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -15,16 +15,7 @@ export async function benchS3({ work, ferry, runs, measure, report, peers }) {
   };
   // Inside the project, so its node_modules resolve (packages stay external).
   const serverJs = join(root, '.bench', 'bench-s3-server.mjs');
-  await build({
-    entryPoints: [join(root, 'scripts', 'bench-s3-server.ts')],
-    outfile: serverJs,
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'error',
-    packages: 'external',
-  });
+  await bundleHelper('bench-s3-server', 'bench-s3-server');
   const buckets = ['down'];
   for (let i = 0; i < runs; i++) buckets.push(`up-ferry-${i}`, `up-rclone-${i}`);
   // s3rver pages listings with DES tokens, which OpenSSL 3 refuses without the legacy provider.

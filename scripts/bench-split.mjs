@@ -22,8 +22,7 @@ import { open } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
-import { cpuTotals, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
+import { bundleHelper, cpuTotals, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
@@ -120,16 +119,7 @@ export async function benchSplit({ work, runs = 3, results = [], args = [] }) {
   process.once('SIGTERM', onSignal);
 
   try {
-    await build({
-      entryPoints: [join(root, 'scripts', 'bench-cluster-setup.ts')],
-      outfile: setupJs,
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      logLevel: 'error',
-      packages: 'external',
-    });
+    await bundleHelper('bench-cluster-setup', `bench-split-setup-${process.pid}`);
     // ---- the fixture: 3 hosts with capped links, the s3 test server on the bridge -------------
     fixture = spawn(process.execPath, ['--openssl-legacy-provider', setupJs, String(Math.max(...WORKERS)), String(CAP)], {
       stdio: ['pipe', 'pipe', 'inherit'],

@@ -15,11 +15,10 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
-import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { makeKey, SSHD, sshdMissing, type KeyPair } from './sshd.js';
+import { makeKey, SSHD, sshdMissing, waitForSshBanner, type KeyPair } from './sshd.js';
 import { IP, NSENTER, TC, addNamespace, firstLine, makeBridge, newTag, removeNetworkSync, sweepStaleNetworks, tagDead } from './netns.js';
 
 const run = promisify(execFile);
@@ -185,26 +184,6 @@ async function sweepStale(): Promise<void> {
   }
 }
 
-/** Resolve when an SSH banner answers at ip:22 (from the root namespace, across the bridge). */
-async function waitForBanner(ip: string, child: ChildProcess, log: () => string, deadlineMs: number): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`sshd on ${ip} exited (${child.exitCode ?? child.signalCode}):\n${log()}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = tcpConnect({ host: ip, port: 22 });
-      const done = (v: boolean): void => {
-        s.destroy();
-        resolve(v);
-      };
-      s.setTimeout(1000, () => done(false));
-      s.once('error', () => done(false));
-      s.once('data', (d) => done(d.toString('latin1').startsWith('SSH-')));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`sshd did not answer on ${ip}:22 within ${deadlineMs} ms:\n${log()}`);
-    await new Promise((r) => setTimeout(r, 30));
-  }
-}
 
 /** Start `n` hosts (n ≤ 200). Call close() in afterAll. */
 export async function startHosts(n: number, options: StartHostsOptions = {}): Promise<TestHosts> {
@@ -276,7 +255,7 @@ export async function startHosts(n: number, options: StartHostsOptions = {}): Pr
     });
     child.on('error', () => {});
     c.sshd.set(h.name, child);
-    await waitForBanner(h.ip, child, () => log, 10_000);
+    await waitForSshBanner(h.ip, 22, child, 10_000, () => log);
   };
 
   const stopSshdOf = async (h: TestHost): Promise<void> => {

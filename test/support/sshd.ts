@@ -77,13 +77,14 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Resolve when something answers on the port with an SSH banner. */
-async function waitForBanner(port: number, child: ChildProcess, deadlineMs: number): Promise<void> {
+/** Resolve when an SSH banner answers at host:port; fail when `child` (the sshd) exits first or the deadline passes. */
+export async function waitForSshBanner(host: string, port: number, child: ChildProcess, deadlineMs: number, log: () => string = () => ''): Promise<void> {
   const until = Date.now() + deadlineMs;
+  const said = () => (log() ? `:\n${log()}` : '');
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`sshd exited (${child.exitCode ?? child.signalCode})`);
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`sshd on ${host}:${port} exited (${child.exitCode ?? child.signalCode})${said()}`);
     const ok = await new Promise<boolean>((resolve) => {
-      const s = tcpConnect({ host: '127.0.0.1', port });
+      const s = tcpConnect({ host, port });
       const done = (v: boolean): void => {
         s.destroy();
         resolve(v);
@@ -93,8 +94,8 @@ async function waitForBanner(port: number, child: ChildProcess, deadlineMs: numb
       s.once('data', (d) => done(d.toString('latin1').startsWith('SSH-')));
     });
     if (ok) return;
-    if (Date.now() > until) throw new Error(`sshd did not answer on 127.0.0.1:${port} within ${deadlineMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
+    if (Date.now() > until) throw new Error(`sshd did not answer on ${host}:${port} within ${deadlineMs} ms${said()}`);
+    await new Promise((r) => setTimeout(r, 30));
   }
 }
 
@@ -161,7 +162,7 @@ export async function startSshd(options: { extraConfig?: string; hostKeyTypes?: 
       });
       c.on('error', () => {});
       try {
-        await waitForBanner(port, c, 10_000);
+        await waitForSshBanner('127.0.0.1', port, c, 10_000);
         child = c;
         return;
       } catch (err) {
@@ -219,7 +220,7 @@ export async function startSshd(options: { extraConfig?: string; hostKeyTypes?: 
         log += d;
       });
       c.on('error', () => {});
-      await waitForBanner(port, c, 10_000);
+      await waitForSshBanner('127.0.0.1', port, c, 10_000);
       child = c;
     },
     cleanup: async () => {

@@ -2,20 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { decide, type DecisionOptions, type SideFeatures } from '../../../src/manager/sync/decide.js';
 import type { Diff } from '../../../src/manager/sync/merge.js';
 import type { Entry } from '../../../src/shared/storage/types.js';
+import { SYNC_OPTIONS } from '../../support/options.js';
 
-const base: DecisionOptions = {
-  update: false,
-  forceUpdate: false,
-  existing: false,
-  ignoreExisting: false,
-  checkAll: false,
-  deleteSrc: false,
-  deleteDst: false,
-  perms: false,
-  dirs: false,
-  links: false,
-  sizeOnly: false,
-};
+const base: DecisionOptions = SYNC_OPTIONS;
 const fs: SideFeatures = { quickCheck: true, perms: true, owner: false, keptMtime: (ms) => ms };
 const objects: SideFeatures = { quickCheck: false, perms: false, owner: false, keptMtime: (ms) => ms };
 
