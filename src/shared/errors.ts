@@ -224,6 +224,24 @@ export class NotEmptyError extends FerryError {
 }
 
 /**
+ * A dump or archive that load refuses (src/manager/dump): malformed, of another format version,
+ * truncated, or naming entries that would clash or leave the destination's root. Load writes
+ * nothing when it throws this.
+ */
+export class InvalidDumpError extends FerryError {
+  readonly code = 'FERRY_INVALID_DUMP' as const;
+  static override readonly classCode = 'FERRY_INVALID_DUMP';
+  readonly retry = 'fatal' as const;
+}
+
+/** put() with `ifAbsent` found the key already there (features.exclusiveCreate): nothing was written. */
+export class AlreadyExistsError extends FerryError {
+  readonly code = 'FERRY_ALREADY_EXISTS' as const;
+  static override readonly classCode = 'FERRY_ALREADY_EXISTS';
+  readonly retry = 'fatal' as const;
+}
+
+/**
  * A cluster frame that is not a valid message (src/shared/protocol/codec.ts). `versionMismatch`:
  * the peer speaks another protocol version (the manager closes with CLOSE.badVersion, not
  * badMessage); the message then names both versions.
@@ -256,6 +274,8 @@ const BY_CODE = new Map<string, new (message: string) => FerryError>([
   ['FERRY_IN_THE_WAY', InTheWayError],
   ['FERRY_NOT_EMPTY', NotEmptyError],
   ['FERRY_PROTOCOL', ProtocolError],
+  ['FERRY_INVALID_DUMP', InvalidDumpError],
+  ['FERRY_ALREADY_EXISTS', AlreadyExistsError],
 ]);
 
 /** An interruption, in any of its forms: ours (FERRY_ABORTED), a DOMException from a signal, Node's ABORT_ERR. */
