@@ -76,6 +76,11 @@ export interface PutOptions {
   mtime?: number;
   mode?: number;
   storageClass?: string;
+  /**
+   * Create only: when the key already exists, write nothing and throw AlreadyExistsError. Only
+   * where `features.exclusiveCreate`; two such puts racing for one key: exactly one succeeds.
+   */
+  ifAbsent?: boolean;
   /** Long copies (copyFrom) report the bytes written so far, now and then, for progress. */
   onProgress?(bytes: number): void;
   signal?: AbortSignal;
@@ -122,6 +127,8 @@ export interface Features {
   symlinks?: boolean;
   /** Real directories: mkdir() creates them and they exist without content. */
   dirs?: boolean;
+  /** put() honours `ifAbsent` atomically (a conditional create, checked by the store itself). */
+  exclusiveCreate?: boolean;
   /** put() without temporary names when the caller asks for it (`--inplace`). */
   inplace?: boolean;
 }
