@@ -18,7 +18,8 @@ import type { MetricsServer } from './metrics.js';
 import { Checkpointer } from './sync/checkpoint.js';
 import { compareKeys } from '../shared/storage/keys.js';
 import { ByteRateLimiter } from '../shared/throttle/bucket.js';
-import { runSync, MANAGER, type RunControl } from './sync/run.js';
+import { runSync, MANAGER, type ResumeState, type RunControl } from './sync/run.js';
+import type { KeptUpload } from './sync/ledger.js';
 import { formatBytes, SyncStats } from './sync/stats.js';
 
 declare const FERRY_VERSION: string | undefined;
@@ -191,7 +192,7 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('--heartbeat-timeout <SECONDS>', 'a worker silent this long loses its tasks to other executors', atLeast('--heartbeat-timeout', 1), 20)
     .option('--task-lease <SECONDS>', 'a worker holding a task longer than this (plus 1 s per MiB of it) is disconnected and its tasks go to others (the manager\'s own executor is exempt)', atLeast('--task-lease', 1), 3600)
     .option('--metrics <HOST:PORT>', 'serve the run\'s counters, per-executor throughput and lease losses for Prometheus at http://HOST:PORT/metrics (juicefs: 127.0.0.1:9567)')
-    .option('--enable-checkpoint', "keep the run's progress in DST/.ferry/ so that the same command, run again after a crash or Ctrl-C, resumes where it stopped")
+    .option('--enable-checkpoint', "keep the run's progress in DST/.ferry/ so that the same command, run again after a crash or Ctrl-C, resumes where it stopped (large objects' multipart uploads included)")
     .option('--checkpoint-interval <DURATION>', 'how often the progress is written (with --enable-checkpoint)', '10s');
   for (const [flags] of JUICEFS_LATER) cmd.addOption(new Option(flags).hideHelp());
   cmd
@@ -399,12 +400,15 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
     }
     let runOptions = o;
     let checkpointer: Checkpointer | undefined;
+    let keptUploads: KeptUpload[] = [];
     if (p.checkpointMs !== undefined) {
       if (o.dry) con.info('--dry: no checkpoint is read or written');
       else if (!isDirForm(dstAddr)) con.warn(`--enable-checkpoint needs a directory as DST (ending in '/'): ${JSON.stringify(dstAddr.display)} is a key prefix; no checkpoint is kept`);
       else {
         checkpointer = new Checkpointer(job.dst, p.spec, con);
         const found = await checkpointer.load();
+        keptUploads = found?.uploads ?? [];
+        if (keptUploads.length > 0) con.info(`${keptUploads.length} multipart ${keptUploads.length === 1 ? 'upload' : 'uploads'} of the interrupted run continue from the ${keptUploads.reduce((n, u) => n + u.parts.length, 0)} parts already stored`);
         if (found?.resumeFrom !== undefined) {
           const from = o.start !== undefined && compareKeys(o.start, found.resumeFrom) > 0 ? o.start : found.resumeFrom;
           runOptions = { ...o, start: from };
@@ -412,7 +416,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
         } else if (found) con.info(`a checkpoint of this run was found (${found.writtenAt}) with nothing done yet: starting from the beginning`);
       }
     }
-    const saveCheckpoint = (resumeFrom: string | undefined) => checkpointer?.save(resumeFrom, { copied: stats.copied, copiedBytes: stats.copiedBytes });
+    const saveCheckpoint = (state: ResumeState) => checkpointer?.save(state, { copied: stats.copied, copiedBytes: stats.copiedBytes });
     con.startProgress(stats, p.statsInterval * 1000, p.cluster !== undefined);
     const result = await runSync(job.src, job.dst, runOptions, {
       stopListing: stopListing.signal,
@@ -422,7 +426,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
       ...(job.filter ? { filter: job.filter } : {}),
       ...(job.skipDir ? { skipDir: job.skipDir } : {}),
       ...extra,
-      ...(checkpointer ? { checkpoint: { intervalMs: p.checkpointMs!, save: (k: string | undefined) => void saveCheckpoint(k) } } : {}),
+      ...(checkpointer ? { checkpoint: { intervalMs: p.checkpointMs!, save: (state: ResumeState) => void saveCheckpoint(state), uploads: keptUploads } } : {}),
     });
     await cluster?.stop();
     con.stopProgress();
@@ -445,7 +449,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
     if (checkpointer) {
       if (failure === undefined && interrupts === 0) await checkpointer.remove();
       else {
-        await saveCheckpoint(result.resumeFrom);
+        await saveCheckpoint(result);
         con.info(`progress kept in ${checkpointer.key} on the destination: run the same command again to resume`);
       }
     }

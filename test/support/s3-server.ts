@@ -233,7 +233,7 @@ function parseCopySource(header: string): { bucket: string; key: string } {
   return { bucket: decodeURIComponent(s.slice(0, i)), key: s.slice(i + 1).split('/').map(decodeURIComponent).join('/') };
 }
 
-function s3Checks(secrets: Map<string, string>, writes: Map<string, number>): Middleware {
+function s3Checks(secrets: Map<string, string>, writes: Map<string, number>, partWrites: Map<string, number>): Middleware {
   return async (ctx, next) => {
     const auth = ctx.get('authorization');
     if (auth) verifySigV4(ctx, secrets);
@@ -244,6 +244,11 @@ function s3Checks(secrets: Map<string, string>, writes: Map<string, number>): Mi
     if (target?.key && ((ctx.method === 'PUT' && !('partNumber' in ctx.query)) || (ctx.method === 'POST' && 'uploadId' in ctx.query))) {
       const id = `${target.bucket}/${target.key}`;
       writes.set(id, (writes.get(id) ?? 0) + 1);
+    }
+    // Parts uploaded (UploadPart and UploadPartCopy), by `bucket/key#partNumber`.
+    if (target?.key && ctx.method === 'PUT' && 'partNumber' in ctx.query && 'uploadId' in ctx.query) {
+      const id = `${target.bucket}/${target.key}#${String(ctx.query['partNumber'])}`;
+      partWrites.set(id, (partWrites.get(id) ?? 0) + 1);
     }
     const copySource = ctx.get('x-amz-copy-source');
     if (target && ctx.method === 'DELETE' && 'uploadId' in ctx.query) {
@@ -309,6 +314,8 @@ export interface S3TestServer {
   createBucket(name: string): Promise<void>;
   /** Objects written so far (whole PUTs and completed multipart uploads), by `bucket/key`. */
   writes: Map<string, number>;
+  /** Parts uploaded so far (whatever became of their upload), by `bucket/key#partNumber`. */
+  partWrites: Map<string, number>;
   /** Multipart uploads of `bucket` started and neither completed nor aborted. */
   pendingUploads(bucket: string): Promise<number>;
   close(): Promise<void>;
@@ -328,13 +335,15 @@ export async function startS3Server(options: { credentials?: Record<string, stri
   server.store = server.context.store = store;
   // Before the router (last), after s3rver's XML encoder: thrown S3Errors become S3's XML errors.
   const writes = new Map<string, number>();
-  server.middleware.splice(server.middleware.length - 1, 0, s3Checks(secrets, writes));
+  const partWrites = new Map<string, number>();
+  server.middleware.splice(server.middleware.length - 1, 0, s3Checks(secrets, writes, partWrites));
   const { port } = await server.run();
   return {
     endpoint: `${address}:${port}`,
     port,
     directory,
     writes,
+    partWrites,
     accessKey: 'S3RVER',
     secretKey: 'S3RVER',
     createBucket: async (name) => void (await store.putBucket(name)),

@@ -3,13 +3,14 @@ import { FerryError } from '../../shared/errors.js';
 import type { JobSpec } from '../../shared/job.js';
 import { redactAddress } from '../../shared/storage/address.js';
 import type { ObjectStore } from '../../shared/storage/types.js';
-import type { Logger } from './run.js';
+import type { KeptUpload } from './ledger.js';
+import type { Logger, ResumeState } from './run.js';
 
 /** Where checkpoints live, under the destination's root (ferry's reserved directory, never listed by a sync). */
 export const CHECKPOINT_PREFIX = '.ferry/checkpoint-';
 
-/** Bytes of a checkpoint file read at most: anything larger is not one of ours. */
-const MAX_BYTES = 1 << 20;
+/** Bytes of a checkpoint file read at most: anything larger is not one of ours (10,000 parts' ETags take under 1 MiB). */
+const MAX_BYTES = 64 << 20;
 
 /**
  * What a run writes to resume from (`--enable-checkpoint`). Keys are planned and closed in UTF-8
@@ -28,6 +29,11 @@ export interface Checkpoint {
   writtenAt: string;
   /** The first key not known to be done; absent: nothing was done yet. */
   resumeFrom?: string;
+  /**
+   * Multipart uploads of split copies left open, with the parts already stored: a resumed run
+   * uploads only the missing parts (or aborts an upload it no longer needs).
+   */
+  uploads?: KeptUpload[];
   /** What the run that wrote it had done, for the log. */
   copied: number;
   copiedBytes: number;
@@ -96,7 +102,8 @@ export class Checkpointer {
   }
 
   /** Write the state now (after any write in progress); a failure is said, never thrown. */
-  save(resumeFrom: string | undefined, done: { copied: number; copiedBytes: number }): Promise<void> {
+  save(state: ResumeState, done: { copied: number; copiedBytes: number }): Promise<void> {
+    const { resumeFrom, uploads } = state;
     const c: Checkpoint = {
       v: 1,
       kind: 'ferry-checkpoint',
@@ -105,6 +112,7 @@ export class Checkpointer {
       dst: redactAddress(this.spec.dst),
       writtenAt: new Date().toISOString(),
       ...(resumeFrom !== undefined ? { resumeFrom } : {}),
+      ...(uploads.length > 0 ? { uploads } : {}),
       copied: done.copied,
       copiedBytes: done.copiedBytes,
     };
@@ -129,8 +137,20 @@ function parse(text: string): Checkpoint | undefined {
     const c = JSON.parse(text) as Partial<Checkpoint>;
     if (c.v !== 1 || c.kind !== 'ferry-checkpoint' || typeof c.id !== 'string') return undefined;
     if (c.resumeFrom !== undefined && typeof c.resumeFrom !== 'string') return undefined;
+    if (c.uploads !== undefined && !(Array.isArray(c.uploads) && c.uploads.every(isKeptUpload))) return undefined;
     return { ...c, copied: Number(c.copied) || 0, copiedBytes: Number(c.copiedBytes) || 0 } as Checkpoint;
   } catch {
     return undefined;
   }
+}
+
+function isKeptUpload(u: unknown): u is KeptUpload {
+  const k = u as Partial<KeptUpload> | null;
+  const int = (n: unknown): boolean => Number.isSafeInteger(n) && (n as number) >= 0;
+  return (
+    typeof k === 'object' && k !== null &&
+    typeof k.key === 'string' && int(k.size) && typeof k.mtime === 'number' && int(k.partSize) && (k.partSize ?? 0) > 0 &&
+    typeof k.upload?.key === 'string' && typeof k.upload.uploadId === 'string' &&
+    Array.isArray(k.parts) && k.parts.every((p) => int(p?.partNumber) && typeof p?.etag === 'string' && int(p?.size))
+  );
 }

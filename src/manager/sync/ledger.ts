@@ -18,6 +18,21 @@ export interface SplitCopy {
   partSize: number;
 }
 
+/**
+ * A split copy's upload left open for a later run (`--enable-checkpoint`): the run stopped before
+ * every part was in. A resumed run that splits the same object (same size, mtime and part size)
+ * uploads only the parts missing here and completes it.
+ */
+export interface KeptUpload {
+  key: string;
+  size: number;
+  mtime: number;
+  partSize: number;
+  upload: UploadRef;
+  /** Parts stored so far, by part number. */
+  parts: UploadedPart[];
+}
+
 /** What the ledger holds: the executors' tasks and the manager's split copies. */
 export type LedgerTask = Task | SplitCopy;
 export type LedgerSpec = TaskSpec | Omit<SplitCopy, 'id'>;
@@ -31,6 +46,10 @@ export interface SplitSteps {
   complete(task: SplitCopy, upload: UploadRef, parts: UploadedPart[]): Promise<Outcome>;
   /** Discard the upload (a part failed, the completion failed, the run stopped). Never throws. */
   abort(task: SplitCopy, upload: UploadRef): Promise<void>;
+  /** An upload of an earlier run is this copy's: from now on it is completed or aborted like one started here. */
+  adopt(task: SplitCopy, upload: UploadRef): void;
+  /** The run stopped and keeps the upload open for a resumed run: it is no longer this run's to abort. */
+  keep(upload: UploadRef): void;
 }
 
 /** What the ledger tells the run's accounting: a task went out, a task's result came in. */
@@ -70,6 +89,8 @@ interface Split {
   busy: boolean;
   /** Its number of parts. */
   total: number;
+  /** Its upload was started by an earlier run (KeptUpload): should it be gone, the copy starts over. */
+  resumed: boolean;
 }
 
 /** Deferred work of one directory: released when nothing is outstanding under its key. */
@@ -129,6 +150,10 @@ export class Ledger {
   /** Split copies whose upload is being started: the next one waits (see take()). */
   #splitsStarting = 0;
   #settledWaiters: (() => void)[] = [];
+  /** Uploads an earlier run kept open, by key, until a split copy of the same object adopts one. */
+  readonly #resumable = new Map<string, KeptUpload>();
+  /** Uploads this run stopped with and keeps open for the next (keepStopped). */
+  readonly #kept: KeptUpload[] = [];
   #inFlight = 0;
   #planned = false;
   #stopped = false;
@@ -161,6 +186,11 @@ export class Ledger {
    * every part of an object of few parts and leave the others idle.
    */
   executors: () => number = () => 1;
+  /**
+   * `--enable-checkpoint`: a split copy the run stops in the middle of keeps its upload open, with
+   * the parts already stored, for the resumed run (openUploads()); without, it is aborted.
+   */
+  keepStopped = false;
   /** Executors whose last take stopped at their share of a split copy: they wait for a change, not for work. */
   readonly #capped = new Set<string>();
 
@@ -175,6 +205,34 @@ export class Ledger {
 
   get stopped(): boolean {
     return this.#stopped;
+  }
+
+  /** Uploads an earlier run kept open: a split copy of the same object continues one instead of starting anew. */
+  resume(uploads: readonly KeptUpload[]): void {
+    for (const u of uploads) this.#resumable.set(u.key, u);
+  }
+
+  /**
+   * Uploads a resumed run could continue: those in progress (with the parts stored so far), those
+   * this run stopped with, and those of an earlier run not reached yet.
+   */
+  openUploads(): KeptUpload[] {
+    const out: KeptUpload[] = [...this.#kept, ...this.#resumable.values()];
+    for (const split of this.#splits) {
+      if (!split.upload || (split.failure !== undefined && split.failure !== 'stopped')) continue;
+      out.push(keptUpload(split));
+    }
+    return out;
+  }
+
+  /** Uploads of an earlier run that no split copy of this run adopted (the object was done, changed, or gone). */
+  unadopted(): KeptUpload[] {
+    return [...this.#resumable.values()];
+  }
+
+  /** The unadopted uploads were aborted: they are no longer anyone's. */
+  forgetUnadopted(): void {
+    this.#resumable.clear();
   }
 
   // The planner's side.
@@ -332,7 +390,8 @@ export class Ledger {
         // out, not all at once ahead of them.
         if (this.#splitsStarting === 0) {
           this.#head++;
-          this.#startSplit(this.#held.get(t.id)!.split!);
+          // A kept upload is continued at once: its missing parts are at the front now.
+          if (this.#startSplit(this.#held.get(t.id)!.split!)) continue;
         }
         break;
       }
@@ -498,7 +557,7 @@ export class Ledger {
     const task = spec as LedgerTask;
     task.id = this.#nextId++;
     const h: Held = { task, dir, counted, dispatched: false, holder: undefined, until: 0 };
-    if (task.op === 'split') h.split = { task, held: h, upload: undefined, open: new Set(), parts: new Map(), failure: undefined, announced: false, busy: false, total: Math.ceil(task.entry.size / task.partSize) };
+    if (task.op === 'split') h.split = { task, held: h, upload: undefined, open: new Set(), parts: new Map(), failure: undefined, announced: false, busy: false, total: Math.ceil(task.entry.size / task.partSize), resumed: false };
     this.#held.set(task.id, h);
     if (dir) dir.pending++;
     this.#queue.push(task);
@@ -536,8 +595,28 @@ export class Ledger {
     );
   }
 
-  #startSplit(split: Split): void {
+  /** True when its parts are queued already (it continues a kept upload); otherwise they follow once the upload has started. */
+  #startSplit(split: Split): boolean {
     this.#splits.add(split);
+    const { entry, partSize } = split.task;
+    const kept = this.#resumable.get(entry.key);
+    if (kept && kept.size === entry.size && kept.mtime === entry.mtime && kept.partSize === partSize) {
+      this.#resumable.delete(entry.key);
+      split.upload = kept.upload;
+      split.resumed = true;
+      for (const part of kept.parts) split.parts.set(part.partNumber, part);
+      this.splitSteps!.adopt(split.task, kept.upload);
+      this.#queueParts(split);
+      this.#settleSplit(split);
+      this.#wake(true);
+      return true;
+    }
+    this.#beginUpload(split);
+    return false;
+  }
+
+  /** Start the split copy's upload; its parts are queued once it has started. */
+  #beginUpload(split: Split): void {
     this.#splitsStarting++;
     this.#step(
       split,
@@ -562,7 +641,9 @@ export class Ledger {
     const parts: Task[] = [];
     let part = 0;
     for (const r of copyRanges(entry.size, partSize)) {
-      const task: PartTask = { v: 1, id: this.#nextId++, op: 'copyPart', entry, upload: split.upload!, part: ++part, first: r.first, last: r.last };
+      // Stored by an earlier run (a resumed upload): not uploaded again.
+      if (split.parts.has(++part)) continue;
+      const task: PartTask = { v: 1, id: this.#nextId++, op: 'copyPart', entry, upload: split.upload!, part, first: r.first, last: r.last };
       this.#held.set(task.id, { task, dir: undefined, counted: false, dispatched: false, holder: undefined, until: 0, split });
       split.open.add(task.id);
       parts.push(task);
@@ -575,11 +656,16 @@ export class Ledger {
   #partClosed(split: Split, task: PartTask, r: TaskResult, holder: string): void {
     this.#held.delete(task.id);
     split.open.delete(task.id);
-    if (split.failure === undefined) {
-      const part = 'outcome' in r ? r.outcome.part : undefined;
+    const part = 'outcome' in r ? r.outcome.part : undefined;
+    if (split.failure === undefined || split.failure === 'stopped') {
       if ('outcome' in r && part?.partNumber === task.part) {
+        // Stored: part of the completion, or of the upload a stopped run keeps.
         split.parts.set(task.part, part);
         this.hooks.partDone?.(task, holder, r.outcome);
+      } else if (this.#stopped && 'error' in r && r.error.code === 'FERRY_ABORTED') {
+        // Interrupted by the stop, not failed: the upload may be kept for a resumed run.
+        split.failure = 'stopped';
+        this.#dropQueuedParts(split);
       } else {
         split.failure = 'error' in r ? r.error : toWire(new FatalError(`part ${task.part} of ${task.entry.key} came back without its ETag`));
         this.#dropQueuedParts(split);
@@ -623,8 +709,23 @@ export class Ledger {
     }
     if (split.open.size > 0) return;
     const failure = split.failure;
+    if (split.resumed && failure !== 'stopped' && failure.code === 'FERRY_NOT_FOUND' && !this.#stopped) {
+      // The earlier run's upload is gone (aborted, expired, or completed after all): start a new one.
+      split.resumed = false;
+      split.upload = undefined;
+      split.failure = undefined;
+      split.parts.clear();
+      this.#beginUpload(split);
+      return;
+    }
     const close = (): void => this.#closeSplit(split, failure === 'stopped' ? undefined : { v: 1, id: split.task.id, error: failure });
     if (!split.upload) return close();
+    if (failure === 'stopped' && this.keepStopped) {
+      this.#kept.push(keptUpload(split));
+      this.splitSteps!.keep(split.upload);
+      split.upload = undefined;
+      return close();
+    }
     const upload = split.upload;
     split.upload = undefined;
     this.#step(split, () => this.splitSteps!.abort(split.task, upload), close);
@@ -696,4 +797,10 @@ export class Ledger {
       for (const w of this.#workWaiters.splice(0)) w();
     });
   }
+}
+
+function keptUpload(split: Split): KeptUpload {
+  const { entry, partSize } = split.task;
+  const parts = [...split.parts.values()].sort((a, b) => a.partNumber - b.partNumber);
+  return { key: entry.key, size: entry.size, mtime: entry.mtime, partSize, upload: split.upload!, parts };
 }

@@ -7,7 +7,7 @@ import { Transfer, transferOptions } from '../../shared/transfer/copy.js';
 import type { Outcome, TaskResult } from '../../shared/transfer/task.js';
 import type { SyncOptions } from '../../shared/job.js';
 import { Dispatcher } from './dispatch.js';
-import { Ledger, type LeaseTerms, type LedgerHooks, type LedgerTask } from './ledger.js';
+import { Ledger, type KeptUpload, type LeaseTerms, type LedgerHooks, type LedgerTask } from './ledger.js';
 import { plan } from './plan.js';
 import { splitPolicy, SplitUploads } from './split.js';
 import { SyncStats } from './stats.js';
@@ -45,8 +45,20 @@ export interface RunControl {
   limiter?: ByteRateLimiter;
   /** How long an executor may hold a task before it goes to another. */
   lease?: LeaseTerms;
-  /** `--enable-checkpoint`: called every `intervalMs` with the first key not known to be done. */
-  checkpoint?: { intervalMs: number; save(resumeFrom: string | undefined): void };
+  /**
+   * `--enable-checkpoint`: `save` is called every `intervalMs` with what a resumed run needs;
+   * `uploads` are those the interrupted run kept open. A run that stops keeps its split copies'
+   * uploads open (SyncResult.uploads) instead of aborting them.
+   */
+  checkpoint?: { intervalMs: number; save(state: ResumeState): void; uploads?: readonly KeptUpload[] };
+}
+
+/** Where a resumed run starts. */
+export interface ResumeState {
+  /** The first key not known to be done. */
+  resumeFrom: string | undefined;
+  /** Multipart uploads left open, with their stored parts. */
+  uploads: KeptUpload[];
 }
 
 /** The executor id of the manager's own executor. */
@@ -70,6 +82,8 @@ export interface SyncResult {
   fatal?: unknown;
   /** The first key not known to be done when the run ended (what a checkpoint resumes from). */
   resumeFrom: string | undefined;
+  /** Multipart uploads kept open for a resumed run (only with RunControl.checkpoint). */
+  uploads: KeptUpload[];
 }
 
 /**
@@ -117,7 +131,11 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     const cluster = control.cluster;
     ledger.executors = () => cluster.live + (executing ? 1 : 0);
   }
-  const saving = control.checkpoint ? setInterval(() => control.checkpoint!.save(ledger.low()), control.checkpoint.intervalMs) : undefined;
+  if (control.checkpoint) {
+    ledger.keepStopped = true;
+    ledger.resume(control.checkpoint.uploads ?? []);
+  }
+  const saving = control.checkpoint ? setInterval(() => control.checkpoint!.save({ resumeFrom: ledger.low(), uploads: ledger.openUploads() }), control.checkpoint.intervalMs) : undefined;
   const runLocally = () => {
     if (executing) return;
     control.onManagerExecutes?.();
@@ -153,7 +171,12 @@ export async function runSync(src: ObjectStore, dst: ObjectStore, o: SyncOptions
     }
     // A stopped run's split copies are aborted by now, or being aborted.
     await ledger.splitsSettled();
-    return { stats, stopped, ...(fatal === undefined ? {} : { fatal }), resumeFrom: ledger.low() };
+    if (splits && stopped === undefined && fatal === undefined) {
+      // The listing went to the end: an earlier run's upload no copy took is no longer wanted.
+      await splits.abortStale(ledger.unadopted());
+      ledger.forgetUnadopted();
+    }
+    return { stats, stopped, ...(fatal === undefined ? {} : { fatal }), resumeFrom: ledger.low(), uploads: ledger.openUploads() };
   } finally {
     clearInterval(saving);
     control.stopListing.removeEventListener('abort', onStopListing);

@@ -5,7 +5,7 @@ import type { Attrs, Entry, MultipartUploads, ObjectStore } from '../../shared/s
 import { copiesServerSide } from '../../shared/transfer/copy.js';
 import { DEFAULT_RETRY, withRetry, type RetryOptions } from '../../shared/transfer/retry.js';
 import type { Outcome } from '../../shared/transfer/task.js';
-import type { SplitCopy, SplitSteps } from './ledger.js';
+import type { KeptUpload, SplitCopy, SplitSteps } from './ledger.js';
 import type { Logger } from './run.js';
 
 /**
@@ -50,6 +50,8 @@ export class SplitUploads implements SplitSteps {
   readonly #multipart: MultipartUploads;
   /** Uploads started and neither completed nor aborted, by upload id. */
   readonly #open = new Map<string, { task: SplitCopy; upload: UploadRef }>();
+  /** Split copies that continue an earlier run's upload. */
+  readonly #adopted = new Set<number>();
   #closed = false;
 
   constructor(
@@ -72,6 +74,7 @@ export class SplitUploads implements SplitSteps {
   async start(task: SplitCopy): Promise<UploadRef> {
     const e = task.entry;
     this.#refuseWhenClosed(e.key);
+    if (this.#adopted.delete(task.id)) this.log.info(`the multipart upload of ${JSON.stringify(e.key)} that the interrupted run kept is gone: copying it anew`);
     const storageClass = this.o.storageClass;
     const u = await withRetry(() => this.#multipart.start(e.key, e.size, { partSize: task.partSize, signal: this.signal, ...(storageClass ? { storageClass } : {}) }), this.#retry());
     const upload = { key: u.key, uploadId: u.uploadId };
@@ -108,6 +111,30 @@ export class SplitUploads implements SplitSteps {
     this.#open.delete(upload.uploadId);
     await this.#setAttrs(e);
     return { result: 'copied', bytes: e.size, checked: false };
+  }
+
+  adopt(task: SplitCopy, upload: UploadRef): void {
+    this.#refuseWhenClosed(task.entry.key);
+    this.#adopted.add(task.id);
+    this.#open.set(upload.uploadId, { task, upload });
+    this.log.debug(`continuing the multipart upload of ${task.entry.key} that the interrupted run kept`);
+  }
+
+  keep(upload: UploadRef): void {
+    this.#open.delete(upload.uploadId);
+  }
+
+  /**
+   * Abort uploads an earlier run kept that this run did not continue: the object was copied after
+   * all, changed, or is no longer to be copied. Never throws.
+   */
+  async abortStale(uploads: readonly KeptUpload[]): Promise<void> {
+    await Promise.all(
+      uploads.map(async (u) => {
+        this.log.debug(`aborting the multipart upload of ${u.key} that the interrupted run kept: this run did not need it`);
+        await this.abort({ v: 1, id: 0, op: 'split', entry: { key: u.key, size: u.size, mtime: u.mtime, isDir: false }, partSize: u.partSize }, u.upload);
+      }),
+    );
   }
 
   /** Never throws: an upload that cannot be aborted is reported, with what it costs. */

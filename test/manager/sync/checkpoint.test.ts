@@ -31,7 +31,7 @@ describe('Checkpointer', () => {
     const log = logger();
     const c = new Checkpointer(dst, spec(), log);
     expect(await c.load()).toBeUndefined();
-    await c.save('d3/f1', { copied: 7, copiedBytes: 70 });
+    await c.save({ resumeFrom: 'd3/f1', uploads: [] }, { copied: 7, copiedBytes: 70 });
     let text = '';
     for await (const chunk of await dst.get(c.key)) text += chunk;
     expect(text).not.toContain('SECRET');
@@ -42,7 +42,7 @@ describe('Checkpointer', () => {
 
   it("ignores another run's checkpoint and says so", async () => {
     const dst = new MemStore('d');
-    await new Checkpointer(dst, spec({ deleteDst: true }), logger()).save('k', { copied: 1, copiedBytes: 1 });
+    await new Checkpointer(dst, spec({ deleteDst: true }), logger()).save({ resumeFrom: 'k', uploads: [] }, { copied: 1, copiedBytes: 1 });
     const log = logger();
     expect(await new Checkpointer(dst, spec(), log).load()).toBeUndefined();
     expect(log.lines.join('\n')).toMatch(/ignoring a checkpoint of a run with other arguments/);

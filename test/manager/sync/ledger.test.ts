@@ -249,6 +249,8 @@ describe('Ledger split copies', () => {
       start: async (t) => (calls.push(`start ${t.entry.key}`), { key: t.entry.key, uploadId: `u${++n}` }),
       complete: async (t, u, ps) => (calls.push(`complete ${u.uploadId} ${ps.map((p) => `${p.partNumber}:${p.etag}`).join(',')}`), { result: 'copied', bytes: t.entry.size, checked: false }),
       abort: async (_t, u) => void calls.push(`abort ${u.uploadId}`),
+      adopt: (_t, u) => void calls.push(`adopt ${u.uploadId}`),
+      keep: (u) => void calls.push(`keep ${u.uploadId}`),
       ...over,
     };
     const r = recorder();
@@ -462,6 +464,77 @@ describe('Ledger split copies', () => {
     expect(ledger.take(all, 'w1').map((t) => t.op)).toEqual(['finishDir']);
   });
 
+  it('--enable-checkpoint: a stopped split copy keeps its upload open with the parts stored so far, for the resumed run', async () => {
+    const { ledger, calls, events } = setup();
+    ledger.keepStopped = true;
+    ledger.add(split('big', 40, 10));
+    ledger.finish();
+    ledger.take(all, 'w1');
+    await tick();
+    const out = ledger.take({ tasks: 2, bytes: Infinity }, 'w1');
+    ledger.report([partOk(out[0]!)], 'w1');
+    expect(ledger.openUploads()).toEqual([{ key: 'big', size: 40, mtime: 0, partSize: 10, upload: { key: 'big', uploadId: 'u1' }, parts: [{ partNumber: 1, etag: 'e1', size: 10 }] }]);
+    ledger.stop();
+    // Part 2 is still out: it comes back stored and is kept too.
+    ledger.report([partOk(out[1]!)], 'w1');
+    await tick();
+    expect(calls).toEqual(['start big', 'keep u1']);
+    expect(events).toEqual(['out split big']); // lost, not failed
+    expect(ledger.openUploads()).toEqual([expect.objectContaining({ upload: { key: 'big', uploadId: 'u1' }, parts: [expect.objectContaining({ partNumber: 1 }), expect.objectContaining({ partNumber: 2 })] })]);
+    expect(ledger.low()).toBe('big');
+  });
+
+  it('a resumed run continues a kept upload: only the missing parts go out, the completion has them all', async () => {
+    const { ledger, calls, done } = setup();
+    const kept = { key: 'big', size: 40, mtime: 0, partSize: 10, upload: { key: 'big', uploadId: 'old' }, parts: [1, 3].map((n) => ({ partNumber: n, etag: `kept${n}`, size: 10 })) };
+    ledger.resume([kept]);
+    ledger.add(split('big', 40, 10));
+    ledger.finish();
+    const out = ledger.take(all, 'w1');
+    expect(parts(out)).toEqual(['2:10-19', '4:30-39']);
+    expect(out[0]).toMatchObject({ upload: { uploadId: 'old' } });
+    ledger.report(out.map((t) => partOk(t)), 'w1');
+    await tick();
+    expect(done).toEqual(['w1 part 2', 'w1 part 4']);
+    expect(calls).toEqual(['adopt old', 'complete old 1:kept1,2:e2,3:kept3,4:e4']);
+    expect(ledger.unadopted()).toEqual([]);
+    expect(ledger.done).toBe(true);
+  });
+
+  it('a kept upload that is gone (aborted or expired meanwhile): the copy starts a new upload with every part', async () => {
+    const { ledger, calls } = setup();
+    ledger.resume([{ key: 'big', size: 30, mtime: 0, partSize: 10, upload: { key: 'big', uploadId: 'old' }, parts: [{ partNumber: 1, etag: 'k1', size: 10 }] }]);
+    ledger.add(split('big', 30, 10));
+    ledger.finish();
+    const out = ledger.take(all, 'w1');
+    expect(parts(out)).toEqual(['2:10-19', '3:20-29']);
+    const gone = { code: 'FERRY_NOT_FOUND', retry: 'notFound' as const, message: 'NoSuchUpload' };
+    ledger.report([{ v: 1, id: out[0]!.id, error: gone }], 'w1');
+    ledger.report([partOk(out[1]!)], 'w1');
+    await tick();
+    const again = ledger.take(all, 'w1');
+    expect(parts(again)).toEqual(['1:0-9', '2:10-19', '3:20-29']);
+    expect(again[0]).toMatchObject({ upload: { uploadId: 'u1' } });
+    ledger.report(again.map((t) => partOk(t)), 'w1');
+    await tick();
+    expect(calls).toEqual(['adopt old', 'start big', 'complete u1 1:e1,2:e2,3:e3']);
+    expect(ledger.done).toBe(true);
+  });
+
+  it('a kept upload of an object that changed is not continued: the copy starts anew and the old upload is left for the run to abort', async () => {
+    const { ledger, calls } = setup();
+    const kept = { key: 'big', size: 30, mtime: 5, partSize: 10, upload: { key: 'big', uploadId: 'old' }, parts: [] };
+    ledger.resume([kept, { ...kept, key: 'other', upload: { key: 'other', uploadId: 'old2' } }]);
+    ledger.add(split('big', 30, 10)); // mtime 0: changed since
+    ledger.finish();
+    ledger.take(all, 'w1');
+    await tick();
+    expect(calls).toEqual(['start big']);
+    expect(ledger.unadopted().map((u) => u.upload.uploadId).sort()).toEqual(['old', 'old2']);
+    // Until they are aborted, a checkpoint still records them.
+    expect(ledger.openUploads().map((u) => u.upload.uploadId)).toEqual(expect.arrayContaining(['old', 'old2', 'u1']));
+  });
+
   it('refuses a split copy without the steps to run it', () => {
     expect(() => new Ledger(recorder().hooks).add(split('big', 20, 10))).toThrow(/split copy/);
   });
@@ -474,6 +547,8 @@ describe('Ledger: split copies shared among executors', () => {
       start: async () => ({ key: 'big', uploadId: 'u1' }),
       complete: async () => ({ result: 'copied' as const, bytes: 8, checked: false }),
       abort: async () => {},
+      adopt: () => {},
+      keep: () => {},
     };
     const ledger = new Ledger({ dispatched() {}, closed: () => undefined }, 4096, undefined, steps);
     ledger.executors = () => 3;
