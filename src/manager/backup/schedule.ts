@@ -117,7 +117,15 @@ export async function backupIfDue(o: BackupOptions): Promise<BackupReport> {
     }
     began = clock();
     const dumpAt = began;
-    const written = await writeBackup(o.dst, dumpKey(dumpAt), o.produce, signal);
+    let written: DumpOutcome;
+    try {
+      written = await writeBackup(o.dst, dumpKey(dumpAt), o.produce, signal);
+    } catch (err) {
+      // This manager's claim goes with its backup, so the interval can be tried again (by the next
+      // run, or another manager) rather than stay claimed by a backup that does not exist.
+      await o.dst.delete(key).catch((e: unknown) => o.log.warn(`cannot remove the claim ${key} (${messageOf(e)}): this interval gets no backup`));
+      throw err;
+    }
     const took = clock() - began;
     const c = written.counters;
     const message =

@@ -140,7 +140,7 @@ describe('backupIfDue', () => {
     });
   });
 
-  it('a producer that fails leaves no backup, says why, and reports it failed', async () => {
+  it('a producer that fails leaves no backup and no claim (the interval can be tried again), says why, and reports it failed', async () => {
     const dst = new MemStore('fail-' + Math.random());
     const { lines, log } = said();
     const produce: ProduceDump = async (out) => {
@@ -151,7 +151,10 @@ describe('backupIfDue', () => {
     expect(r).toMatchObject({ status: 'failed', reason: 'error' });
     expect(r.message).toContain('permission denied');
     expect(lines.error).toEqual([r.message]);
-    expect(await metaKeys(dst)).toEqual(['.ferry/meta/claim-2026-11-30-100000']);
+    expect(await metaKeys(dst)).toEqual([]);
+    // The next run in the same interval tries again.
+    const again = await backupIfDue({ dst, intervalMs: HOUR, produce: dumpProducer(new MemStore('empty'), setting), log, now: () => utc('2026-11-30T10:47:00'), settleMs: 10 });
+    expect(again).toMatchObject({ status: 'written', key: '.ferry/meta/dump-2026-11-30-104700.json.gz' });
   });
 
   it('a backup stopped by its signal (Ctrl-C) keeps nothing and says it was interrupted', async () => {
