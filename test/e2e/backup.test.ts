@@ -4,7 +4,7 @@
  * until Ctrl-C, with one summary per run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -119,6 +119,25 @@ describe('ferry sync --backup-meta', () => {
     expect(all).toHaveLength(1);
     expect(all[0]).toMatchObject({ run: 1, stopped: 'interrupted', exitCode: 130, backup: { status: 'skipped', reason: 'interrupted' } });
     expect(p.err()).toContain('--repeat: stopped after run 1');
+  });
+
+  it('a backup that cannot be written fails the run (exit 1) and says why; --dry writes none', async () => {
+    const src = tree('fail-src', 4);
+    const dst = join(root, 'fail-dst') + '/';
+    // A symlink where the backups would go: ferry never writes through links inside a destination.
+    mkdirSync(join(dst, '.ferry'), { recursive: true });
+    mkdirSync(join(root, 'elsewhere'));
+    symlinkSync(join(root, 'elsewhere'), join(dst, '.ferry', 'meta'));
+    const dry = ferry(['sync', src, dst, '--backup-meta', '1h', '--dry', '--json']);
+    expect(await dry.exit).toBe(0);
+    expect(summaries(dry)[0]).toMatchObject({ backup: { status: 'skipped', reason: 'dry' } });
+    const p = ferry(['sync', src, dst, '--backup-meta', '1h', '--json']);
+    expect(await p.exit).toBe(1);
+    const [summary] = summaries(p);
+    expect(summary).toMatchObject({ copied: 4, failed: 0, exitCode: 1, backup: { status: 'failed', reason: 'error' } });
+    expect(summary!['error']).toMatch(/^metadata backup FAILED: .*\.ferry\/meta.*\[FERRY_UNSAFE_PATH\]$/);
+    expect(readdirSync(join(root, 'elsewhere'))).toEqual([]);
+    expect(p.err()).toContain('ferry: error: metadata backup FAILED: ');
   });
 
   it('a bad interval is a usage error that says what it takes', async () => {
