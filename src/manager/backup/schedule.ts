@@ -110,6 +110,7 @@ export async function backupIfDue(o: BackupOptions): Promise<BackupReport> {
     }
     const key = claimKey(start);
     const claim: Claim = { v: 1, kind: 'ferry-backup-claim', id: manager, interval: new Date(start).toISOString(), claimedAt: new Date(now).toISOString() };
+    // undefined: this manager holds the claim; null: someone does, who is not known.
     const holder = meta.claims.includes(start) ? ((await readClaim(o.dst, key, signal)) ?? null) : await takeClaim(o.dst, key, claim, o.settleMs ?? 2000, signal);
     if (holder !== undefined) {
       const who = holder === null ? 'another manager' : holder.id === manager ? 'this manager, earlier' : `another manager (${holder.id}, at ${holder.claimedAt})`;
@@ -135,7 +136,12 @@ export async function backupIfDue(o: BackupOptions): Promise<BackupReport> {
     if (written.failed > 0) o.log.warn(`metadata backup ${dumpKey(dumpAt)}: ${written.failed} entries of the source could not be read and are not in it`);
     const slow = took > o.intervalMs;
     if (slow) o.log.warn(`the metadata backup took ${formatInterval(took)}, longer than its interval (--backup-meta ${every}): intervals are being missed; choose a longer one`);
-    const pruned = await prune(o.dst, clock(), start, o.log, signal);
+    let pruned = 0;
+    try {
+      pruned = await prune(o.dst, clock(), start, o.log, signal);
+    } catch (err) {
+      o.log.warn(`retention: cannot list ${META_PREFIX} (${messageOf(err)}): old backups are pruned after the next backup`);
+    }
     return { status: 'written', message, key: dumpKey(dumpAt), seconds: seconds(took), counters: c, unreadable: written.failed, slow, pruned, nextDue };
   } catch (err) {
     return failed(err, began);
