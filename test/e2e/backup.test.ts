@@ -145,5 +145,10 @@ describe('ferry sync --backup-meta', () => {
     expect(await p.exit).toBe(2);
     expect(p.err()).toContain('--repeat takes an interval such as 30s, 10m, 1h, 1d or 1h30m (at least 1s), not "10"');
     expect(summaries(p)[0]).toMatchObject({ exitCode: 2 });
+    // Backups go under DST/.ferry/meta/: a DST that is a key prefix has no such place.
+    const q = ferry(['sync', tree('prefix-src', 1).slice(0, -1), join(root, 'prefix-dst'), '--backup-meta', '1h', '--json']);
+    expect(await q.exit).toBe(2);
+    expect(q.err()).toContain("--backup-meta needs a directory as DST (ending in '/')");
+    expect(summaries(q)[0]).toMatchObject({ exitCode: 2, backup: { status: 'skipped', reason: 'refused' } });
   });
 });
