@@ -4,7 +4,7 @@ import type { Rule } from '../shared/filter/rules.js';
 import { parseDuration, parseSize, parseTime, type EntryLimits } from '../shared/filter/limits.js';
 import { entryFilter, isDirForm, resolveJob, type JobSpec, type ResolvedJob, type SyncOptions } from '../shared/job.js';
 import { Redactor } from '../shared/redact.js';
-import { parseAddress, secretsOf, type Address } from '../shared/storage/address.js';
+import { parseAddress, redactAddress, secretsOf, type Address } from '../shared/storage/address.js';
 import { isFilesystemRoot, overlap, storageLocation } from '../shared/storage/location.js';
 import { defaultRegistry } from '../shared/storage/all.js';
 import type { BackendRegistry } from '../shared/storage/registry.js';
@@ -16,6 +16,9 @@ import { Console, type Verbosity } from './output.js';
 import type { Cluster } from './cluster/index.js';
 import type { MetricsServer } from './metrics.js';
 import { Checkpointer } from './sync/checkpoint.js';
+import { backupIfDue, type BackupReport } from './backup/schedule.js';
+import { dumpProducer } from './backup/produce.js';
+import { parseInterval, repeatRuns } from './repeat.js';
 import { compareKeys } from '../shared/storage/keys.js';
 import { ByteRateLimiter } from '../shared/throttle/bucket.js';
 import { runSync, MANAGER, type ResumeState, type RunControl } from './sync/run.js';
@@ -90,7 +93,11 @@ it are refused; FIFOs, sockets and devices are skipped.
 
 Exit status: 0 when nothing failed or was lost, 1 otherwise, 2 for bad usage,
 130 when interrupted. Ctrl-C once stops listing and lets running copies finish;
-twice stops at once.`;
+twice stops at once. With --repeat, the status is the last run's: 130 when Ctrl-C
+interrupted a run (which finishes as above, and no run starts after it), the last
+finished run's when Ctrl-C came while waiting for the next; a run refused as bad
+usage (2) ends the loop. A metadata backup (--backup-meta) that fails makes its
+run's status 1; one skipped (not due, claimed by another manager) does not.`;
 
 interface ParsedSync {
   /** The run, as plain data. */
@@ -103,6 +110,10 @@ interface ParsedSync {
   metrics?: string;
   /** `--enable-checkpoint`: milliseconds between checkpoints. */
   checkpointMs?: number;
+  /** `--repeat INTERVAL`: run again and again, a run starting INTERVAL after the previous one started. */
+  repeat?: { ms: number; text: string };
+  /** `--backup-meta INTERVAL`: a metadata backup of SRC in DST/.ferry/meta/ once per INTERVAL. */
+  backupMeta?: { ms: number; text: string };
   /** Cluster mode: absent on one machine. */
   cluster?: {
     hosts: string[];
@@ -193,7 +204,10 @@ function buildSyncCommand(onParsed: (p: ParsedSync) => void): Command {
     .option('--task-lease <SECONDS>', 'a worker holding a task longer than this (plus 1 s per MiB of it) is disconnected and its tasks go to others (the manager\'s own executor is exempt)', atLeast('--task-lease', 1), 3600)
     .option('--metrics <HOST:PORT>', 'serve the run\'s counters, per-executor throughput and lease losses for Prometheus at http://HOST:PORT/metrics (juicefs: 127.0.0.1:9567)')
     .option('--enable-checkpoint', "keep the run's progress in DST/.ferry/ so that the same command, run again after a crash or Ctrl-C, resumes where it stopped (large objects' multipart uploads included)")
-    .option('--checkpoint-interval <DURATION>', 'how often the progress is written (with --enable-checkpoint)', '10s');
+    .option('--checkpoint-interval <DURATION>', 'how often the progress is written (with --enable-checkpoint)', '10s')
+    // Scheduled DR replication
+    .option('--repeat <INTERVAL>', 'keep syncing until Ctrl-C: a run starts INTERVAL (30s, 10m, 1h, 1d, 1h30m) after the previous one started, at once if that one took longer; one summary per run; the exit status is the last run\'s (see below)')
+    .option('--backup-meta <INTERVAL>', 'after the sync (each run with --repeat), write a metadata backup of SRC to DST/.ferry/meta/dump-YYYY-MM-DD-HHMMSS.json.gz (UTC) when the current INTERVAL (aligned to UTC multiples of INTERVAL) has none; one manager per interval (a claim); old backups pruned: all of the last 2 days, one a day to 2 weeks, one a week to 2 months, one a month after');
   for (const [flags] of JUICEFS_LATER) cmd.addOption(new Option(flags).hideHelp());
   cmd
     .addHelpText('after', ADDRESS_HELP)
@@ -277,6 +291,8 @@ function toSyncOptions(src: string, dst: string, opts: Record<string, unknown>, 
       : {}),
     ...(s('metrics') !== undefined ? { metrics: s('metrics')! } : {}),
     ...(b('enableCheckpoint') ? { checkpointMs: checkpointInterval(s('checkpointInterval')!) } : {}),
+    ...(s('repeat') !== undefined ? { repeat: { ms: parseInterval(s('repeat')!, '--repeat'), text: s('repeat')! } } : {}),
+    ...(s('backupMeta') !== undefined ? { backupMeta: { ms: parseInterval(s('backupMeta')!, '--backup-meta'), text: s('backupMeta')! } } : {}),
     spec: { v: 1, src, dst, options, filter, now, noHttps: opts['https'] === false },
     json: b('json'),
     verbosity: b('quiet') ? 'quiet' : b('verbose') ? 'verbose' : 'normal',
@@ -296,6 +312,38 @@ export interface CliEnvironment {
 }
 
 async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<number> {
+  return p.repeat ? runRepeating(p, p.repeat.ms, out) : runSyncOnce(p, out);
+}
+
+/**
+ * `--repeat`: the same run again and again until Ctrl-C (src/manager/repeat.ts), each with its own
+ * summary and its own "now" (for --max-age and the like). Ctrl-C during a run reaches the run's own
+ * handler too: it finishes as a single run does, and no run starts after it.
+ */
+async function runRepeating(p: ParsedSync, intervalMs: number, out: CliEnvironment): Promise<number> {
+  const redactor = new Redactor();
+  for (const secret of [...secretsOf(parseAddress(p.spec.src)), ...secretsOf(parseAddress(p.spec.dst))]) redactor.add(secret);
+  const con = new Console(redactor, p.verbosity, out.stderr);
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await repeatRuns({
+      intervalMs,
+      run: (n) => runSyncOnce({ ...p, spec: { ...p.spec, now: Date.now() } }, out, n),
+      stop: stop.signal,
+      final: [EXIT.usage],
+      log: con,
+    });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** One run of `ferry sync` (the `run`-th of --repeat). */
+async function runSyncOnce(p: ParsedSync, out: CliEnvironment, run?: number): Promise<number> {
   const registry = out.registry ?? defaultRegistry();
   const redactor = new Redactor();
   const srcAddr = parseAddress(p.spec.src);
@@ -303,10 +351,14 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   for (const secret of [...secretsOf(srcAddr), ...secretsOf(dstAddr)]) redactor.add(secret);
   const con = new Console(redactor, p.verbosity, out.stderr);
   const stats = new SyncStats();
+  let backup: BackupReport | undefined = p.backupMeta ? { status: 'skipped', reason: 'refused', message: 'no metadata backup: the run was refused' } : undefined;
   /** The summary (--json: on standard output, also when the run failed before it started). */
   const finish = (code: number, failure?: string, stopped?: string, ran = true): number => {
     if (ran) con.info(stats.summaryLine(failure));
-    if (p.json) out.stdout.write(redactor.redact(JSON.stringify({ ...stats.toJSON(), executors: stats.executorsJSON(), ...(stopped ? { stopped } : {}), exitCode: code, error: failure ?? null })) + '\n');
+    if (p.json) {
+      const summary = { ...(run === undefined ? {} : { run }), ...stats.toJSON(), executors: stats.executorsJSON(), ...(stopped ? { stopped } : {}), ...(backup ? { backup } : {}), exitCode: code, error: failure ?? null };
+      out.stdout.write(redactor.redact(JSON.stringify(summary)) + '\n');
+    }
     return code;
   };
   /** A run refused before anything was touched. */
@@ -318,6 +370,7 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
   let job: ResolvedJob;
   try {
     checkDestructive(srcAddr, dstAddr, p.spec.options, p.allowRoot);
+    if (p.backupMeta && !isDirForm(dstAddr)) throw new UsageError(`--backup-meta needs a directory as DST (ending in '/'): ${JSON.stringify(dstAddr.display)} is a key prefix`);
     job = await resolveJob(p.spec, registry);
   } catch (err) {
     return refuse(err);
@@ -453,7 +506,19 @@ async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<numbe
         con.info(`progress kept in ${checkpointer.key} on the destination: run the same command again to resume`);
       }
     }
-    return finish(interrupts > 0 ? EXIT.interrupted : failure === undefined ? EXIT.ok : EXIT.failed, failure, result.stopped);
+    if (p.backupMeta) {
+      if (o.dry) backup = { status: 'skipped', reason: 'dry', message: '--dry: no metadata backup is written' };
+      else if (interrupts > 0) backup = { status: 'skipped', reason: 'interrupted', message: 'no metadata backup: the run was interrupted' };
+      else {
+        // Ctrl-C during the backup stops it (nothing of it is kept); the run is interrupted then.
+        const setting = { src: redactAddress(p.spec.src), backupMeta: p.backupMeta.text, by: `ferry ${VERSION} sync --backup-meta` };
+        backup = await backupIfDue({ dst: job.dst, intervalMs: p.backupMeta.ms, produce: dumpProducer(job.src, setting), log: con, signal: stopListing.signal });
+      }
+      if (backup.status === 'skipped' && (backup.reason === 'dry' || backup.reason === 'interrupted')) con.info(backup.message);
+    }
+    // A backup that failed fails the run (a DR copy without its metadata backup is not what was asked for).
+    const failed = failure ?? (backup?.status === 'failed' ? backup.message : undefined);
+    return finish(interrupts > 0 ? EXIT.interrupted : failed === undefined ? EXIT.ok : EXIT.failed, failed, result.stopped);
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
