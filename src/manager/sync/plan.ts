@@ -129,10 +129,10 @@ export async function plan(c: PlanContext): Promise<void> {
       return true;
     }
     const decision = decide(d, o, features);
-    if (decision !== 'ignore' && d.kind !== 'dstOnly' && !dst.features.rawNames && (hasRawBytes(d.src.key) || (d.src.target !== undefined && hasRawBytes(d.src.target)))) {
-      // Like an Entry.error above: a name that is not valid UTF-8 (its stray bytes held as lone
-      // surrogates) would be written mangled, under another name, by a store without
-      // features.rawNames. That key fails; nothing is written.
+    if (decision !== 'ignore' && d.kind !== 'dstOnly' && !dst.features.rawNames && (hasRawBytes(d.src.key) || (o.links && d.src.isSymlink && hasRawBytes(d.src.target ?? '')))) {
+      // Like an Entry.error above: a name (or the target of a link copied as a link) that is not
+      // valid UTF-8, its stray bytes held as lone surrogates, would be written mangled, as another
+      // name, by a store without features.rawNames. That key fails; nothing is written.
       tally(d.src, 'failed');
       const what = hasRawBytes(d.src.key) ? 'its name is' : 'its symlink target is';
       log.error(`cannot sync ${JSON.stringify(key)} from ${src.description}: ${what} not valid UTF-8, and ${dst.description} (${dst.scheme}) holds only names that are`);

@@ -308,6 +308,16 @@ describe('sync of names that are not valid UTF-8', () => {
     const failed = l.lines.filter((m) => m.includes('not valid UTF-8'));
     expect(failed).toHaveLength(6);
     expect(failed.some((m) => m.includes('"a\\udcffb"') && m.includes('s3'))).toBe(true);
+
+    // A link copied as a link (--links) whose target is raw fails too; followed, it is a file.
+    fs.symlinkSync(cat('a', b(0xff), 'b'), cat(src, 'link'));
+    const asLink = log();
+    const links = await runSync(from, s3, { ...SYNC_OPTIONS, links: true }, control(asLink.logger));
+    expect(links.stats).toMatchObject({ copied: 0, failed: 7 });
+    expect(asLink.lines.filter((m) => m.includes('"link"') && m.includes('its symlink target is not valid UTF-8'))).toHaveLength(1);
+    const followed = await runSync(from, s3, SYNC_OPTIONS, control(log().logger));
+    expect(followed.stats).toMatchObject({ copied: 1, failed: 6 });
+    expect((await readAll(await s3.get('link'))).equals(b(0x61, 0xff, 0x62))).toBe(true);
   });
 
   const keysOf = (entries: { key: string }[]) => entries.map((e) => e.key);
