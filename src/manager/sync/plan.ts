@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { FerryError, isAbortError, NotFoundError } from '../../shared/errors.js';
-import { compareKeys } from '../../shared/storage/keys.js';
+import { compareKeys, hasRawBytes } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { decide, sideFeatures } from './decide.js';
 import type { Ledger } from './ledger.js';
@@ -129,6 +129,15 @@ export async function plan(c: PlanContext): Promise<void> {
       return true;
     }
     const decision = decide(d, o, features);
+    if (decision !== 'ignore' && d.kind !== 'dstOnly' && !dst.features.rawNames && (hasRawBytes(d.src.key) || (o.links && d.src.isSymlink && hasRawBytes(d.src.target ?? '')))) {
+      // Like an Entry.error above: a name (or the target of a link copied as a link) that is not
+      // valid UTF-8, its stray bytes held as lone surrogates, would be written mangled, as another
+      // name, by a store without features.rawNames. That key fails; nothing is written.
+      tally(d.src, 'failed');
+      const what = hasRawBytes(d.src.key) ? 'its name is' : 'its symlink target is';
+      log.error(`cannot sync ${JSON.stringify(key)} from ${src.description}: ${what} not valid UTF-8, and ${dst.description} (${dst.scheme}) holds only names that are`);
+      return true;
+    }
     let wait: Promise<void> | undefined;
     switch (decision) {
       case 'ignore':

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { FatalError, NotFoundError } from '../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sliced, throwIfAborted } from './body.js';
-import { compareKeys } from './keys.js';
+import { compareKeys, decodeKey, encodeKey } from './keys.js';
 import { MiB, multipartUploads, type MultipartRequests, type PartData, type PartLimits } from './multipart.js';
 import type { Backend } from './registry.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, MultipartUploads, ObjectStore, PutOptions } from './types.js';
@@ -19,9 +19,10 @@ interface MemUpload {
 }
 
 /**
- * An in-process store for tests and benchmarks. Keys live UTF-8 encoded in one byte buffer and
- * attributes in typed columns, so a million keys cost about 60 bytes each and no garbage-collected
- * object per key; strings are made only for the entries being listed.
+ * An in-process store for tests and benchmarks. Keys live as their bytes (UTF-8, and a key's raw
+ * bytes as they are: keys.ts encodeKey) in one byte buffer and attributes in typed columns, so a
+ * million keys cost about 60 bytes each and no garbage-collected object per key; strings are made
+ * only for the entries being listed.
  */
 export class MemStore implements ObjectStore {
   readonly scheme = 'mem';
@@ -55,6 +56,8 @@ export class MemStore implements ObjectStore {
       multipart: options.parts ?? PART_LIMITS,
       attrs: { mode: true, owner: true, mtime: true },
       symlinks: true,
+      // Keys are kept as their bytes (encodeKey), raw ones too, and listed back as the same keys.
+      rawNames: true,
     };
     const requests = this.#uploadRequests();
     this.multipart = multipartUploads(this.features.multipart!, () => requests, (op, key) => `${this.description} multipart ${op} ${JSON.stringify(key)}`);
@@ -82,7 +85,9 @@ export class MemStore implements ObjectStore {
   }
 
   #keyAt(i: number): string {
-    return this.#keyBytes.toString('utf8', this.#start(i), this.#keyEnd[i]!);
+    const key = this.#keyBytes.toString('utf8', this.#start(i), this.#keyEnd[i]!);
+    // U+FFFD: raw bytes (features.rawNames), or U+FFFD itself.
+    return key.includes('\uFFFD') ? decodeKey(this.#keyBytes.subarray(this.#start(i), this.#keyEnd[i]!)) : key;
   }
 
   #startsWith(i: number, prefix: Buffer): boolean {
@@ -104,7 +109,7 @@ export class MemStore implements ObjectStore {
   }
 
   #index(key: string): number {
-    const b = Buffer.from(key);
+    const b = encodeKey(key);
     const i = this.#bound(b, false);
     return i < this.#n && this.#cmp(i, b) === 0 ? i : -1;
   }
@@ -124,7 +129,7 @@ export class MemStore implements ObjectStore {
    * store with a million keys.
    */
   set(key: string, data: Buffer, attrs: Attrs = {}): void {
-    const b = Buffer.from(key);
+    const b = encodeKey(key);
     let i: number;
     if (this.#n === 0 || this.#cmp(this.#n - 1, b) < 0) i = this.#insertAt(this.#n, b);
     else {
@@ -184,9 +189,9 @@ export class MemStore implements ObjectStore {
 
   async *#list(options: ListOptions): AsyncIterable<Entry[]> {
     const prefix = options.prefix ?? '';
-    const p = Buffer.from(prefix);
+    const p = encodeKey(prefix);
     let i = this.#bound(p, false);
-    if (options.startAfter !== undefined && compareKeys(options.startAfter, prefix) >= 0) i = this.#bound(Buffer.from(options.startAfter), true);
+    if (options.startAfter !== undefined && compareKeys(options.startAfter, prefix) >= 0) i = this.#bound(encodeKey(options.startAfter), true);
     const delimiter = options.delimiter;
     const end = p.length === 0 ? this.#n : this.#skipPrefix(p, i);
     let page: Entry[] = [];
@@ -196,7 +201,7 @@ export class MemStore implements ObjectStore {
       if (d >= 0) {
         const common = key.slice(0, d + delimiter!.length);
         page.push({ key: common, size: 0, mtime: 0, isDir: true });
-        i = this.#skipPrefix(Buffer.from(common), i);
+        i = this.#skipPrefix(encodeKey(common), i);
       } else {
         page.push(this.#entry(i, key));
         i++;

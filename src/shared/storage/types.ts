@@ -131,6 +131,12 @@ export interface Features {
   exclusiveCreate?: boolean;
   /** put() without temporary names when the caller asks for it (`--inplace`). */
   inplace?: boolean;
+  /**
+   * Keys may hold raw bytes: a name that is not valid UTF-8 is listed, and accepted by every
+   * method, as a key whose stray bytes are lone surrogates U+DC80..U+DCFF, one per byte (keys.ts
+   * encodeKey/decodeKey). A key with a lone surrogate goes only to a store with this feature.
+   */
+  rawNames?: boolean;
 }
 
 /**

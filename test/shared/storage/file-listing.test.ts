@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { FileStore } from '../../../src/shared/storage/file/index.js';
-import { compareKeys } from '../../../src/shared/storage/keys.js';
+import { compareKeys, decodeKey, encodeKey } from '../../../src/shared/storage/keys.js';
 import { TEMP_PREFIX } from '../../../src/shared/storage/temp.js';
 import type { Entry, ListOptions } from '../../../src/shared/storage/types.js';
 import { listAll } from './conformance.js';
@@ -146,14 +146,33 @@ describe('file store: large directories', () => {
     }
   });
 
-  it('lists names that are not valid UTF-8 as failed keys, in a large directory too', async () => {
-    const odd = Buffer.concat([Buffer.from(root + 'big/'), Buffer.from([0x6e, 0xff, 0xfe])]);
-    fs.writeFileSync(odd, 'x');
+  it('lists names that are not valid UTF-8 under keys that keep their bytes, in byte order, in a large directory sorted on disk too', async () => {
+    // Regression: such names were failed keys ("ferry cannot address yet"), and the packed form of
+    // a large directory's names (UTF-8) would have turned their bytes into U+FFFD.
+    const names = [
+      [0x6e, 0xff, 0xfe], // 'n', then two bytes that never occur in UTF-8
+      [0x66, 0x30, 0x30, 0x31, 0x30, 0x30, 0xc3], // 'f00100' and a lead byte with nothing after it
+      [0x7a, 0xef], // 'z' and the first byte of 'z\uFF5E', which it sorts before
+      [0x7a, 0xf5], // after 'z\u{1F600}' (F0 9F 98 80): F5 is above any UTF-8 lead byte
+    ].map((b) => Buffer.from(b));
+    const paths = names.map((n) => Buffer.concat([Buffer.from(root + 'big/'), n]));
+    for (const p of paths) fs.writeFileSync(p, 'raw');
     try {
-      const failed = (await listAll(s, { prefix: 'big/', listCutoff: 1000 })).filter((e) => e.error !== undefined);
-      expect(failed.map((e) => e.key)).toEqual(['big/n\uFFFD\uFFFD [bytes 6efffe]']);
+      const raw = names.map((n) => 'big/' + decodeKey(n));
+      expect(raw).toEqual(['big/n\uDCFF\uDCFE', 'big/f00100\uDCC3', 'big/z\uDCEF', 'big/z\uDCF5']);
+      const byBytes = [...want, ...raw].sort((a, b) => Buffer.compare(encodeKey(a), encodeKey(b)));
+      for (const listCutoff of [1_000_000, 1000]) {
+        const listed = await listAll(s, { prefix: 'big/', listCutoff });
+        expect(listed.filter((e) => e.error !== undefined)).toEqual([]);
+        expect(keysOf(listed)).toEqual(byBytes);
+        expect(listed.find((e) => e.key === 'big/z\uDCF5')).toMatchObject({ size: 3, isDir: false });
+        // startAfter a raw key, and a prefix that holds raw bytes.
+        expect(keysOf(await listAll(s, { prefix: 'big/', startAfter: 'big/f00100\uDCC3', listCutoff })).slice(0, 1)).toEqual(['big/f00101']);
+        expect(keysOf(await listAll(s, { prefix: 'big/z\uDCEF', listCutoff }))).toEqual(['big/z\uDCEF']);
+      }
+      expect(spills()).toEqual([]);
     } finally {
-      fs.rmSync(odd);
+      for (const p of paths) fs.rmSync(p);
     }
   });
 });

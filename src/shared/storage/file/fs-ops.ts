@@ -1,9 +1,9 @@
-import fs from 'node:fs';
+import fs, { type Dirent } from 'node:fs';
 import { join } from 'node:path';
-import { compareKeys } from '../keys.js';
+import { compareKeys, decodeKey, encodeKey, hasRawBytes } from '../keys.js';
 import { TEMP_PREFIX, tempName } from '../temp.js';
 import { specialKind, type NodeKind, type WalkRecord } from '../tree.js';
-import { KeyPacker, sortKeys, UNDECODABLE, type Spill } from './sorted-names.js';
+import { KeyPacker, sortKeys, type Spill } from './sorted-names.js';
 
 /**
  * Synchronous file-system operations, which run on the main thread (small jobs) and on the
@@ -43,7 +43,17 @@ export interface SystemErrorRecord {
   message: string;
 }
 
-const NOT_UTF8 = 'its name is not valid UTF-8, which ferry cannot address yet';
+/**
+ * A path as fs takes it: one that holds raw bytes (lone surrogates U+DC80..U+DCFF, keys.ts
+ * encodeKey) as a Buffer of the bytes it names, any other as it is. Paths travel between threads
+ * as strings (lone surrogates survive postMessage) and turn into bytes only here, at the system call.
+ */
+export function fsPath(p: string): string | Buffer {
+  return hasRawBytes(p) ? encodeKey(p) : p;
+}
+
+/** Node decodes names as UTF-8 and bytes that are not as U+FFFD: such a name no longer reaches its file (see rawNames). */
+const REPLACEMENT = '\uFFFD';
 
 /** The fields of a record beyond name, kind, size, mtime, mode, uid and gid. */
 export type RecordExtra = Pick<WalkRecord, 'id' | 'special' | 'error' | 'target' | 'follow'>;
@@ -76,7 +86,7 @@ export class RecordList implements RecordSink {
  */
 function statEntry(env: SyncEnv, dir: string, name: string, follow: boolean, sink: RecordSink): boolean {
   const fs = env.fs;
-  const p = dir + name;
+  const p = fsPath(dir + name);
   let st;
   try {
     st = fs.lstatSync(p);
@@ -93,6 +103,8 @@ function statEntry(env: SyncEnv, dir: string, name: string, follow: boolean, sin
     let target = '';
     try {
       target = fs.readlinkSync(p);
+      // A target that is not valid UTF-8 keeps its bytes the way names do.
+      if (target.includes(REPLACEMENT)) target = decodeKey(fs.readlinkSync(p, { encoding: 'buffer' }));
     } catch {
       // Unreadable: reported as an empty target.
     }
@@ -113,19 +125,18 @@ function statEntry(env: SyncEnv, dir: string, name: string, follow: boolean, sin
 }
 
 /**
- * The names of `dir` whose bytes are not valid UTF-8. Node decodes names as UTF-8: such bytes come
- * back as U+FFFD, and the name no longer reaches the file. They are reported (under their bytes,
- * so that two of them stay two keys) rather than passed over.
+ * The names of `dir` that Node's UTF-8 decoding turned into U+FFFD, as keys that keep their bytes
+ * (keys.ts decodeKey: a byte that is not valid UTF-8 becomes a lone surrogate), with their
+ * entries; a name that holds U+FFFD itself comes back unchanged. Read as bytes, apart from the
+ * common pass, only for a directory where that pass met U+FFFD.
  */
-function undecodableNames(fs: Fs, dir: string, each: (display: string) => void): void {
+function rawNames(fs: Fs, dir: string, each: (name: string, d: Dirent) => void): void {
   // Node's types know only string encodings here; 'buffer' works and gives the names' bytes.
-  const h = fs.opendirSync(dir, { encoding: 'buffer' as BufferEncoding, bufferSize: 256 });
+  const h = fs.opendirSync(fsPath(dir), { encoding: 'buffer' as BufferEncoding, bufferSize: 256 });
   try {
     for (let d; (d = h.readSync()) !== null; ) {
       const raw = d.name as unknown as Buffer;
-      const text = raw.toString('utf8');
-      if (!text.includes('\uFFFD') || Buffer.from(text, 'utf8').equals(raw)) continue;
-      each(`${text} [bytes ${raw.toString('hex')}]`);
+      if (raw.toString('utf8').includes(REPLACEMENT)) each(decodeKey(raw), d);
     }
   } finally {
     h.closeSync();
@@ -147,21 +158,25 @@ export function listDirSync(env: SyncEnv, dir: string, o: { follow: boolean; nam
 function listInto(env: SyncEnv, dir: string, o: { follow: boolean; names?: string[]; temps?: boolean }, sink: RecordSink): TempFile[] {
   const fs = env.fs;
   const temps: TempFile[] = [];
-  let undecodable = false;
-  for (const name of o.names ?? fs.readdirSync(dir)) {
+  let raw = false;
+  for (const name of o.names ?? fs.readdirSync(fsPath(dir))) {
+    if (name.includes(REPLACEMENT)) {
+      raw = true;
+      continue;
+    }
     if (name.startsWith(env.tempPrefix)) {
       if (o.temps) noteTemp(fs, dir, name, temps);
       continue;
     }
-    if (!statEntry(env, dir, name, o.follow, sink) && name.includes('\uFFFD')) undecodable = true;
+    statEntry(env, dir, name, o.follow, sink);
   }
-  if (undecodable) undecodableNames(fs, dir, (name) => sink.add(name, 'f', 0, 0, undefined, undefined, undefined, { error: NOT_UTF8 }));
+  if (raw) rawNames(fs, dir, (name) => statEntry(env, dir, name, o.follow, sink));
   return temps;
 }
 
 /** The first `max` names of `dir` (fewer: that is all of them), in readdir order. */
 export function readNamesSync(fs: Fs, dir: string, max: number): string[] {
-  const h = fs.opendirSync(dir, { bufferSize: Math.min(max + 1, 1024) });
+  const h = fs.opendirSync(fsPath(dir), { bufferSize: Math.min(max + 1, 1024) });
   try {
     const names: string[] = [];
     for (let d; names.length < max && (d = h.readSync()) !== null; ) names.push(d.name);
@@ -210,17 +225,16 @@ export function sortNamesSync(env: SyncEnv, dir: string, o: SortNamesOptions): S
   const probe = (name: string, link: boolean): boolean => {
     try {
       if (!link) {
-        const st = fs.lstatSync(dir + name);
+        const st = fs.lstatSync(fsPath(dir + name));
         if (st.isDirectory()) return true;
         if (!st.isSymbolicLink() || !o.follow) return false;
       }
-      return fs.statSync(dir + name).isDirectory();
+      return fs.statSync(fsPath(dir + name)).isDirectory();
     } catch {
       return false;
     }
   };
   const temps: TempFile[] = [];
-  // Undecodable names are marked with a trailing '\0' while they are sorted (sortKeys).
   let keys: string[] = [];
   let count = 0;
   let spill: (Spill & { fd: number; pos: number }) | undefined;
@@ -228,10 +242,7 @@ export function sortNamesSync(env: SyncEnv, dir: string, o: SortNamesOptions): S
   const pack = () => {
     sortKeys(keys);
     packer.clear();
-    for (const k of keys) {
-      if (k.charCodeAt(k.length - 1) === 0) packer.add(k.slice(0, -1), UNDECODABLE);
-      else packer.add(k, 0);
-    }
+    for (const k of keys) packer.add(k);
     keys = [];
   };
   const spillRun = () => {
@@ -252,36 +263,33 @@ export function sortNamesSync(env: SyncEnv, dir: string, o: SortNamesOptions): S
     if (keys.length >= o.cutoff) spillRun();
   };
   const stopped = () => o.stop !== undefined && Atomics.load(o.stop, 0) !== 0;
+  const consider = (name: string, d: Dirent) => {
+    if (name.startsWith(env.tempPrefix)) {
+      if (o.temps) noteTemp(fs, dir, name, temps);
+      return;
+    }
+    let isDir = d.isDirectory();
+    if (!isDir) {
+      if (d.isSymbolicLink()) isDir = o.follow && probe(name, true);
+      else if (!d.isFile() && !d.isFIFO() && !d.isSocket() && !d.isCharacterDevice() && !d.isBlockDevice()) isDir = probe(name, false);
+    }
+    const key = isDir ? name + '/' : name;
+    if (keep(key)) add(key);
+  };
   try {
-    let undecodable = false;
-    const h = fs.opendirSync(dir, { bufferSize: 1024 });
+    let raw = false;
+    const h = fs.opendirSync(fsPath(dir), { bufferSize: 1024 });
     try {
       let n = 0;
       for (let d; (d = h.readSync()) !== null; ) {
         if ((++n & 4095) === 0 && stopped()) throw Object.assign(new Error(`listing ${dir} was stopped`), { code: 'ABORT_ERR' });
-        const name = d.name;
-        if (name.startsWith(env.tempPrefix)) {
-          if (o.temps) noteTemp(fs, dir, name, temps);
-          continue;
-        }
-        let isDir = d.isDirectory();
-        if (!isDir) {
-          if (d.isSymbolicLink()) isDir = o.follow && probe(name, true);
-          else if (!d.isFile() && !d.isFIFO() && !d.isSocket() && !d.isCharacterDevice() && !d.isBlockDevice()) isDir = probe(name, false);
-        }
-        const key = isDir ? name + '/' : name;
-        if (!keep(key)) continue;
-        if (name.includes('\uFFFD')) undecodable = true;
-        add(key);
+        if (d.name.includes(REPLACEMENT)) raw = true;
+        else consider(d.name, d);
       }
     } finally {
       h.closeSync();
     }
-    if (undecodable) {
-      undecodableNames(fs, dir, (display) => {
-        if (keep(display)) add(display + '\0');
-      });
-    }
+    if (raw) rawNames(fs, dir, consider);
     const out: SortedNames = { count };
     if (o.temps) out.temps = temps;
     if (spill) {
@@ -308,19 +316,13 @@ export function sortNamesSync(env: SyncEnv, dir: string, o: SortNamesOptions): S
 
 /**
  * The records of keys of `dir` (sortNamesSync's, in their order), as columns: a name that is gone
- * is left out, an undecodable one (indexes in `undecodable`) is reported as such, and a name that
- * turned from a directory into something else, or back, since it was sorted keeps its place with
- * an error (the key it was sorted under would now be out of order).
+ * is left out, and a name that turned from a directory into something else, or back, since it was
+ * sorted keeps its place with an error (the key it was sorted under would now be out of order).
  */
-export function statNamesSync(env: SyncEnv, dir: string, keys: string[], undecodable: number[], follow: boolean): RecordColumns {
+export function statNamesSync(env: SyncEnv, dir: string, keys: string[], follow: boolean): RecordColumns {
   const out = new RecordColumnsWriter(keys.length);
-  const bad = undecodable.length > 0 ? new Set(undecodable) : undefined;
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
-    if (bad?.has(i)) {
-      out.add(key, 'f', 0, 0, undefined, undefined, undefined, { error: NOT_UTF8 });
-      continue;
-    }
     const sortedAsDir = key.charCodeAt(key.length - 1) === 47;
     const name = sortedAsDir ? key.slice(0, -1) : key;
     if (!statEntry(env, dir, name, follow, out)) continue;
@@ -476,18 +478,19 @@ export function decodeRecords(c: RecordColumns): WalkRecord[] {
  */
 export function clearForFileSync(fs: Fs, path: string): void {
   const fail = (code: string, message: string) => Object.assign(new Error(message), { code });
+  const p = fsPath(path);
   let st;
   try {
-    st = fs.lstatSync(path);
+    st = fs.lstatSync(p);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw e;
   }
   if (st.isFile()) return;
   if (st.isSymbolicLink()) throw fail('FERRY_UNSAFE_PATH', `${path} is a symlink`);
-  if (!st.isDirectory()) return fs.unlinkSync(path);
+  if (!st.isDirectory()) return fs.unlinkSync(p);
   try {
-    fs.rmdirSync(path);
+    fs.rmdirSync(p);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTEMPTY' || code === 'EEXIST') throw fail('FERRY_IN_THE_WAY', `${path}/ is a directory with content`);
@@ -519,8 +522,8 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
   const fs = env.fs;
   const C = fs.constants;
   const parent = (p: string) => p.slice(0, p.lastIndexOf('/'));
-  const write = (job: PlaceJob, target: string) => {
-    if (job.src !== undefined) fs.copyFileSync(job.src, target, job.inplace ? 0 : C.COPYFILE_EXCL);
+  const write = (job: PlaceJob, target: string | Buffer) => {
+    if (job.src !== undefined) fs.copyFileSync(fsPath(job.src), target, job.inplace ? 0 : C.COPYFILE_EXCL);
     else {
       const fd = fs.openSync(target, job.inplace ? C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW | C.O_NONBLOCK : 'wx');
       try {
@@ -532,36 +535,38 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
   };
   return jobs.map((job) => {
     const target = job.inplace ? job.dst : (job.tmp ?? env.tmpPath(job.dst));
+    const t = fsPath(target);
+    const dst = fsPath(job.dst);
     try {
       if (job.inplace) env.clearForFile(fs, job.dst);
       try {
-        write(job, target);
+        write(job, t);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || (job.src !== undefined && !fs.existsSync(job.src))) throw e;
-        fs.mkdirSync(parent(job.dst), { recursive: true });
-        write(job, target);
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || (job.src !== undefined && !fs.existsSync(fsPath(job.src)))) throw e;
+        fs.mkdirSync(fsPath(parent(job.dst)), { recursive: true });
+        write(job, t);
       }
-      if (job.uid !== undefined && job.gid !== undefined) fs.chownSync(target, job.uid, job.gid);
-      if (job.mode !== undefined) fs.chmodSync(target, job.mode);
+      if (job.uid !== undefined && job.gid !== undefined) fs.chownSync(t, job.uid, job.gid);
+      if (job.mode !== undefined) fs.chmodSync(t, job.mode);
       if (job.mtime !== undefined) {
         // index.ts fsTime: seconds keep the sub-millisecond part, but Node turns a negative number
         // (before 1970) into "now", so those go as a Date (floored: the same second).
-        const t = job.mtime >= 0 ? job.mtime / 1000 : new Date(Math.floor(job.mtime));
-        fs.utimesSync(target, t, t);
+        const time = job.mtime >= 0 ? job.mtime / 1000 : new Date(Math.floor(job.mtime));
+        fs.utimesSync(t, time, time);
       }
       if (target !== job.dst) {
         try {
-          fs.renameSync(target, job.dst);
+          fs.renameSync(t, dst);
         } catch (e) {
           // A directory where the file goes: an empty one makes way, one with content does not.
           if ((e as NodeJS.ErrnoException).code !== 'EISDIR') throw e;
           env.clearForFile(fs, job.dst);
-          fs.renameSync(target, job.dst);
+          fs.renameSync(t, dst);
         }
       }
       return null;
     } catch (e) {
-      if (target !== job.dst) fs.rmSync(target, { force: true });
+      if (target !== job.dst) fs.rmSync(t, { force: true });
       const err = e as NodeJS.ErrnoException;
       return { code: err?.code ? String(err.code) : 'EIO', message: err?.message ? String(err.message) : String(e) };
     }
@@ -578,7 +583,7 @@ export function readBatchSync(env: SyncEnv, paths: string[]): (Uint8Array | Syst
   return paths.map((p) => {
     let fd = -1;
     try {
-      fd = fs.openSync(p, C.O_RDONLY | C.O_NONBLOCK);
+      fd = fs.openSync(fsPath(p), C.O_RDONLY | C.O_NONBLOCK);
       const st = fs.fstatSync(fd);
       if (st.isDirectory()) return { code: 'EISDIR', message: 'EISDIR: it is a directory' };
       if (!st.isFile()) return { code: 'FERRY_SPECIAL_FILE', message: `it is a ${env.specialKind(st.mode)}, not a regular file; ferry does not read FIFOs, sockets or devices` };
@@ -624,7 +629,7 @@ const READ_ALL_BYTES = 64 << 10;
  */
 export function readDirSync(env: SyncEnv, dir: string, o: ReadDirOptions): { columns: RecordColumns; temps?: TempFile[] } | { sorted: SortedNames } {
   const small = o.size !== undefined && o.size > 0 && o.size <= READ_ALL_BYTES;
-  const names = small ? env.fs.readdirSync(dir) : readNamesSync(env.fs, dir, o.wholeMax + 1);
+  const names = small ? env.fs.readdirSync(fsPath(dir)) : readNamesSync(env.fs, dir, o.wholeMax + 1);
   if (names.length > o.wholeMax) return { sorted: sortNamesSync(env, dir, o) };
   const out = new RecordColumnsWriter(names.length);
   const temps = listInto(env, dir, { follow: o.follow, names, ...(o.temps ? { temps: true } : {}) }, out);
@@ -636,7 +641,7 @@ export function readDirSync(env: SyncEnv, dir: string, o: ReadDirOptions): { col
 /** A temporary file met while reading `dir`, for ListOptions.reclaim (hidden from the listing either way). */
 function noteTemp(fs: typeof import('node:fs'), dir: string, name: string, temps: TempFile[]): void {
   try {
-    const st = fs.lstatSync(dir + name);
+    const st = fs.lstatSync(fsPath(dir + name));
     if (st.isFile() || st.isSymbolicLink()) temps.push({ name, size: st.size, mtime: st.mtimeMs });
   } catch {
     // Gone already.

@@ -35,7 +35,7 @@ const ops: Record<string, (m: Message) => Reply> = {
     const r = readDirSync(env, m['dir'] as string, m['options'] as Parameters<typeof readDirSync>[2]);
     return 'sorted' in r && r.sorted.packed ? { result: r, transfer: [r.sorted.packed.buffer as ArrayBuffer] } : { result: r };
   },
-  statNames: (m) => ({ result: statNamesSync(env, m['dir'] as string, m['keys'] as string[], m['undecodable'] as number[], m['follow'] as boolean) }),
+  statNames: (m) => ({ result: statNamesSync(env, m['dir'] as string, m['keys'] as string[], m['follow'] as boolean) }),
   place: (m) => ({ result: placeFilesSync(env, m['jobs'] as Parameters<typeof placeFilesSync>[1]) }),
   readBatch: (m) => ({ result: readBatchSync(env, m['jobs'] as string[]) }),
 };

@@ -5,13 +5,13 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FatalError, type FerryError, fromSystemError, InTheWayError, NotEmptyError, NotFoundError, UnsafePathError } from '../../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sizeGuard, throwIfAborted } from '../body.js';
-import { parentKey, treeKeyProblem } from '../keys.js';
+import { decodeKey, parentKey, rawKeyProblem, treeKeyProblem } from '../keys.js';
 import type { Backend } from '../registry.js';
 import { isAbandoned } from '../temp.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { inOrder, listTree, specialKind, type DirListing, type ReadRequest, type SortedListing, type WalkRecord } from '../tree.js';
 import type { DirRead, SortedNames, TempFile } from './fs-ops.js';
-import { clearForFileSync, FsPool, listDirSync, MAIN_THREAD, placeFilesSync, type PlaceJob, readBatchSync, toSystemError } from './pool.js';
+import { clearForFileSync, FsPool, fsPath, listDirSync, MAIN_THREAD, placeFilesSync, type PlaceJob, readBatchSync, toSystemError } from './pool.js';
 import { SortedDir } from './sorted-dir.js';
 import { PackedKeys, SpilledKeys, type KeySource } from './sorted-names.js';
 
@@ -86,12 +86,17 @@ export class FileStore implements ObjectStore {
       symlinks: true,
       dirs: true,
       inplace: true,
+      rawNames: true,
     };
   }
 
-  /** Refuse a key that would leave the root or give a file a second key (`part`: the part that names a path). */
+  /**
+   * Refuse a key that would leave the root or give a file a second key (`part`: the part that names
+   * a path). A key may hold raw bytes (a name that is not valid UTF-8, features.rawNames), but only
+   * as the one key decodeKey gives that name.
+   */
   #checkKey(key: string, what: string, part = key): void {
-    const why = treeKeyProblem(part);
+    const why = treeKeyProblem(part) ?? rawKeyProblem(part);
     if (why !== undefined) throw new UnsafePathError(`${what} ${JSON.stringify(key)} in ${this.root}: refused, because ${why}`);
   }
 
@@ -129,7 +134,7 @@ export class FileStore implements ObjectStore {
       const path = this.root + upTo.slice(0, i - 1);
       let st;
       try {
-        st = fs.lstatSync(path);
+        st = fs.lstatSync(fsPath(path));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, `${what} ${this.root}${key}`);
         return missing(i);
@@ -141,7 +146,7 @@ export class FileStore implements ObjectStore {
       if (st.isSymbolicLink()) throw new UnsafePathError(`${what} ${JSON.stringify(key)}: ${path} is a symlink: ${LINKS}`);
       if (!fix) return true;
       try {
-        fs.unlinkSync(path);
+        fs.unlinkSync(fsPath(path));
       } catch (err) {
         throw fromSystemError(err, `${what} ${this.root}${key}: remove ${path}, which stands where a directory must go`);
       }
@@ -171,7 +176,7 @@ export class FileStore implements ObjectStore {
     const pages = listTree(options, PAGE, async (req, follow) => {
       const listing = await this.#readDir(req, follow, options, budget);
       if (!req.identify) return listing;
-      const st = await fsp.stat(this.root + req.read).catch(() => undefined);
+      const st = await fsp.stat(fsPath(this.root + req.read)).catch(() => undefined);
       return st ? { ...listing, id: `${st.dev}:${st.ino}` } : listing;
     });
     yield* abortablePages(pages, options.signal, `list ${this.root}${options.prefix ?? ''}`);
@@ -202,10 +207,10 @@ export class FileStore implements ObjectStore {
       // A directory's size tells roughly how many names it holds (ext4 and xfs: bytes of entries,
       // btrfs: bytes of names, tmpfs: 20 a name): reading the names of one that looks large here
       // would be wasted, and unbounded for a huge one.
-      const size = req.size ?? fs.statSync(path).size;
+      const size = req.size ?? fs.statSync(fsPath(path)).size;
       const young = budget.names > 0;
       if (size > 0 && size <= (young ? MAIN_DIR_BYTES : SMALL_DIR_BYTES)) {
-        const names = fs.readdirSync(path);
+        const names = fs.readdirSync(fsPath(path));
         if (names.length <= (young ? WHOLE_DIR_MAX : SYNC_LIST_MAX)) {
           budget.names -= names.length;
           budget.sinceTurn += names.length + 1;
@@ -235,7 +240,7 @@ export class FileStore implements ObjectStore {
     for (const t of found ?? []) {
       if (!isAbandoned(t.name, t.mtime)) continue;
       const p = path + t.name;
-      const removed = await fsp.unlink(p).then(
+      const removed = await fsp.unlink(fsPath(p)).then(
         () => true,
         () => false,
       );
@@ -249,7 +254,7 @@ export class FileStore implements ObjectStore {
     const p = this.root + key;
     let st;
     try {
-      st = options.followSymlinks ? await fsp.stat(p) : await fsp.lstat(p);
+      st = options.followSymlinks ? await fsp.stat(fsPath(p)) : await fsp.lstat(fsPath(p));
     } catch (err) {
       throw fromSystemError(err, `stat ${p}`);
     }
@@ -257,7 +262,9 @@ export class FileStore implements ObjectStore {
     const e: Entry = { key, size: st.isDirectory() ? 0 : st.size, mtime: st.mtimeMs, isDir: st.isDirectory(), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
     if (st.isSymbolicLink()) {
       e.isSymlink = true;
-      e.target = await fsp.readlink(p);
+      // A target that is not valid UTF-8 keeps its bytes the way names do (fs-ops.ts statEntry).
+      e.target = await fsp.readlink(fsPath(p));
+      if (e.target.includes('\uFFFD')) e.target = decodeKey(await fsp.readlink(fsPath(p), { encoding: 'buffer' }));
     } else if (!st.isFile() && !st.isDirectory()) {
       e.special = specialKind(st.mode);
     }
@@ -288,7 +295,7 @@ export class FileStore implements ObjectStore {
     }
     let fh;
     try {
-      fh = await fsp.open(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      fh = await fsp.open(fsPath(p), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
       const st = await fh.stat();
       if (!st.isFile()) {
         const what = st.isDirectory() ? 'a directory' : `a ${specialKind(st.mode)}`;
@@ -313,11 +320,11 @@ export class FileStore implements ObjectStore {
   /** Rename a temporary into place; an empty directory there makes way (clearForFileSync). */
   #renameIntoPlace(tmp: string, p: string): void {
     try {
-      fs.renameSync(tmp, p);
+      fs.renameSync(fsPath(tmp), fsPath(p));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EISDIR') throw err;
       clearForFileSync(fs, p);
-      fs.renameSync(tmp, p);
+      fs.renameSync(fsPath(tmp), fsPath(p));
     }
   }
 
@@ -376,11 +383,11 @@ export class FileStore implements ObjectStore {
       // Open first: a missing parent directory is made before any byte of the body is consumed.
       let fh;
       try {
-        fh = await fsp.open(target, flags);
+        fh = await fsp.open(fsPath(target), flags);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        await fsp.mkdir(dirname(p), { recursive: true });
-        fh = await fsp.open(target, flags);
+        await fsp.mkdir(fsPath(dirname(p)), { recursive: true });
+        fh = await fsp.open(fsPath(target), flags);
       }
       if (Buffer.isBuffer(body)) {
         try {
@@ -394,11 +401,11 @@ export class FileStore implements ObjectStore {
         if (options.size === undefined) await pipeline(body, out, signal);
         else await pipeline(body, sizeGuard(options.size, `write ${p}`), out, signal);
       }
-      if (options.mode !== undefined) await fsp.chmod(target, options.mode);
-      if (options.mtime !== undefined) await fsp.utimes(target, fsTime(options.mtime), fsTime(options.mtime));
+      if (options.mode !== undefined) await fsp.chmod(fsPath(target), options.mode);
+      if (options.mtime !== undefined) await fsp.utimes(fsPath(target), fsTime(options.mtime), fsTime(options.mtime));
       if (target !== p) this.#renameIntoPlace(target, p);
     } catch (err) {
-      if (target !== p) await fsp.rm(target, { force: true }).catch(() => {});
+      if (target !== p) await fsp.rm(fsPath(target), { force: true }).catch(() => {});
       throw this.#writeError(err, key, `write ${p}`);
     }
     if (making) this.#rememberDirs(parentKey(key));
@@ -416,12 +423,12 @@ export class FileStore implements ObjectStore {
     try {
       if (isDir) {
         this.#dirs.delete(key);
-        await fsp.rmdir(p);
-      } else await fsp.unlink(p);
+        await fsp.rmdir(fsPath(p));
+      } else await fsp.unlink(fsPath(p));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return;
-      if (!isDir && (code === 'EISDIR' || code === 'EPERM') && (await fsp.lstat(p).then((st) => st.isDirectory(), () => false))) return;
+      if (!isDir && (code === 'EISDIR' || code === 'EPERM') && (await fsp.lstat(fsPath(p)).then((st) => st.isDirectory(), () => false))) return;
       // POSIX lets rmdir say EEXIST for a directory with entries.
       if (isDir && (code === 'ENOTEMPTY' || code === 'EEXIST')) throw new NotEmptyError(`delete ${this.root + key}: the directory is not empty`, { cause: err });
       throw fromSystemError(err, `delete ${this.root + key}`);
@@ -435,7 +442,7 @@ export class FileStore implements ObjectStore {
     this.#checkWay(dirKey, dirKey, true, 'mkdir');
     try {
       // Fails with EEXIST if something not a directory appeared there since the check.
-      await fsp.mkdir(p, { recursive: true, ...(options.mode === undefined ? {} : { mode: options.mode }) });
+      await fsp.mkdir(fsPath(p), { recursive: true, ...(options.mode === undefined ? {} : { mode: options.mode }) });
     } catch (err) {
       throw fromSystemError(err, `mkdir ${p}`);
     }
@@ -450,15 +457,15 @@ export class FileStore implements ObjectStore {
     const tmp = MAIN_THREAD.tmpPath(p);
     try {
       try {
-        await fsp.symlink(target, tmp);
+        await fsp.symlink(fsPath(target), fsPath(tmp));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        await fsp.mkdir(dirname(p), { recursive: true });
-        await fsp.symlink(target, tmp);
+        await fsp.mkdir(fsPath(dirname(p)), { recursive: true });
+        await fsp.symlink(fsPath(target), fsPath(tmp));
       }
       this.#renameIntoPlace(tmp, p);
     } catch (err) {
-      await fsp.rm(tmp, { force: true }).catch(() => {});
+      await fsp.rm(fsPath(tmp), { force: true }).catch(() => {});
       throw this.#writeError(err, key, `symlink ${p}`, 'symlink');
     }
     if (making) this.#rememberDirs(parentKey(key));
@@ -469,20 +476,21 @@ export class FileStore implements ObjectStore {
     this.#checkKey(key, 'set attributes of');
     this.#checkWay(key, parentKey(key), false, 'set attributes of');
     const p = this.root + (key.endsWith('/') ? key.slice(0, -1) : key);
+    const at = fsPath(p);
     try {
-      if (!options.isSymlink && (await fsp.lstat(p)).isSymbolicLink()) {
+      if (!options.isSymlink && (await fsp.lstat(at)).isSymbolicLink()) {
         throw new UnsafePathError(`set attributes of ${JSON.stringify(key)}: ${p} is a symlink: ${LINKS}`);
       }
       // chown before chmod: chown clears setuid/setgid bits.
       if (attrs.uid !== undefined && attrs.gid !== undefined && this.features.attrs?.owner) {
-        if (options.isSymlink) await fsp.lchown(p, attrs.uid, attrs.gid);
-        else await fsp.chown(p, attrs.uid, attrs.gid);
+        if (options.isSymlink) await fsp.lchown(at, attrs.uid, attrs.gid);
+        else await fsp.chown(at, attrs.uid, attrs.gid);
       }
-      if (attrs.mode !== undefined && !options.isSymlink) await fsp.chmod(p, attrs.mode);
+      if (attrs.mode !== undefined && !options.isSymlink) await fsp.chmod(at, attrs.mode);
       if (attrs.mtime !== undefined) {
         const t = fsTime(attrs.mtime);
-        if (options.isSymlink) await fsp.lutimes(p, t, t);
-        else await fsp.utimes(p, t, t);
+        if (options.isSymlink) await fsp.lutimes(at, t, t);
+        else await fsp.utimes(at, t, t);
       }
     } catch (err) {
       throw fromSystemError(err, `set attributes of ${p}`);
@@ -507,7 +515,7 @@ export class FileStore implements ObjectStore {
     if (watch) {
       const onProgress = options.onProgress!;
       timer = setInterval(() => {
-        fsp.stat(watch).then(
+        fsp.stat(fsPath(watch)).then(
           (st) => onProgress(st.size),
           () => {},
         );

@@ -13,7 +13,7 @@ import type { ThreadData } from './fs-thread.js';
 import type { Spill } from './sorted-names.js';
 
 // What the store's writes and reads take from here (defined in fs-ops.ts, which the threads run too).
-export { clearForFileSync, listDirSync, MAIN_THREAD, placeFilesSync, readBatchSync, type DirRead, type PlaceJob, type SyncEnv, type SystemErrorRecord, type TempFile } from './fs-ops.js';
+export { clearForFileSync, fsPath, listDirSync, MAIN_THREAD, placeFilesSync, readBatchSync, type DirRead, type PlaceJob, type SyncEnv, type SystemErrorRecord, type TempFile } from './fs-ops.js';
 
 /**
  * Synchronous file-system calls on worker threads (fs-thread.ts running fs-ops.ts). Listing a
@@ -177,8 +177,8 @@ export class FsPool {
   }
 
   /** The records of keys that readDir() gave, in their order (statNamesSync). */
-  async statNames(dir: string, keys: string[], undecodable: number[], follow: boolean): Promise<WalkRecord[]> {
-    return decodeRecords(await this.#call<RecordColumns>({ op: 'statNames', dir, keys, undecodable, follow }));
+  async statNames(dir: string, keys: string[], follow: boolean): Promise<WalkRecord[]> {
+    return decodeRecords(await this.#call<RecordColumns>({ op: 'statNames', dir, keys, follow }));
   }
 
   /** Copy files in one message per thread; one error (or null) per job, in order. */

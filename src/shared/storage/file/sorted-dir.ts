@@ -41,7 +41,7 @@ export class SortedDir implements SortedRecords {
       return this.#keys.next(this.#page);
     });
     this.#keyed = keys.catch(() => {});
-    const records = keys.then((page) => (page.keys.length === 0 ? null : this.#pool.statNames(this.#path, page.keys, page.undecodable, this.#follow)));
+    const records = keys.then((page) => (page.keys.length === 0 ? null : this.#pool.statNames(this.#path, page.keys, this.#follow)));
     // A failure is seen when the walk reaches that page; until then it must not count as unhandled.
     records.catch(() => {});
     this.#ahead.push(records);

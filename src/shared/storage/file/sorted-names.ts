@@ -1,21 +1,18 @@
 import { promises as fsp } from 'node:fs';
-import { compareKeys } from '../keys.js';
+import { compareKeys, decodeKey, encodeKey, hasRawBytes } from '../keys.js';
 
 /**
  * The names of a large directory while the walk goes through it: keys (a directory's name ends in
- * '/') in UTF-8 byte order, packed as one byte of flags, the key's UTF-8 length (u16, little
- * endian) and its UTF-8 bytes, about 3 + length bytes a name where a JavaScript string costs 30–50.
- * A file-system thread packs them (and transfers the buffer, no copy); above the list cutoff it
- * writes sorted runs in this form to a temporary file, which the walk merges as it goes.
+ * '/') in UTF-8 byte order, packed as the length of the name's bytes (u16, little endian) and the
+ * bytes themselves (a key's raw bytes as they are: keys.ts encodeKey), about 2 + length bytes a
+ * name where a JavaScript string costs 30–50. A file-system thread packs them (and transfers the
+ * buffer, no copy); above the list cutoff it writes sorted runs in this form to a temporary file,
+ * which the walk merges as it goes.
  */
 
-/** The name is not valid UTF-8: the key is its display form, and it is reported as an error. */
-export const UNDECODABLE = 1;
-
-/** Some keys in order, and which of them (indexes) are UNDECODABLE. */
+/** Some keys in order. */
 export interface KeyPage {
   keys: string[];
-  undecodable: number[];
 }
 
 /** A directory's keys, a page at a time, in key order. */
@@ -45,19 +42,19 @@ export class KeyPacker {
     this.#buf = Buffer.allocUnsafeSlow(capacity);
   }
 
-  add(key: string, flags: number): void {
+  add(key: string): void {
     // A UTF-16 code unit takes at most 3 bytes in UTF-8.
-    const need = this.#len + 3 + key.length * 3;
+    const need = this.#len + 2 + key.length * 3;
     if (need > this.#buf.length) {
       const grown = Buffer.allocUnsafeSlow(Math.max(need, this.#buf.length * 2));
       this.#buf.copy(grown, 0, 0, this.#len);
       this.#buf = grown;
     }
-    const n = this.#buf.write(key, this.#len + 3, 'utf8');
+    // UTF-8 would write a lone surrogate as U+FFFD: a key holding raw bytes is written as those bytes.
+    const n = hasRawBytes(key) ? encodeKey(key).copy(this.#buf, this.#len + 2) : this.#buf.write(key, this.#len + 2, 'utf8');
     if (n > 0xffff) throw new Error(`a name of ${n} bytes is too long to list`);
-    this.#buf[this.#len] = flags;
-    this.#buf.writeUInt16LE(n, this.#len + 1);
-    this.#len += 3 + n;
+    this.#buf.writeUInt16LE(n, this.#len);
+    this.#len += 2 + n;
     this.count++;
   }
 
@@ -81,9 +78,8 @@ export class KeyPacker {
 
 /**
  * Sort keys in UTF-8 byte order. The default sort (UTF-16 code units) agrees with it unless a
- * surrogate meets a code unit above U+E000; one pass over neighbours finds out, and only then does
- * the slower comparator run. Keys ending in '\0' keep their place (the '\0' sorts before any other
- * continuation of the key), which is how sortNamesSync marks undecodable names while it sorts.
+ * surrogate meets a code unit above U+E000, or a key holds raw bytes (lone surrogates); one pass
+ * over neighbours finds out, and only then does the slower comparator run.
  */
 export function sortKeys(keys: string[]): void {
   keys.sort();
@@ -97,12 +93,13 @@ export function sortKeys(keys: string[]): void {
 
 /** Decode records from `buf` starting at `pos`, until `end`, `max` keys, or a record cut off. */
 function decode(buf: Buffer, pos: number, end: number, max: number, page: KeyPage): number {
-  while (pos + 3 <= end && page.keys.length < max) {
-    const len = buf.readUInt16LE(pos + 1);
-    if (pos + 3 + len > end) break;
-    if (buf[pos]! & UNDECODABLE) page.undecodable.push(page.keys.length);
-    page.keys.push(buf.toString('utf8', pos + 3, pos + 3 + len));
-    pos += 3 + len;
+  while (pos + 2 <= end && page.keys.length < max) {
+    const len = buf.readUInt16LE(pos);
+    if (pos + 2 + len > end) break;
+    const key = buf.toString('utf8', pos + 2, pos + 2 + len);
+    // U+FFFD: the name holds bytes that are not valid UTF-8 (or U+FFFD itself).
+    page.keys.push(key.includes('\uFFFD') ? decodeKey(buf.subarray(pos + 2, pos + 2 + len)) : key);
+    pos += 2 + len;
   }
   return pos;
 }
@@ -117,7 +114,7 @@ export class PackedKeys implements KeySource {
   }
 
   async next(max: number): Promise<KeyPage> {
-    const page: KeyPage = { keys: [], undecodable: [] };
+    const page: KeyPage = { keys: [] };
     if (!this.#buf) return page;
     this.#pos = decode(this.#buf, this.#pos, this.#buf.length, max, page);
     if (this.#pos >= this.#buf.length) this.#buf = undefined;
@@ -138,7 +135,6 @@ const MAX_CHUNK = 64 << 10;
 /** One sorted run of a spill file, read a chunk at a time. */
 class Run {
   keys: string[] = [];
-  flags: number[] = [];
   i = 0;
   #pos: number;
   #carry: Buffer = Buffer.alloc(0);
@@ -159,7 +155,6 @@ class Run {
   /** Decode the next chunk; false at the end of the run. */
   async fill(): Promise<boolean> {
     this.keys = [];
-    this.flags = [];
     this.i = 0;
     while (this.keys.length === 0) {
       if (this.#pos >= this.end) return false;
@@ -170,12 +165,10 @@ class Run {
       if (bytesRead === 0) throw new Error('a spilled listing run ended early');
       this.#pos += bytesRead;
       const end = this.#carry.length + bytesRead;
-      const page: KeyPage = { keys: [], undecodable: [] };
+      const page: KeyPage = { keys: [] };
       const used = decode(buf, 0, end, Infinity, page);
       this.#carry = Buffer.from(buf.subarray(used, end));
       this.keys = page.keys;
-      this.flags = new Array<number>(page.keys.length).fill(0);
-      for (const i of page.undecodable) this.flags[i] = UNDECODABLE;
     }
     return true;
   }
@@ -212,12 +205,11 @@ export class SpilledKeys implements KeySource {
   }
 
   async next(max: number): Promise<KeyPage> {
-    const page: KeyPage = { keys: [], undecodable: [] };
+    const page: KeyPage = { keys: [] };
     if (this.#closed) return page;
     const heap = (this.#heap ??= await this.#open());
     while (heap.length > 0 && page.keys.length < max) {
       const run = heap[0]!;
-      if (run.flags[run.i]! & UNDECODABLE) page.undecodable.push(page.keys.length);
       page.keys.push(run.head!);
       run.i++;
       if (run.head === undefined && !(await run.fill())) {
