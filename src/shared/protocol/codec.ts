@@ -1,5 +1,6 @@
-import { Packr } from 'msgpackr';
+import { addExtension, Packr } from 'msgpackr';
 import { ProtocolError } from '../errors.js';
+import { decodeKey, encodeKey, hasRawBytes } from '../storage/keys.js';
 import { validateResult, validateTask } from '../transfer/task.js';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, type ManagerMessage, type WorkerInfo, type WorkerMessage } from './messages.js';
 
@@ -13,12 +14,49 @@ export { ProtocolError };
  */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 
+/**
+ * A string holding raw bytes (a key of a name that is not valid UTF-8: lone surrogates U+DC80–U+DCFF,
+ * see storage/keys.ts). msgpack strings are UTF-8, which has no lone surrogates: such a string
+ * would arrive as U+FFFD, and a worker would write a mangled name. It crosses as its bytes in an
+ * extension instead, and is decoded back to the same key.
+ */
+class RawString {
+  constructor(readonly bytes: Buffer) {}
+}
+const RAW_STRING_EXT = 82;
+addExtension({ Class: RawString, type: RAW_STRING_EXT, pack: (r: RawString) => r.bytes, unpack: (bytes: Buffer) => decodeKey(bytes) });
+
+/** The message with every string that holds raw bytes as a RawString; the message itself when there is none (the usual case). */
+function withRawStrings(v: unknown): unknown {
+  if (typeof v === 'string') {
+    if (!hasRawBytes(v)) return v;
+    try {
+      return new RawString(encodeKey(v));
+    } catch {
+      // Lone surrogates that name no bytes (not a key a store made): sent as UTF-8 can carry them, with U+FFFD.
+      return v;
+    }
+  }
+  if (typeof v !== 'object' || v === null || Buffer.isBuffer(v) || v instanceof Uint8Array) return v;
+  if (!holdsRawStrings(v)) return v;
+  if (Array.isArray(v)) return v.map(withRawStrings);
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, withRawStrings(x)]));
+}
+
+function holdsRawStrings(v: unknown): boolean {
+  if (typeof v === 'string') return hasRawBytes(v);
+  if (typeof v !== 'object' || v === null || Buffer.isBuffer(v) || v instanceof Uint8Array) return false;
+  if (Array.isArray(v)) return v.some(holdsRawStrings);
+  for (const x of Object.values(v)) if (holdsRawStrings(x)) return true;
+  return false;
+}
+
 /** A frame as ws hands it over (its RawData), or any byte buffer. */
 export type Frame = Uint8Array | ArrayBuffer | readonly Uint8Array[];
 
 /** One message, as one binary frame. Refuses a message that would exceed MAX_FRAME_BYTES (the peer would drop the connection). */
 export function encodeMessage(message: WorkerMessage | ManagerMessage): Buffer {
-  const frame = packr.pack(message);
+  const frame = packr.pack(withRawStrings(message));
   if (frame.length > MAX_FRAME_BYTES) throw new ProtocolError(`a '${message.t}' message of ${frame.length} bytes exceeds the frame limit of ${MAX_FRAME_BYTES} bytes`);
   return frame;
 }

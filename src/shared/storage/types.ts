@@ -18,8 +18,8 @@ export interface Entry {
   gid?: number;
   etag?: string;
   /**
-   * The store saw this key but cannot read or write it (a file name that is not valid UTF-8): a
-   * sync counts it as failed rather than passing over it.
+   * The store saw this key but cannot read or write it (a directory it cannot read into, a name it
+   * cannot address): a sync counts it as failed rather than passing over it.
    */
   error?: string;
   /**

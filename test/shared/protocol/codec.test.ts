@@ -105,6 +105,21 @@ describe('protocol codec', () => {
     expect(decodeManagerMessage(raw({ t: 'rate', rate: 5, burst: 9 }))).toStrictEqual({ t: 'rate', rate: 5, burst: 9 });
   });
 
+  it('carries keys of names that are not valid UTF-8 exactly (their raw bytes as lone surrogates)', () => {
+    // Regression: msgpack strings are UTF-8, so a raw key arrived as U+FFFD and a worker wrote a mangled name.
+    const raw = 'dir/a\udcffb'; // the bytes 61 ff 62
+    const target = '../t\udcc3';
+    const m: ManagerMessage = {
+      t: 'batch',
+      req: 1,
+      batch: { v: 1, tasks: [{ v: 1, id: 1, op: 'copy', entry: { key: raw, size: 1, mtime: 1, isDir: false } }, { v: 1, id: 2, op: 'copy', entry: { key: 'l', size: 0, mtime: 1, isDir: false, isSymlink: true, target } }] },
+    };
+    const back = decodeManagerMessage(encodeMessage(m));
+    expect(back).toStrictEqual(m);
+    const r: WorkerMessage = { t: 'results', results: [{ v: 1, id: 1, error: { code: 'FERRY_FATAL', retry: 'fatal', message: `cannot write ${raw}` } }] };
+    expect(decodeWorkerMessage(encodeMessage(r))).toStrictEqual(r);
+  });
+
   it('uses no records extension: a frame decodes in a packer that never saw its shapes', () => {
     const m = MANAGER_MESSAGES[0]!;
     const frame = encodeMessage(m);
