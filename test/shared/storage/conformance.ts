@@ -518,6 +518,69 @@ export function describeConformance(name: string, setup: () => Promise<Conforman
       });
     });
 
+    describe('conditional create (features.exclusiveCreate)', () => {
+      it('stores an absent key, and refuses an existing one with FERRY_ALREADY_EXISTS, its content intact', async (ctx) => {
+        if (!s.features.exclusiveCreate) return ctx.skip();
+        await s.put('excl/one', Buffer.from('first'), { size: 5, ifAbsent: true });
+        expect((await readAll(await s.get('excl/one'))).toString()).toBe('first');
+        await rejectsWithCode(s.put('excl/one', Buffer.from('second'), { size: 6, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+        await rejectsWithCode(s.put('excl/one', Readable.from([Buffer.from('third')]), { size: 5, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+        await rejectsWithCode(s.put('excl/one', Buffer.alloc(0), { size: 0, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+        expect((await readAll(await s.get('excl/one'))).toString()).toBe('first');
+        // A stream body and an empty one create as well; without ifAbsent a put still overwrites.
+        await s.put('excl/stream', Readable.from([Buffer.from('streamed')]), { size: 8, ifAbsent: true });
+        await s.put('excl/empty', Buffer.alloc(0), { size: 0, ifAbsent: true });
+        expect((await readAll(await s.get('excl/stream'))).toString()).toBe('streamed');
+        expect((await s.head('excl/empty')).size).toBe(0);
+        await s.put('excl/one', Buffer.from('over'), { size: 4 });
+        expect((await readAll(await s.get('excl/one'))).toString()).toBe('over');
+        // A key deleted is absent again.
+        await s.delete('excl/one');
+        await s.put('excl/one', Buffer.from('again'), { size: 5, ifAbsent: true });
+        expect((await readAll(await s.get('excl/one'))).toString()).toBe('again');
+        await nothingLeftOver();
+      });
+
+      it('lets exactly one of several concurrent creates of a key win; the key holds the winner\'s bytes', async (ctx) => {
+        // Two managers replicating one SRC claim a backup interval this way: both winning would write the backup twice.
+        if (!s.features.exclusiveCreate) return ctx.skip();
+        for (let round = 0; round < 3; round++) {
+          const key = `excl/race-${round}`;
+          const bodies = Array.from({ length: 8 }, (_, i) => Buffer.from(`claim by manager ${i} in round ${round}`));
+          const results = await Promise.allSettled(
+            bodies.map((b, i) => s.put(key, i % 2 ? Readable.from([b]) : b, { size: b.length, ifAbsent: true })),
+          );
+          const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+          expect(won).toHaveLength(1);
+          for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+          expect((await readAll(await s.get(key))).equals(bodies[won[0]!]!)).toBe(true);
+        }
+        await nothingLeftOver();
+      });
+
+      it('creates a multipart-sized body only where absent, and lets one of two racing ones win', async (ctx) => {
+        if (!s.features.exclusiveCreate) return ctx.skip();
+        const size = multipartSize();
+        await s.put('excl/big', Buffer.from('small claim'), { size: 11 });
+        await rejectsWithCode(s.put('excl/big', patternStream(size, 6), { size, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+        expect((await readAll(await s.get('excl/big'))).toString()).toBe('small claim');
+        await nothingLeftOver();
+        const results = await Promise.allSettled([1, 2].map((seed) => s.put('excl/big-race', patternStream(size, seed), { size, ifAbsent: true })));
+        const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i + 1] : []));
+        expect(won).toHaveLength(1);
+        for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+        expect(await sha256(await s.get('excl/big-race'))).toEqual(await sha256(patternStream(size, won[0]!)));
+        await nothingLeftOver();
+      }, 300_000);
+
+      it('refuses ifAbsent with FERRY_FATAL where the store cannot create conditionally, writing nothing', async (ctx) => {
+        // An unconditional overwrite in place of a claim would let two managers both believe they won.
+        if (s.features.exclusiveCreate) return ctx.skip();
+        await rejectsWithCode(s.put('excl/refused', Buffer.from('x'), { size: 1, ifAbsent: true }), 'FERRY_FATAL');
+        await rejectsWithCode(s.head('excl/refused'), 'FERRY_NOT_FOUND');
+      });
+    });
+
     describe('optional capabilities', () => {
       it('keeps mtime and mode (features.attrs)', async (ctx) => {
         if (!s.features.attrs || !s.setAttrs) return ctx.skip();
