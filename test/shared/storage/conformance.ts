@@ -40,6 +40,8 @@ export interface ConformanceTarget {
   pendingUploads?(): Promise<number>;
   /** Temporaries (temp.ts) anywhere under the store's root, where a tree store writes before renaming. */
   temporaries?(): Promise<string[]>;
+  /** The same root opened to write in place (`--inplace`, features.inplace). */
+  openInplace?(): Promise<ObjectStore>;
 }
 
 /** Deterministic bytes: the same (size, seed) always gives the same stream. */
@@ -573,11 +575,36 @@ export function describeConformance(name: string, setup: () => Promise<Conforman
         await nothingLeftOver();
       }, 300_000);
 
-      it('refuses ifAbsent with FERRY_FATAL where the store cannot create conditionally, writing nothing', async (ctx) => {
-        // An unconditional overwrite in place of a claim would let two managers both believe they won.
-        if (s.features.exclusiveCreate) return ctx.skip();
-        await rejectsWithCode(s.put('excl/refused', Buffer.from('x'), { size: 1, ifAbsent: true }), 'FERRY_FATAL');
-        await rejectsWithCode(s.head('excl/refused'), 'FERRY_NOT_FOUND');
+      it('never replaces a directory or a symlink at the key, and creates whole with --inplace too', async (ctx) => {
+        // Written in place, a claim would be visible half-written, and two writers could both open the file.
+        if (!s.features.exclusiveCreate || (!s.features.dirs && !s.features.symlinks && !t.openInplace)) return ctx.skip();
+        if (s.features.dirs && s.mkdir) {
+          await s.mkdir('excltree/dir/');
+          await rejectsWithCode(s.put('excltree/dir', Buffer.from('x'), { size: 1, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+          expect((await s.head('excltree/dir/')).isDir).toBe(true);
+        }
+        if (s.features.symlinks && s.symlink) {
+          await s.symlink('excltree/link', '../elsewhere');
+          await rejectsWithCode(s.put('excltree/link', Buffer.from('x'), { size: 1, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+          expect(await s.head('excltree/link')).toMatchObject({ isSymlink: true, target: '../elsewhere' });
+        }
+        if (t.openInplace && s.features.inplace) {
+          const inplace = await t.openInplace();
+          try {
+            await inplace.put('excltree/inplace', Buffer.from('first'), { size: 5, ifAbsent: true });
+            await rejectsWithCode(inplace.put('excltree/inplace', Buffer.from('second'), { size: 6, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+            expect((await readAll(await s.get('excltree/inplace'))).toString()).toBe('first');
+            const bodies = Array.from({ length: 4 }, (_, i) => Buffer.from(`in place claim ${i}`));
+            const results = await Promise.allSettled(bodies.map((b) => inplace.put('excltree/inplace-race', b, { size: b.length, ifAbsent: true })));
+            const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+            expect(won).toHaveLength(1);
+            for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+            expect((await readAll(await s.get('excltree/inplace-race'))).equals(bodies[won[0]!]!)).toBe(true);
+          } finally {
+            await inplace.close?.();
+          }
+        }
+        await nothingLeftOver();
       });
     });
 
