@@ -2,8 +2,9 @@
  * An Aliyun OSS test server on node:http that checks what OSS checks: the V1 signature (computed
  * here from the OSS specification, not with the SDK's signer), the request time, the bucket in the
  * virtual-host `Host` header, object-name limits, Content-MD5, multipart part lists; and answers
- * with OSS's status codes and XML error bodies. `x-oss-forbid-overwrite: true` on PutObject, CopyObject
- * and CompleteMultipartUpload refuses to replace a key (409 FileAlreadyExists), checked in the same
+ * with OSS's status codes and XML error bodies. `x-oss-forbid-overwrite: true` on PutObject, CopyObject,
+ * InitiateMultipartUpload and CompleteMultipartUpload refuses an existing key (409 FileAlreadyExists); the
+ * writes check it in the same
  * turn of the event loop that stores the object: of racing creates exactly one wins. Object data lives in a temporary directory as
  * immutable segment files, so a completed multipart upload or a copy shares the parts' files.
  */
@@ -678,6 +679,10 @@ export class OssServer {
   async #initiate(req: IncomingMessage, res: ServerResponse, bucket: string, key: string, id: string): Promise<number> {
     await this.#readSmall(req, 0);
     const storageClass = this.#storageClass(req.headers);
+    // OSS lists x-oss-forbid-overwrite for InitiateMultipartUpload too: an upload that could never complete is refused at once.
+    if (String(req.headers['x-oss-forbid-overwrite'] ?? '').toLowerCase() === 'true' && this.#bucket(bucket).objects.has(key)) {
+      throw new OssError(409, 'FileAlreadyExists', 'The object you specified already exists and can not be overwritten.');
+    }
     const uploadId = randomBytes(16).toString('hex').toUpperCase();
     this.#uploads.set(uploadId, { bucket, key, storageClass, contentType: String(req.headers['content-type'] ?? 'application/octet-stream'), parts: new Map() });
     return this.#send(res, 200, id, `<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult>\n  <Bucket>${xmlEscape(bucket)}</Bucket>\n  <Key>${xmlEscape(key)}</Key>\n  <UploadId>${uploadId}</UploadId>\n</InitiateMultipartUploadResult>\n`);
