@@ -81,7 +81,8 @@ export interface PutOptions {
    * where `features.exclusiveCreate`; two such puts racing for one key: exactly one succeeds, and
    * the key then holds its bytes whole. Anything at the key counts as there (in tree stores a
    * directory or a symlink too). Always written through a temporary or in one request, never in
-   * place (`--inplace` does not apply). put() only: copyFrom() does not honour it.
+   * place (`--inplace` does not apply). For file keys: a directory key (ending in '/') in a tree
+   * store is made with mkdir, which does not look at it. put() only: copyFrom() does not honour it.
    */
   ifAbsent?: boolean;
   /** Long copies (copyFrom) report the bytes written so far, now and then, for progress. */
