@@ -4,6 +4,9 @@
  * SDK), the bucket in the virtual-host `Host` header, GET Bucket (V1) paging with
  * Marker/NextMarker/IsTruncated, ranges, multipart uploads with a validated part list, copies named
  * by `x-cos-copy-source`, batched deletes with Content-MD5, and COS's XML error bodies.
+ * `x-cos-forbid-overwrite: true` on PUT Object, PUT Object - Copy and Complete Multipart Upload
+ * refuses to replace a key (409 FileAlreadyExists), checked in the same turn of the event loop that
+ * stores the object: of racing creates exactly one wins.
  *
  * Stricter or smaller than the real service where a test needs it: a listing page holds at most
  * `pageLimit` (100) entries even when max-keys asks for 1000, so paging is exercised with few keys.
@@ -441,6 +444,16 @@ export class CosServer {
     return v;
   }
 
+  /**
+   * A write with `x-cos-forbid-overwrite: true` finds `key` there: its new file goes, 409. Called in
+   * the same synchronous step as the #store that follows, so no other write comes between.
+   */
+  #refuseOverwrite(bucket: Bucket, key: string, req: IncomingMessage, file: string): void {
+    if (String(req.headers['x-cos-forbid-overwrite'] ?? '').toLowerCase() !== 'true' || !bucket.objects.has(key)) return;
+    void fsp.rm(file, { force: true });
+    throw new CosError(409, 'FileAlreadyExists', 'The object already exists and cannot be overwritten.');
+  }
+
   #store(bucket: Bucket, key: string, obj: StoredObject): void {
     const old = bucket.objects.get(key);
     if (old) void fsp.rm(old.file, { force: true });
@@ -557,6 +570,7 @@ export class CosServer {
     const storageClass = this.#storageClass(req);
     const { file, size, md5 } = await this.#receive(req);
     const etag = md5.toString('hex');
+    this.#refuseOverwrite(bucket, key, req, file);
     this.#store(bucket, key, { file, size, etag, mtime: new Date(), storageClass, contentType: String(req.headers['content-type'] ?? 'application/octet-stream') });
     res.writeHead(200, { ...this.#commonHeaders(), etag: `"${etag}"`, 'content-length': 0 }).end();
   }
@@ -592,6 +606,7 @@ export class CosServer {
     const file = this.#newFile();
     await fsp.copyFile(src.file, file);
     const mtime = new Date();
+    this.#refuseOverwrite(bucket, key, req, file);
     this.#store(bucket, key, { file, size: src.size, etag: src.etag, mtime, storageClass, contentType: src.contentType });
     this.#sendXml(res, 200, `<CopyObjectResult><ETag>&quot;${src.etag}&quot;</ETag><LastModified>${isoDate(mtime)}</LastModified></CopyObjectResult>`);
   }
@@ -774,6 +789,8 @@ export class CosServer {
     }, out);
     const etag = createHash('md5').update(Buffer.concat(parts.map((p) => p.md5))).digest('hex') + '-' + parts.length;
     const size = parts.reduce((n, p) => n + p.size, 0);
+    // Refused, the upload stays open (to be aborted), as on COS.
+    this.#refuseOverwrite(bucket, key, req, file);
     this.#uploads.delete(q['uploadId']!);
     for (const p of u.parts.values()) void fsp.rm(p.file, { force: true });
     this.#store(bucket, key, { file, size, etag, mtime: new Date(), storageClass: u.storageClass, contentType: u.contentType });

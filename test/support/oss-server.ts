@@ -2,7 +2,10 @@
  * An Aliyun OSS test server on node:http that checks what OSS checks: the V1 signature (computed
  * here from the OSS specification, not with the SDK's signer), the request time, the bucket in the
  * virtual-host `Host` header, object-name limits, Content-MD5, multipart part lists; and answers
- * with OSS's status codes and XML error bodies. Object data lives in a temporary directory as
+ * with OSS's status codes and XML error bodies. `x-oss-forbid-overwrite: true` on PutObject, CopyObject,
+ * InitiateMultipartUpload and CompleteMultipartUpload refuses an existing key (409 FileAlreadyExists); the
+ * writes check it in the same
+ * turn of the event loop that stores the object: of racing creates exactly one wins. Object data lives in a temporary directory as
  * immutable segment files, so a completed multipart upload or a copy shares the parts' files.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
@@ -400,8 +403,15 @@ export class OssServer {
     return lo;
   }
 
-  #store(bucket: string, key: string, obj: StoredObject): void {
+  /**
+   * Store an object; with `x-oss-forbid-overwrite: true` among `h`, only where the key is absent.
+   * Synchronous: the check and the store are one step, whatever other requests are under way.
+   */
+  #store(bucket: string, key: string, obj: StoredObject, h?: IncomingHttpHeaders): void {
     const b = this.#bucket(bucket);
+    if (h && String(h['x-oss-forbid-overwrite'] ?? '').toLowerCase() === 'true' && b.objects.has(key)) {
+      throw new OssError(409, 'FileAlreadyExists', 'The object you specified already exists and can not be overwritten.');
+    }
     if (!b.objects.has(key)) b.keys.splice(this.#bound(b.keys, key, false), 0, key);
     b.objects.set(key, obj);
   }
@@ -469,7 +479,7 @@ export class OssServer {
     const storageClass = this.#storageClass(req.headers);
     const { segment, md5 } = await this.#receive(req, MAX_PUT);
     const etag = quoted(md5.toString('hex'));
-    this.#store(bucket, key, { size: segment.length, etag, lastModified: now(), storageClass, contentType: String(req.headers['content-type'] ?? 'application/octet-stream'), type: 'Normal', segments: [segment] });
+    this.#store(bucket, key, { size: segment.length, etag, lastModified: now(), storageClass, contentType: String(req.headers['content-type'] ?? 'application/octet-stream'), type: 'Normal', segments: [segment] }, req.headers);
     return this.#send(res, 200, id, undefined, { ETag: etag });
   }
 
@@ -491,7 +501,7 @@ export class OssServer {
     const src = this.#object(from.bucket, from.key);
     if (src.size > this.#options.copyLimit) throw new OssError(400, 'InvalidArgument', `The source object is larger than ${this.#options.copyLimit} bytes; use UploadPartCopy.`);
     const lastModified = now();
-    this.#store(bucket, key, { ...src, lastModified, storageClass, segments: [...src.segments] });
+    this.#store(bucket, key, { ...src, lastModified, storageClass, segments: [...src.segments] }, req.headers);
     return this.#send(res, 200, id, `<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult>\n  <ETag>${src.etag}</ETag>\n  <LastModified>${lastModified.toISOString()}</LastModified>\n</CopyObjectResult>\n`);
   }
 
@@ -669,6 +679,10 @@ export class OssServer {
   async #initiate(req: IncomingMessage, res: ServerResponse, bucket: string, key: string, id: string): Promise<number> {
     await this.#readSmall(req, 0);
     const storageClass = this.#storageClass(req.headers);
+    // OSS lists x-oss-forbid-overwrite for InitiateMultipartUpload too: an upload that could never complete is refused at once.
+    if (String(req.headers['x-oss-forbid-overwrite'] ?? '').toLowerCase() === 'true' && this.#bucket(bucket).objects.has(key)) {
+      throw new OssError(409, 'FileAlreadyExists', 'The object you specified already exists and can not be overwritten.');
+    }
     const uploadId = randomBytes(16).toString('hex').toUpperCase();
     this.#uploads.set(uploadId, { bucket, key, storageClass, contentType: String(req.headers['content-type'] ?? 'application/octet-stream'), parts: new Map() });
     return this.#send(res, 200, id, `<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult>\n  <Bucket>${xmlEscape(bucket)}</Bucket>\n  <Key>${xmlEscape(key)}</Key>\n  <UploadId>${uploadId}</UploadId>\n</InitiateMultipartUploadResult>\n`);
@@ -739,7 +753,6 @@ export class OssServer {
     const md5s = createHash('md5');
     for (const p of chosen) md5s.update(p.md5);
     const etag = `"${md5s.digest('hex').toUpperCase()}-${chosen.length}"`;
-    this.#uploads.delete(uploadId);
     this.#store(bucket, key, {
       size: chosen.reduce((n, p) => n + p.size, 0),
       etag,
@@ -748,7 +761,9 @@ export class OssServer {
       contentType: u.contentType,
       type: 'Multipart',
       segments: chosen.flatMap((p) => p.segments),
-    });
+    }, req.headers);
+    // A completion refused (FileAlreadyExists) leaves the upload open, to be aborted, as OSS does.
+    this.#uploads.delete(uploadId);
     return this.#send(res, 200, id, `<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult>\n  <Bucket>${xmlEscape(bucket)}</Bucket>\n  <Key>${xmlEscape(key)}</Key>\n  <ETag>${etag}</ETag>\n</CompleteMultipartUploadResult>\n`, { ETag: etag });
   }
 }

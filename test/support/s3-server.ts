@@ -11,10 +11,14 @@
  *   upload that is not open (aborted, completed, never started) gets 404 NoSuchUpload.
  * - x-amz-copy-source is percent-decoded as S3 does (s3rver's decodeURI leaves '%23' and such).
  * - A PutObject whose client went away mid-body stores nothing (s3rver kept the bytes that came).
+ * - If-None-Match: * on PutObject (a copy too) and CompleteMultipartUpload is a conditional create,
+ *   as S3 has it since 2024 (s3rver ignores the header): 412 PreconditionFailed when the key
+ *   exists, 409 ConditionalRequestConflict while another conditional write of the key is under way.
+ *   The check and the claim happen in one turn of the event loop: of racing writers one wins.
  * The payload hash (x-amz-content-sha256) is not verified.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { createReadStream, promises as fsp, readdirSync } from 'node:fs';
+import { createReadStream, existsSync, promises as fsp, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -233,7 +237,23 @@ function parseCopySource(header: string): { bucket: string; key: string } {
   return { bucket: decodeURIComponent(s.slice(0, i)), key: s.slice(i + 1).split('/').map(decodeURIComponent).join('/') };
 }
 
+/** Wait for a request's body to end, so that the client sees an early answer and not a reset. */
+function drain(req: IncomingMessage): Promise<void> {
+  return new Promise<void>((resolve) => {
+    req.once('end', resolve);
+    req.once('close', resolve);
+    req.resume();
+  });
+}
+
+/** An S3 error with a status s3rver's table lacks. */
+function s3Error(status: number, code: string, message: string): Error {
+  return Object.assign(new S3Error(code, message), { status, expose: true });
+}
+
 function s3Checks(secrets: Map<string, string>, writes: Map<string, number>, partWrites: Map<string, number>): Middleware {
+  /** Keys (bucket/key) with a conditional write under way. */
+  const creating = new Set<string>();
   return async (ctx, next) => {
     const auth = ctx.get('authorization');
     if (auth) verifySigV4(ctx, secrets);
@@ -251,57 +271,80 @@ function s3Checks(secrets: Map<string, string>, writes: Map<string, number>, par
       partWrites.set(id, (partWrites.get(id) ?? 0) + 1);
     }
     const copySource = ctx.get('x-amz-copy-source');
-    if (target && ctx.method === 'DELETE' && 'uploadId' in ctx.query) {
-      const dir = join(ctx.store.getResourcePath(target.bucket, undefined, 'uploads'), String(ctx.query['uploadId']));
-      const exists = await fsp.stat(dir).then(() => true, () => false);
-      if (!exists) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.', { UploadId: ctx.query['uploadId'] });
-      await fsp.rm(dir, { recursive: true, force: true });
-      ctx.status = 204;
-      return;
-    }
-    if (target && ctx.method === 'PUT' && copySource && 'uploadId' in ctx.query && 'partNumber' in ctx.query) {
-      const src = parseCopySource(copySource);
-      if (!(await ctx.store.getBucket(src.bucket))) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: src.bucket });
-      const dir = join(ctx.store.getResourcePath(target.bucket, undefined, 'uploads'), String(ctx.query['uploadId']));
-      if (!(await fsp.stat(dir).then(() => true, () => false))) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.');
-      const head = await ctx.store.getObject(src.bucket, src.key);
-      if (!head) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: src.key });
-      head.content?.destroy();
-      let start = 0;
-      let end = head.size - 1;
-      const range = ctx.get('x-amz-copy-source-range');
-      if (range) {
-        const r = /^bytes=(\d+)-(\d+)$/.exec(range);
-        if (!r) throw new S3Error('InvalidArgument', 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy');
-        start = Number(r[1]);
-        end = Number(r[2]);
-        if (start > end || end >= head.size) throw new S3Error('InvalidRange', 'The requested range is not satisfiable', { RangeRequested: range, ActualObjectSize: head.size });
+    const ifNoneMatch = ctx.get('if-none-match');
+    const writesObject = (ctx.method === 'PUT' && !('partNumber' in ctx.query)) || (ctx.method === 'POST' && 'uploadId' in ctx.query);
+    if (target?.key && ifNoneMatch && writesObject) {
+      const id = `${target.bucket}/${target.key}`;
+      if (ifNoneMatch !== '*') {
+        await drain(ctx.req);
+        throw new S3Error('NotImplemented', 'A header you provided implies functionality that is not implemented', { Header: 'If-None-Match' });
       }
-      const obj = await ctx.store.getObject(src.bucket, src.key, { start, end });
-      const { md5 } = await ctx.store.putPart(target.bucket, String(ctx.query['uploadId']), Number(ctx.query['partNumber']), obj!.content!);
-      ctx.body = { CopyPartResult: { LastModified: new Date().toISOString(), ETag: JSON.stringify(md5) } };
-      return;
-    }
-    if (target && ctx.method === 'PUT' && !copySource && 'uploadId' in ctx.query && 'partNumber' in ctx.query) {
-      // s3rver takes a part for any upload id, even one aborted or completed (it makes the directory again); S3 refuses it.
-      const dir = join(ctx.store.getResourcePath(target.bucket, undefined, 'uploads'), String(ctx.query['uploadId']));
-      if (!(await fsp.stat(join(dir, 'key')).then(() => true, () => false))) {
-        // Read the body first, as S3 does, so the client sees the answer and not a reset.
-        await new Promise<void>((resolve) => {
-          ctx.req.once('end', resolve);
-          ctx.req.once('close', resolve);
-          ctx.req.resume();
-        });
-        throw new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', { UploadId: ctx.query['uploadId'] });
+      // No await between the check and the claim: one turn of the event loop decides.
+      const conflict = creating.has(id) ? 'conflict' : existsSync(ctx.store.getResourcePath(target.bucket, target.key, 'object')) ? 'exists' : undefined;
+      if (conflict) {
+        await drain(ctx.req);
+        if (conflict === 'conflict') throw s3Error(409, 'ConditionalRequestConflict', 'A conflicting conditional operation is currently in progress against this resource. Please try again.');
+        throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
+      }
+      creating.add(id);
+      try {
+        return await s3Rest(ctx, next, target, copySource);
+      } finally {
+        creating.delete(id);
       }
     }
-    if (target && ctx.method === 'PUT' && copySource) {
-      // s3rver decodes with decodeURI: hand it a header that decodeURI turns into the exact key.
-      const src = parseCopySource(copySource);
-      ctx.headers['x-amz-copy-source'] = encodeURI(`${src.bucket}/${src.key}`);
-    }
-    await next();
+    await s3Rest(ctx, next, target, copySource);
   };
+}
+
+/** The checks of s3Checks that come after the conditional create's claim. */
+async function s3Rest(ctx: KoaContext, next: () => Promise<void>, target: { bucket: string; key: string } | undefined, copySource: string): Promise<void> {
+  if (target && ctx.method === 'DELETE' && 'uploadId' in ctx.query) {
+    const dir = join(ctx.store.getResourcePath(target.bucket, undefined, 'uploads'), String(ctx.query['uploadId']));
+    const exists = await fsp.stat(dir).then(() => true, () => false);
+    if (!exists) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.', { UploadId: ctx.query['uploadId'] });
+    await fsp.rm(dir, { recursive: true, force: true });
+    ctx.status = 204;
+    return;
+  }
+  if (target && ctx.method === 'PUT' && copySource && 'uploadId' in ctx.query && 'partNumber' in ctx.query) {
+    const src = parseCopySource(copySource);
+    if (!(await ctx.store.getBucket(src.bucket))) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: src.bucket });
+    const dir = join(ctx.store.getResourcePath(target.bucket, undefined, 'uploads'), String(ctx.query['uploadId']));
+    if (!(await fsp.stat(dir).then(() => true, () => false))) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.');
+    const head = await ctx.store.getObject(src.bucket, src.key);
+    if (!head) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: src.key });
+    head.content?.destroy();
+    let start = 0;
+    let end = head.size - 1;
+    const range = ctx.get('x-amz-copy-source-range');
+    if (range) {
+      const r = /^bytes=(\d+)-(\d+)$/.exec(range);
+      if (!r) throw new S3Error('InvalidArgument', 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy');
+      start = Number(r[1]);
+      end = Number(r[2]);
+      if (start > end || end >= head.size) throw new S3Error('InvalidRange', 'The requested range is not satisfiable', { RangeRequested: range, ActualObjectSize: head.size });
+    }
+    const obj = await ctx.store.getObject(src.bucket, src.key, { start, end });
+    const { md5 } = await ctx.store.putPart(target.bucket, String(ctx.query['uploadId']), Number(ctx.query['partNumber']), obj!.content!);
+    ctx.body = { CopyPartResult: { LastModified: new Date().toISOString(), ETag: JSON.stringify(md5) } };
+    return;
+  }
+  if (target && ctx.method === 'PUT' && !copySource && 'uploadId' in ctx.query && 'partNumber' in ctx.query) {
+    // s3rver takes a part for any upload id, even one aborted or completed (it makes the directory again); S3 refuses it.
+    const dir = join(ctx.store.getResourcePath(target.bucket, undefined, 'uploads'), String(ctx.query['uploadId']));
+    if (!(await fsp.stat(join(dir, 'key')).then(() => true, () => false))) {
+      // Read the body first, as S3 does, so the client sees the answer and not a reset.
+      await drain(ctx.req);
+      throw new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', { UploadId: ctx.query['uploadId'] });
+    }
+  }
+  if (target && ctx.method === 'PUT' && copySource) {
+    // s3rver decodes with decodeURI: hand it a header that decodeURI turns into the exact key.
+    const src = parseCopySource(copySource);
+    ctx.headers['x-amz-copy-source'] = encodeURI(`${src.bucket}/${src.key}`);
+  }
+  await next();
 }
 
 export interface S3TestServer {

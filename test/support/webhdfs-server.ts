@@ -9,6 +9,10 @@
  * 400 for IllegalArgumentException and UnsupportedOperationException, and 403 for every other
  * IOException (StandbyException, AccessControlException, FileAlreadyExistsException...).
  * LISTSTATUS_BATCH pages at `batchLimit` entries (100 here, 1000 by default in Hadoop).
+ * Creating without replacing is atomic, as on a namenode: RENAME with `renameoptions` (rename2)
+ * refuses an existing destination unless OVERWRITE (FileAlreadyExistsException, never a move into
+ * a directory), checking and renaming in one step; CREATE with `overwrite=false` holds the name from
+ * its start to its end, so of racing creates one wins.
  */
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
@@ -106,6 +110,8 @@ export class WebHdfsServer {
   readonly #o: Required<WebHdfsServerOptions>;
   readonly #root: INode;
   #nextId = 16385;
+  /** Paths of CREATEs with overwrite=false under way: the name is theirs until they end. */
+  readonly #creating = new Set<string>();
   #dataDir = '';
   #faults: WebHdfsFault[] = [];
   #dnFaults: DatanodeFault[] = [];
@@ -498,22 +504,25 @@ export class WebHdfsServer {
         const dst = p.destination;
         if (!dst || !dst.startsWith('/')) throw illegal(`Invalid parameter value: destination = "${dst ?? ''}" is not an absolute path.`);
         const dstPath = this.#decodePath(dst.split('/').map(encodeURIComponent).join('/'));
+        // With renameoptions (NONE or OVERWRITE), Hadoop calls rename2: failures are exceptions, not false.
+        const rename2 = p.renameoptions !== undefined;
         const overwrite = (p.renameoptions ?? '').split(',').includes('OVERWRITE');
         const src = this.#lookup(path, user);
         if (!src.node || !src.parent) {
-          if (!overwrite) return this.#json(res, { boolean: false });
+          if (!rename2) return this.#json(res, { boolean: false });
           throw fnf(`File does not exist: ${path}`);
         }
         this.#check(user, src.parent, 2, src.parentPath);
         const to = this.#lookup(dstPath, user);
         if (!to.parent) {
-          if (!overwrite) return this.#json(res, { boolean: false });
+          if (!rename2) return this.#json(res, { boolean: false });
           throw fnf(`rename destination parent ${to.parentPath} not found.`);
         }
         this.#check(user, to.parent, 2, to.parentPath);
         this.#checkName(to.name, to.parentPath);
-        if (to.node) {
-          if (!overwrite) return this.#json(res, { boolean: false });
+        if (to.node || this.#creating.has(dstPath)) {
+          if (!rename2) return this.#json(res, { boolean: false });
+          if (!overwrite || !to.node) throw ioe('FileAlreadyExistsException', 'org.apache.hadoop.fs', `rename destination ${dstPath} already exists`);
           if ((to.node.type === 'DIRECTORY') !== (src.node.type === 'DIRECTORY'))
             throw ioe('IOException', 'java.io', `Source ${path} and destination ${dstPath} must both be directories`);
           if (to.node.children && to.node.children.size > 0) throw ioe('IOException', 'java.io', `rename destination directory is not empty: ${dstPath}`);
@@ -522,7 +531,7 @@ export class WebHdfsServer {
         src.parent.children!.delete(src.name);
         to.parent.children!.set(to.name, src.node);
         src.parent.mtime = to.parent.mtime = Date.now();
-        if (overwrite) return this.#ok(res);
+        if (rename2) return this.#ok(res);
         return this.#json(res, { boolean: true });
       }
       case 'PUT SETPERMISSION': {
@@ -636,7 +645,7 @@ export class WebHdfsServer {
         const parentPath = l.parent ? l.parentPath : path.slice(0, path.lastIndexOf('/')) || '/';
         if (!name) throw ioe('FileAlreadyExistsException', 'org.apache.hadoop.fs', `/ already exists as a directory`);
         if (existing?.type === 'DIRECTORY') throw ioe('FileAlreadyExistsException', 'org.apache.hadoop.fs', `${path} already exists as a directory`);
-        if (existing && p.overwrite !== 'true') throw ioe('FileAlreadyExistsException', 'org.apache.hadoop.fs', `${path} for client 127.0.0.1 already exists`);
+        if ((existing || this.#creating.has(path)) && p.overwrite !== 'true') throw ioe('FileAlreadyExistsException', 'org.apache.hadoop.fs', `${path} for client 127.0.0.1 already exists`);
         this.#check(user, parent, 2, parentPath);
         this.#checkName(name, parentPath);
       } catch (err) {
@@ -647,19 +656,30 @@ export class WebHdfsServer {
       }
       const permission = this.#permissionParam(p.permission, 0o644) & ~this.#o.umask;
       const data = join(this.#dataDir, `blk_${this.#nextId++}`);
+      const exclusive = p.overwrite !== 'true';
+      if (exclusive) this.#creating.add(path);
+      let length: number;
       try {
         await pipeline(req, createWriteStream(data));
+        length = (await fsp.stat(data)).size;
       } catch {
+        if (exclusive) this.#creating.delete(path);
         await fsp.rm(data, { force: true });
         return;
       }
       const node = this.#newNode('FILE', user, parent.group, permission);
       node.data = data;
-      node.length = (await fsp.stat(data)).size;
+      node.length = length;
       const old = parent.children!.get(name);
-      if (old) await this.#dropData(old);
+      // From the check at the start to here, the name was this create's (no await between the delete and the set).
+      if (exclusive) this.#creating.delete(path);
+      if (old && exclusive) {
+        await fsp.rm(data, { force: true });
+        throw ioe('FileAlreadyExistsException', 'org.apache.hadoop.fs', `${path} for client 127.0.0.1 already exists`);
+      }
       parent.children!.set(name, node);
       parent.mtime = Date.now();
+      if (old) await this.#dropData(old);
       res.writeHead(201, { location: `hdfs://localhost:8020${path.split('/').map(encodeURIComponent).join('/')}`, 'content-length': 0 }).end();
       return;
     }

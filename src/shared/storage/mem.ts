@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { FatalError, NotFoundError } from '../errors.js';
+import { AlreadyExistsError, FatalError, NotFoundError } from '../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sliced, throwIfAborted } from './body.js';
 import { compareKeys, decodeKey, encodeKey } from './keys.js';
 import { MiB, multipartUploads, type MultipartRequests, type PartData, type PartLimits } from './multipart.js';
@@ -58,6 +58,8 @@ export class MemStore implements ObjectStore {
       symlinks: true,
       // Keys are kept as their bytes (encodeKey), raw ones too, and listed back as the same keys.
       rawNames: true,
+      // One thread: the check and the store below happen with no await between them.
+      exclusiveCreate: true,
     };
     const requests = this.#uploadRequests();
     this.multipart = multipartUploads(this.features.multipart!, () => requests, (op, key) => `${this.description} multipart ${op} ${JSON.stringify(key)}`);
@@ -264,6 +266,7 @@ export class MemStore implements ObjectStore {
       unhook();
     }
     if (data.length === 0) data = EMPTY;
+    if (options.ifAbsent && this.#index(key) >= 0) throw new AlreadyExistsError(`${what}: the key exists already`);
     const attrs: Attrs = {};
     if (options.mtime !== undefined) attrs.mtime = options.mtime;
     if (options.mode !== undefined) attrs.mode = options.mode;

@@ -78,7 +78,11 @@ export interface PutOptions {
   storageClass?: string;
   /**
    * Create only: when the key already exists, write nothing and throw AlreadyExistsError. Only
-   * where `features.exclusiveCreate`; two such puts racing for one key: exactly one succeeds.
+   * where `features.exclusiveCreate`; two such puts racing for one key: exactly one succeeds, and
+   * the key then holds its bytes whole. Anything at the key counts as there (in tree stores a
+   * directory or a symlink too). Always written through a temporary or in one request, never in
+   * place (`--inplace` does not apply). For file keys: a directory key (ending in '/') in a tree
+   * store is made with mkdir, which does not look at it. put() only: copyFrom() does not honour it.
    */
   ifAbsent?: boolean;
   /** Long copies (copyFrom) report the bytes written so far, now and then, for progress. */
@@ -127,7 +131,12 @@ export interface Features {
   symlinks?: boolean;
   /** Real directories: mkdir() creates them and they exist without content. */
   dirs?: boolean;
-  /** put() honours `ifAbsent` atomically (a conditional create, checked by the store itself). */
+  /**
+   * put() honours `ifAbsent` atomically (a conditional create, checked by the store itself): file
+   * (link(2) of a temporary), mem, S3 (If-None-Match: *), OSS (x-oss-forbid-overwrite), COS
+   * (x-cos-forbid-overwrite), SFTP (the v3 rename) and HDFS (rename2 without OVERWRITE). Where it is
+   * absent a caller must not pass `ifAbsent`: nothing guarantees a store without it refuses.
+   */
   exclusiveCreate?: boolean;
   /** put() without temporary names when the caller asks for it (`--inplace`). */
   inplace?: boolean;

@@ -40,6 +40,8 @@ export interface ConformanceTarget {
   pendingUploads?(): Promise<number>;
   /** Temporaries (temp.ts) anywhere under the store's root, where a tree store writes before renaming. */
   temporaries?(): Promise<string[]>;
+  /** The same root opened to write in place (`--inplace`, features.inplace). */
+  openInplace?(): Promise<ObjectStore>;
 }
 
 /** Deterministic bytes: the same (size, seed) always gives the same stream. */
@@ -515,6 +517,94 @@ export function describeConformance(name: string, setup: () => Promise<Conforman
         await mp.abort(up);
         await nothingLeftOver();
         await rejectsWithCode(s.head('mp/limits'), 'FERRY_NOT_FOUND');
+      });
+    });
+
+    describe('conditional create (features.exclusiveCreate)', () => {
+      it('stores an absent key, and refuses an existing one with FERRY_ALREADY_EXISTS, its content intact', async (ctx) => {
+        if (!s.features.exclusiveCreate) return ctx.skip();
+        await s.put('excl/one', Buffer.from('first'), { size: 5, ifAbsent: true });
+        expect((await readAll(await s.get('excl/one'))).toString()).toBe('first');
+        await rejectsWithCode(s.put('excl/one', Buffer.from('second'), { size: 6, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+        await rejectsWithCode(s.put('excl/one', Readable.from([Buffer.from('third')]), { size: 5, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+        await rejectsWithCode(s.put('excl/one', Buffer.alloc(0), { size: 0, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+        expect((await readAll(await s.get('excl/one'))).toString()).toBe('first');
+        // A stream body and an empty one create as well; without ifAbsent a put still overwrites.
+        await s.put('excl/stream', Readable.from([Buffer.from('streamed')]), { size: 8, ifAbsent: true });
+        await s.put('excl/empty', Buffer.alloc(0), { size: 0, ifAbsent: true });
+        expect((await readAll(await s.get('excl/stream'))).toString()).toBe('streamed');
+        expect((await s.head('excl/empty')).size).toBe(0);
+        await s.put('excl/one', Buffer.from('over'), { size: 4 });
+        expect((await readAll(await s.get('excl/one'))).toString()).toBe('over');
+        // A key deleted is absent again.
+        await s.delete('excl/one');
+        await s.put('excl/one', Buffer.from('again'), { size: 5, ifAbsent: true });
+        expect((await readAll(await s.get('excl/one'))).toString()).toBe('again');
+        await nothingLeftOver();
+      });
+
+      it('lets exactly one of several concurrent creates of a key win; the key holds the winner\'s bytes', async (ctx) => {
+        // Two managers replicating one SRC claim a backup interval this way: both winning would write the backup twice.
+        if (!s.features.exclusiveCreate) return ctx.skip();
+        for (let round = 0; round < 3; round++) {
+          const key = `excl/race-${round}`;
+          const bodies = Array.from({ length: 8 }, (_, i) => Buffer.from(`claim by manager ${i} in round ${round}`));
+          const results = await Promise.allSettled(
+            bodies.map((b, i) => s.put(key, i % 2 ? Readable.from([b]) : b, { size: b.length, ifAbsent: true })),
+          );
+          const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+          expect(won).toHaveLength(1);
+          for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+          expect((await readAll(await s.get(key))).equals(bodies[won[0]!]!)).toBe(true);
+        }
+        await nothingLeftOver();
+      });
+
+      it('creates a multipart-sized body only where absent, and lets one of two racing ones win', async (ctx) => {
+        if (!s.features.exclusiveCreate) return ctx.skip();
+        const size = multipartSize();
+        await s.put('excl/big', Buffer.from('small claim'), { size: 11 });
+        await rejectsWithCode(s.put('excl/big', patternStream(size, 6), { size, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+        expect((await readAll(await s.get('excl/big'))).toString()).toBe('small claim');
+        await nothingLeftOver();
+        const results = await Promise.allSettled([1, 2].map((seed) => s.put('excl/big-race', patternStream(size, seed), { size, ifAbsent: true })));
+        const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i + 1] : []));
+        expect(won).toHaveLength(1);
+        for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+        expect(await sha256(await s.get('excl/big-race'))).toEqual(await sha256(patternStream(size, won[0]!)));
+        await nothingLeftOver();
+      }, 300_000);
+
+      it('never replaces a directory or a symlink at the key, and creates whole with --inplace too', async (ctx) => {
+        // Written in place, a claim would be visible half-written, and two writers could both open the file.
+        if (!s.features.exclusiveCreate || (!s.features.dirs && !s.features.symlinks && !t.openInplace)) return ctx.skip();
+        if (s.features.dirs && s.mkdir) {
+          await s.mkdir('excltree/dir/');
+          await rejectsWithCode(s.put('excltree/dir', Buffer.from('x'), { size: 1, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+          expect((await s.head('excltree/dir/')).isDir).toBe(true);
+        }
+        if (s.features.symlinks && s.symlink) {
+          await s.symlink('excltree/link', '../elsewhere');
+          await rejectsWithCode(s.put('excltree/link', Buffer.from('x'), { size: 1, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+          expect(await s.head('excltree/link')).toMatchObject({ isSymlink: true, target: '../elsewhere' });
+        }
+        if (t.openInplace && s.features.inplace) {
+          const inplace = await t.openInplace();
+          try {
+            await inplace.put('excltree/inplace', Buffer.from('first'), { size: 5, ifAbsent: true });
+            await rejectsWithCode(inplace.put('excltree/inplace', Buffer.from('second'), { size: 6, ifAbsent: true }), 'FERRY_ALREADY_EXISTS');
+            expect((await readAll(await s.get('excltree/inplace'))).toString()).toBe('first');
+            const bodies = Array.from({ length: 4 }, (_, i) => Buffer.from(`in place claim ${i}`));
+            const results = await Promise.allSettled(bodies.map((b) => inplace.put('excltree/inplace-race', b, { size: b.length, ifAbsent: true })));
+            const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+            expect(won).toHaveLength(1);
+            for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+            expect((await readAll(await s.get('excltree/inplace-race'))).equals(bodies[won[0]!]!)).toBe(true);
+          } finally {
+            await inplace.close?.();
+          }
+        }
+        await nothingLeftOver();
       });
     });
 

@@ -123,6 +123,26 @@ describe('cos backend against the test server', () => {
     await server?.close();
   });
 
+  it('creates conditionally with x-cos-forbid-overwrite: true on PUT Object and Complete Multipart Upload', async () => {
+    // A claim marker must never overwrite another manager's: COS refuses such a write with 409 FileAlreadyExists.
+    const s = open({ bucket: dst, internal: { multipartThreshold: 2 * MiB, partSize: MiB } });
+    await s.put('cond/claim', Buffer.from('mine'), { size: 4, ifAbsent: true });
+    await expect(s.put('cond/claim', Buffer.from('theirs'), { size: 6, ifAbsent: true })).rejects.toMatchObject({ code: 'FERRY_ALREADY_EXISTS', message: expect.stringContaining('(409 FileAlreadyExists)') });
+    const size = 3 * MiB;
+    await expect(s.put('cond/claim', patternStream(size, 2), { size, ifAbsent: true })).rejects.toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+    expect((await readAll(await s.get('cond/claim'))).toString()).toBe('mine');
+    expect(server.pendingUploads).toBe(0);
+    const writes = requestsFor(dst, 'cond/claim').filter((r) => (r.method === 'PUT' && !('partNumber' in r.query)) || (r.method === 'POST' && 'uploadId' in r.query));
+    expect(writes.map((r) => [r.method, r.headers['x-cos-forbid-overwrite']])).toEqual([
+      ['PUT', 'true'],
+      ['PUT', 'true'],
+      ['POST', 'true'],
+    ]);
+    // Without it a put still replaces.
+    await s.put('cond/claim', Buffer.from('over'), { size: 4 });
+    expect((await readAll(await s.get('cond/claim'))).toString()).toBe('over');
+  });
+
   it('names a missing bucket as such', async () => {
     const s = open({ bucket: 'nosuch-1250000000' });
     const list = listAll(s, { prefix: 'a/' });

@@ -13,6 +13,7 @@ describeConformance('file', async () => {
     maxKeyBytes: 1024,
     maxNameBytes: 255,
     temporaries: () => localTemporaries(dir),
+    openInplace: async () => new FileStore(dir + '/', { inplace: true }),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 });

@@ -35,6 +35,7 @@ describeConformance('hdfs', async () => {
     inject: (fault, count) => server.inject(fault, count),
     openWithBadCredentials: async () => storeOn(server, root, { user: 'mallory' }),
     temporaries: async () => server.walk(root).filter((p) => isTempName(p.slice(p.lastIndexOf('/') + 1))),
+    openInplace: async () => storeOn(server, root, { inplace: true }),
     emptySegments: false,
     maxNameBytes: 255,
     maxKeyBytes: 1024,

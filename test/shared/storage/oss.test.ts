@@ -116,6 +116,35 @@ describe('oss backend', () => {
     await server.close();
   });
 
+  it('creates conditionally with x-oss-forbid-overwrite: true on PutObject, InitiateMultipartUpload and CompleteMultipartUpload, signed', async () => {
+    // A claim marker must never overwrite another manager's: OSS refuses such a write with 409 FileAlreadyExists.
+    const s = open('alpha');
+    const n = server.requests.length;
+    await s.put('cond/claim', Buffer.from('mine'), { size: 4, ifAbsent: true });
+    await expect(s.put('cond/claim', Buffer.from('theirs'), { size: 6, ifAbsent: true })).rejects.toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+    const size = 20 * 1024 * 1024;
+    await expect(s.put('cond/claim', patternStream(size, 2), { size, ifAbsent: true })).rejects.toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+    expect((await readAll(await s.get('cond/claim'))).toString()).toBe('mine');
+    expect(server.pendingUploads()).toBe(0);
+    const writes = since(n).filter((r) => ['PutObject', 'InitiateMultipartUpload', 'CompleteMultipartUpload'].includes(r.op));
+    expect(writes.map((r) => [r.op, r.headers['x-oss-forbid-overwrite'], r.status])).toEqual([
+      ['PutObject', 'true', 200],
+      ['PutObject', 'true', 409],
+      ['InitiateMultipartUpload', 'true', 409],
+    ]);
+    // Absent at the start, there at the end: the completion is refused, and the upload aborted.
+    const late = s.put('cond/late', patternStream(size, 3), { size, ifAbsent: true });
+    while (!server.requests.some((r) => r.op === 'UploadPart' && r.key === 'cond/late')) await new Promise((r) => setTimeout(r, 5));
+    await s.put('cond/late', Buffer.from('first'), { size: 5, ifAbsent: true });
+    await expect(late).rejects.toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+    expect((await readAll(await s.get('cond/late'))).toString()).toBe('first');
+    expect(server.pendingUploads()).toBe(0);
+    expect(since(n).filter((r) => r.key === 'cond/late' && r.op === 'CompleteMultipartUpload').map((r) => [r.headers['x-oss-forbid-overwrite'], r.status])).toEqual([['true', 409]]);
+    // Without it a put still replaces.
+    await s.put('cond/claim', Buffer.from('over'), { size: 4 });
+    expect((await readAll(await s.get('cond/claim'))).toString()).toBe('over');
+  });
+
   it('connects to the IP but sends the virtual-host Host header of the endpoint', async () => {
     const n = server.requests.length;
     await open('alpha').put('host/a', Buffer.from('a'));

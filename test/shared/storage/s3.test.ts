@@ -3,7 +3,7 @@ import { Agent } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAddress } from '../../../src/shared/storage/address.js';
@@ -273,6 +273,40 @@ describe('s3 backend', () => {
   });
 
   describe('transfers', () => {
+    it('creates conditionally with If-None-Match: * on PutObject and CompleteMultipartUpload, straight and through the SDK', async () => {
+      // A claim marker must never overwrite another manager's: S3 refuses with 412, or with 409 while another conditional write of the key is under way.
+      for (const leanRequests of [true, false]) {
+        const s = await open('work', { leanRequests, tuning: { putThreshold: 5 * MiB, partSize: 5 * MiB } });
+        const key = `cond-${leanRequests}/claim`;
+        proxy.reset();
+        await s.put(key, Buffer.from('mine'), { size: 4, ifAbsent: true });
+        await expect(s.put(key, Buffer.from('theirs'), { size: 6, ifAbsent: true })).rejects.toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+        const size = 6 * MiB;
+        await expect(s.put(key, patternStream(size, 3), { size, ifAbsent: true })).rejects.toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+        expect((await readAll(await s.get(key))).toString()).toBe('mine');
+        expect(await server.pendingUploads('work')).toBe(0);
+        const writes = proxy.requests.filter((r) => decodeURIComponent(r.path).endsWith('/' + key) && (r.method === 'PUT' ? !r.query.has('partNumber') : r.query.has('uploadId') && r.method === 'POST'));
+        expect(writes.map((r) => [r.method, r.headers['if-none-match'], r.status])).toEqual([
+          ['PUT', '*', 200],
+          ['PUT', '*', 412],
+          ['POST', '*', 412],
+        ]);
+
+        // A second create while the first one's body is still coming: 409 ConditionalRequestConflict.
+        const racing = `cond-${leanRequests}/racing`;
+        const held = new PassThrough();
+        const first = s.put(racing, held, { size: 5, ifAbsent: true });
+        held.write('fi');
+        while (!proxy.requests.some((r) => r.method === 'PUT' && decodeURIComponent(r.path).endsWith('/' + racing))) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 50));
+        await expect(s.put(racing, Buffer.from('second'), { size: 6, ifAbsent: true })).rejects.toMatchObject({ code: 'FERRY_ALREADY_EXISTS' });
+        held.end('rst');
+        await first;
+        expect((await readAll(await s.get(racing))).toString()).toBe('first');
+        expect(proxy.requests.filter((r) => decodeURIComponent(r.path).endsWith('/' + racing)).map((r) => r.status)).toEqual(expect.arrayContaining([409, 200]));
+      }
+    });
+
     it('pages listings through the service and merges directories with objects in order', async () => {
       const s = await open('pages', { tuning: { pageSize: 40 } });
       const keys = Array.from({ length: 160 }, (_, i) => `p/${String(i).padStart(3, '0')}`);

@@ -43,6 +43,7 @@ describe.skipIf(sshdMissing !== undefined)('sftp backend', () => {
       maxKeyBytes: 1024,
       maxNameBytes: 255,
       temporaries: () => localTemporaries(dir),
+      openInplace: () => openStore(s, client, dir, { inplace: true }),
       async openWithBadCredentials() {
         // A key the server has never seen: authentication must fail, not the host key check.
         const stranger = await makeKey(join(client.dir, 'stranger'));

@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, type ClientRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import COS from 'cos-nodejs-sdk-v5';
-import { AbortedError, FatalError, FerryError, NotFoundError, PermissionDeniedError, ThrottledError, TransientError } from '../../errors.js';
+import { AbortedError, AlreadyExistsError, FatalError, FerryError, NotFoundError, PermissionDeniedError, ThrottledError, TransientError } from '../../errors.js';
 
 /**
  * One request to COS through the SDK, with the SDK's own retries taken out.
@@ -218,6 +218,8 @@ export class CosClient {
       return new FatalError(`${where}: ${sdkErr?.message ?? 'the request failed'}${status === undefined ? '' : ` (${status})`}`);
     }
     const tag = `(${status}${code ? ' ' + code : ''})`;
+    // Only a write with x-cos-forbid-overwrite: true meets this: the key was there, nothing was written.
+    if (code === 'FileAlreadyExists') return new AlreadyExistsError(`${where}: the key exists already ${tag}`);
     if (code === 'NoSuchBucket') {
       return new NotFoundError(`${where}: bucket ${JSON.stringify(this.#config.bucket)} does not exist in ${this.#config.region} ${tag}`);
     }

@@ -21,6 +21,8 @@ const MAX_PARTS = 10_000;
 /** A single PUT or PUT Object - copy takes at most 5 GiB. */
 const MAX_SINGLE = 5 * GiB;
 const DELETE_BATCH = 1000;
+/** COS refuses (409 FileAlreadyExists) to replace a key when a PUT or a completion carries it. */
+const FORBID_OVERWRITE = 'x-cos-forbid-overwrite';
 const COPY_PARTS_IN_FLIGHT = 4;
 
 /** Where a copy reads from: what `copySource()` hands to another store of the same scope. */
@@ -166,6 +168,8 @@ export class CosStore implements ObjectStore {
     this.features = {
       copy: { scope: this.#scope },
       multipart: { minPartSize: MIN_PART, maxPartSize: MAX_PART, maxParts: MAX_PARTS },
+      // x-cos-forbid-overwrite: true on PUT Object and Complete Multipart Upload.
+      exclusiveCreate: true,
     };
     this.multipart = multipartUploads(this.features.multipart!, (storageClass) => this.#uploadRequests(storageClass ?? config.storageClass), (op, key) => `cos multipart ${op} ${this.#client.where(key)}`);
   }
@@ -367,32 +371,33 @@ export class CosStore implements ObjectStore {
     const storageClass = options.storageClass ?? this.#config.storageClass;
     const signal = options.signal;
     const what = `cos PUT ${this.#client.where(key)}`;
+    const ifAbsent = options.ifAbsent === true;
     const unhook = destroyOnAbort(body, signal, what);
     try {
       throwIfAborted(signal, what);
       if (Buffer.isBuffer(body)) checkDeclaredSize(body, options.size, what);
       const size = Buffer.isBuffer(body) ? body.length : options.size;
       if (size !== undefined && size <= this.#multipartThreshold) {
-        if (Buffer.isBuffer(body)) return await this.#putOnce(key, body, size, storageClass, signal);
+        if (Buffer.isBuffer(body)) return await this.#putOnce(key, body, size, storageClass, signal, ifAbsent);
         const reader = new SliceReader(body, what);
         try {
           if (size === 0) {
             if (!(await reader.atEnd())) throw new SourceChangedError(`${what}: the source holds more than the 0 bytes expected`);
-            return await this.#putOnce(key, Buffer.alloc(0), 0, storageClass, signal);
+            return await this.#putOnce(key, Buffer.alloc(0), 0, storageClass, signal, ifAbsent);
           }
-          return await this.#putOnce(key, reader.slice(size, { last: true, total: size }), size, storageClass, signal);
+          return await this.#putOnce(key, reader.slice(size, { last: true, total: size }), size, storageClass, signal, ifAbsent);
         } finally {
           reader.destroy();
         }
       }
-      await uploadInParts(this.#uploadRequests(storageClass), key, body, {
+      await uploadInParts(this.#uploadRequests(storageClass, ifAbsent), key, body, {
         size,
         partSize: this.#partSize,
         partsInFlight: this.#partsInFlight,
         limits: this.features.multipart!,
         signal,
         what,
-        single: (data) => this.#putOnce(key, data, data.length, storageClass, signal),
+        single: (data) => this.#putOnce(key, data, data.length, storageClass, signal, ifAbsent),
       });
     } catch (err) {
       if (!Buffer.isBuffer(body)) body.destroy();
@@ -402,14 +407,16 @@ export class CosStore implements ObjectStore {
     }
   }
 
-  async #putOnce(key: string, body: Buffer | Readable, size: number, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<void> {
+  /** `ifAbsent`: x-cos-forbid-overwrite: true, so that COS refuses (409 FileAlreadyExists) to replace the key. */
+  async #putOnce(key: string, body: Buffer | Readable, size: number, storageClass: string | undefined, signal: AbortSignal | undefined, ifAbsent = false): Promise<void> {
     const params: COS.PutObjectParams & { SkipTask: boolean } = { ...this.#b, Key: key, Body: body, ContentLength: size, SkipTask: true };
     if (storageClass !== undefined) params.StorageClass = storageClass as COS.StorageClass;
+    if (ifAbsent) params.Headers = { [FORBID_OVERWRITE]: 'true' };
     await this.#client.call<COS.PutObjectResult>({ op: 'PUT', key }, (cos, done) => cos.putObject(params, done), { signal });
   }
 
-  /** Initiate, complete and abort, for uploads and copies alike. */
-  #multipartRequests<P>(storageClass: string | undefined, uploadPart: MultipartRequests<P>['uploadPart']): MultipartRequests<P> {
+  /** Initiate, complete and abort, for uploads and copies alike. `ifAbsent`: the completion carries x-cos-forbid-overwrite. */
+  #multipartRequests<P>(storageClass: string | undefined, uploadPart: MultipartRequests<P>['uploadPart'], ifAbsent = false): MultipartRequests<P> {
     return {
       create: async (key, signal) => {
         const init: COS.MultipartInitParams = { ...this.#b, Key: key };
@@ -421,7 +428,12 @@ export class CosStore implements ObjectStore {
       uploadPart,
       complete: async (upload, parts, signal) => {
         const Parts: COS.Part[] = parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag }));
-        await this.#client.call({ op: 'COMPLETE MULTIPART', key: upload.key }, (cos, done) => cos.multipartComplete({ ...this.#b, Key: upload.key, UploadId: upload.uploadId, Parts }, done), { signal });
+        await this.#client.call(
+          { op: 'COMPLETE MULTIPART', key: upload.key },
+          (cos, done) =>
+            cos.multipartComplete({ ...this.#b, Key: upload.key, UploadId: upload.uploadId, Parts, ...(ifAbsent ? { Headers: { [FORBID_OVERWRITE]: 'true' } } : {}) }, done),
+          { signal },
+        );
       },
       abort: async (upload) => {
         await this.#client.call({ op: 'ABORT MULTIPART', key: upload.key }, (cos, done) => cos.multipartAbort({ ...this.#b, Key: upload.key, UploadId: upload.uploadId }, done));
@@ -430,7 +442,7 @@ export class CosStore implements ObjectStore {
   }
 
   /** UploadPart from a buffer or a stream of the part's size. */
-  #uploadRequests(storageClass: string | undefined): MultipartRequests<PartData> {
+  #uploadRequests(storageClass: string | undefined, ifAbsent = false): MultipartRequests<PartData> {
     return this.#multipartRequests<PartData>(storageClass, async (upload, n, part, signal) => {
       const r = await this.#client.call<COS.MultipartUploadResult>(
         { op: 'UPLOAD PART', key: upload.key, detail: `part ${n}` },
@@ -438,7 +450,7 @@ export class CosStore implements ObjectStore {
         { signal },
       );
       return r.ETag;
-    });
+    }, ifAbsent);
   }
 
   // ---- delete ---------------------------------------------------------------------------------

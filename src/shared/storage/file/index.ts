@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FatalError, type FerryError, fromSystemError, InTheWayError, NotEmptyError, NotFoundError, UnsafePathError } from '../../errors.js';
+import { AlreadyExistsError, FatalError, type FerryError, fromSystemError, InTheWayError, NotEmptyError, NotFoundError, UnsafePathError } from '../../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sizeGuard, throwIfAborted } from '../body.js';
 import { decodeKey, parentKey, rawKeyProblem, treeKeyProblem } from '../keys.js';
 import type { Backend } from '../registry.js';
@@ -87,6 +87,7 @@ export class FileStore implements ObjectStore {
       dirs: true,
       inplace: true,
       rawNames: true,
+      exclusiveCreate: true,
     };
   }
 
@@ -329,6 +330,27 @@ export class FileStore implements ObjectStore {
   }
 
   /**
+   * Give a complete temporary its final name only if nothing has that name (`ifAbsent`): link(2)
+   * fails with EEXIST atomically where rename(2) would replace, so of racing writers exactly one
+   * links. Anything at the name, an empty directory or a symlink too, counts as there. The caller
+   * removes the temporary.
+   */
+  async #linkIntoPlace(tmp: string, p: string, key: string): Promise<void> {
+    try {
+      await fsp.link(fsPath(tmp), fsPath(p));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw new AlreadyExistsError(`write ${p}: ${JSON.stringify(key)} exists already`, { cause: err });
+      // vfat, some FUSE and network file systems: no hard links, so no atomic conditional create.
+      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'EMLINK') {
+        throw new FatalError(`write ${p}: this file system cannot create ${JSON.stringify(key)} conditionally (no hard links: ${code})`, { cause: err });
+      }
+      throw err;
+    }
+    await fsp.unlink(fsPath(tmp)).catch(() => {});
+  }
+
+  /**
    * An interrupted write, or a body that is not its announced `size`, leaves the key as it was
    * (the temporary is removed; in place, the file holds what was written).
    */
@@ -355,7 +377,8 @@ export class FileStore implements ObjectStore {
     // File `key` replaces directory `key/` if that is empty: it is no directory to remember then.
     this.#dirs.delete(key + '/');
     const attrs = { ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
-    if (Buffer.isBuffer(body) ? body.length <= SMALL : options.size !== undefined && options.size <= SMALL) {
+    // A conditional create takes the path below (link, not rename), whatever its size.
+    if (!options.ifAbsent && (Buffer.isBuffer(body) ? body.length <= SMALL : options.size !== undefined && options.size <= SMALL)) {
       // A small file is written whole (temporary name, attributes, rename) in one round trip to a
       // file-system thread, not five.
       const data = Buffer.isBuffer(body) ? body : await readBody(body, options.size, `write ${p}`);
@@ -373,13 +396,15 @@ export class FileStore implements ObjectStore {
       if (making) this.#rememberDirs(parentKey(key));
       return;
     }
-    const target = this.#inplace ? p : MAIN_THREAD.tmpPath(p);
+    // A conditional create is never written in place: only a whole file may appear under the key.
+    const inplace = this.#inplace && !options.ifAbsent;
+    const target = inplace ? p : MAIN_THREAD.tmpPath(p);
     // A fresh temporary is created exclusively; in place, nothing but a regular file may be there
     // (never a symlink, which would be followed, nor a FIFO, which would block the open).
     const C = fs.constants;
-    const flags = this.#inplace ? C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW | C.O_NONBLOCK : 'wx';
+    const flags = inplace ? C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW | C.O_NONBLOCK : 'wx';
     try {
-      if (this.#inplace) clearForFileSync(fs, p);
+      if (inplace) clearForFileSync(fs, p);
       // Open first: a missing parent directory is made before any byte of the body is consumed.
       let fh;
       try {
@@ -403,7 +428,8 @@ export class FileStore implements ObjectStore {
       }
       if (options.mode !== undefined) await fsp.chmod(fsPath(target), options.mode);
       if (options.mtime !== undefined) await fsp.utimes(fsPath(target), fsTime(options.mtime), fsTime(options.mtime));
-      if (target !== p) this.#renameIntoPlace(target, p);
+      if (options.ifAbsent) await this.#linkIntoPlace(target, p, key);
+      else if (target !== p) this.#renameIntoPlace(target, p);
     } catch (err) {
       if (target !== p) await fsp.rm(fsPath(target), { force: true }).catch(() => {});
       throw this.#writeError(err, key, `write ${p}`);

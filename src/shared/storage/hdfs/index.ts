@@ -1,6 +1,6 @@
 import { userInfo } from 'node:os';
 import type { Readable } from 'node:stream';
-import { FatalError, InTheWayError, ListOrderError, NotEmptyError, NotFoundError, retryClassOf, UnsafePathError, UsageError } from '../../errors.js';
+import { AlreadyExistsError, FatalError, InTheWayError, ListOrderError, NotEmptyError, NotFoundError, retryClassOf, UnsafePathError, UsageError } from '../../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, throwIfAborted } from '../body.js';
 import { compareKeys, parentKey, treeKeyProblem } from '../keys.js';
 import { credentialEnv, secretEnv } from './env.js';
@@ -155,6 +155,8 @@ export class HdfsStore implements ObjectStore {
       symlinks: o.symlinks ?? false,
       dirs: true,
       inplace: true,
+      // A temporary renamed with rename2 without OVERWRITE: the namenode refuses an existing name.
+      exclusiveCreate: true,
     };
   }
 
@@ -266,6 +268,18 @@ export class HdfsStore implements ObjectStore {
       throw err;
     }
     this.#forget(key + '/');
+  }
+
+  /** Give the finished temporary the name of `key` only if nothing has it (`ifAbsent`); anything there, a directory too, stays. */
+  async #renameIfAbsent(tmp: string, path: string, key: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.client.rename(tmp, path, { ifAbsent: true, ...(signal ? { signal } : {}) });
+    } catch (err) {
+      if (remoteExceptionOf(err) === 'FileAlreadyExistsException') {
+        throw new AlreadyExistsError(`hdfs RENAME ${this.client.endpoint}${path}: ${JSON.stringify(key)} exists already`, { cause: err });
+      }
+      throw err;
+    }
   }
 
   /** Rename the finished temporary onto `key`, replacing an empty directory there. */
@@ -411,13 +425,15 @@ export class HdfsStore implements ObjectStore {
       if (Buffer.isBuffer(body)) checkDeclaredSize(body, options.size, what);
       path = this.#path(key);
       await this.#ensureDir(parentKey(key), signal);
-      if (this.#inplace) {
+      // A conditional create always goes through a temporary: only a whole file may appear under the key.
+      const inplace = this.#inplace && !options.ifAbsent;
+      if (inplace) {
         // In place, the bytes go to the key itself: never through a link there, never into a directory.
         const st = await this.#linkStatus(path, signal);
         if (st?.type === 'SYMLINK') throw new UnsafePathError(`${this.#linkError(path, key).message} (--inplace writes into the file itself)`);
         if (st?.type === 'DIRECTORY') await this.#removeEmptyDir(key, path, signal);
       }
-      target = this.#inplace ? path : this.#tmpPath(path);
+      target = inplace ? path : this.#tmpPath(path);
       await this.client.create(target, body, {
         overwrite: true,
         ...(options.size !== undefined ? { size: options.size } : {}),
@@ -427,7 +443,8 @@ export class HdfsStore implements ObjectStore {
       // The namenode masks CREATE's permission with its umask: set it exactly.
       if (options.mode !== undefined) await this.client.setPermission(target, options.mode, signal);
       if (options.mtime !== undefined) await this.client.setTimes(target, { mtime: clampMtime(options.mtime) }, signal);
-      if (target !== path) await this.#renameInto(target, path, key, signal);
+      if (options.ifAbsent) await this.#renameIfAbsent(target, path, key, signal);
+      else if (target !== path) await this.#renameInto(target, path, key, signal);
     } catch (err) {
       if (!Buffer.isBuffer(body) && !body.destroyed) body.destroy();
       // Without the signal: an interrupted write's temporary is removed too.

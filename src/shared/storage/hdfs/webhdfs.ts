@@ -574,16 +574,23 @@ export class WebHdfsClient {
     return j?.boolean === true;
   }
 
-  /** Rename; with `overwrite` an existing file at `destination` is replaced atomically (rename2). */
-  async rename(path: string, destination: string, options: { overwrite?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+  /**
+   * Rename; with `overwrite` an existing file at `destination` is replaced atomically (rename2).
+   * With `ifAbsent` (rename2 without OVERWRITE) an existing `destination`, file or directory, is
+   * left alone and the namenode answers FileAlreadyExistsException (remoteExceptionOf): the check
+   * and the rename are one step under the namenode's lock. (The plain rename would move the file
+   * into a directory of that name.)
+   */
+  async rename(path: string, destination: string, options: { overwrite?: boolean; ifAbsent?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+    const rename2 = options.overwrite === true || options.ifAbsent === true;
     const j = await this.#json<{ boolean?: boolean } | undefined>(
       'RENAME',
       'PUT',
       path,
-      { destination, renameoptions: options.overwrite ? 'OVERWRITE' : undefined },
+      { destination, renameoptions: options.overwrite ? 'OVERWRITE' : options.ifAbsent ? 'NONE' : undefined },
       options.signal,
     );
-    if (!options.overwrite && j?.boolean !== true) throw new FatalError(`${this.#what('RENAME', path)}: the namenode refused to rename to ${destination}`);
+    if (!rename2 && j?.boolean !== true) throw new FatalError(`${this.#what('RENAME', path)}: the namenode refused to rename to ${destination}`);
   }
 
   async setPermission(path: string, mode: number, signal?: AbortSignal): Promise<void> {

@@ -77,3 +77,9 @@ function firstClause(message: string | undefined): string {
   const cut = line.search(/, (GET|PUT|POST|HEAD|DELETE) https?:\/\//);
   return (cut < 0 ? line : line.slice(0, cut)).replace(/, please increase the timeout.*$/, '').trim();
 }
+
+/** A write with x-oss-forbid-overwrite: true that found the key there (409 FileAlreadyExists), as ossError left it. */
+export function refusedOverwrite(err: unknown): boolean {
+  const e = ((err instanceof FerryError ? err.cause : err) ?? {}) as SdkError;
+  return e.code === 'FileAlreadyExists';
+}

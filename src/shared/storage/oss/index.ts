@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import OSS from 'ali-oss';
 import type { Address } from '../address.js';
-import { FatalError, FerryError, ListOrderError, TransientError, UsageError } from '../../errors.js';
+import { AlreadyExistsError, FatalError, FerryError, ListOrderError, TransientError, UsageError } from '../../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, throwIfAborted } from '../body.js';
 import { copyRanges, multipartUploads, runMultipart, uploadInParts, type ByteRange, type MultipartRequests, type PartData } from '../multipart.js';
 import { compareKeys } from '../keys.js';
@@ -13,7 +13,7 @@ import { credentialEnv, secretEnv } from './env.js';
 import type { Backend, OpenOptions } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, MultipartUploads, ObjectStore, PutOptions } from '../types.js';
 import { resolveCredentials, resolveEndpoint, type OssEndpoint } from './config.js';
-import { ossError } from './errors.js';
+import { ossError, refusedOverwrite } from './errors.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -149,6 +149,8 @@ export class OssStore implements ObjectStore {
     this.features = {
       copy: { scope: this.#scope },
       multipart: { minPartSize: OSS_MIN_PART, maxPartSize: OSS_MAX_PART, maxParts: OSS_MAX_PARTS },
+      // x-oss-forbid-overwrite: true on PutObject and on CompleteMultipartUpload.
+      exclusiveCreate: true,
     };
     this.multipart = multipartUploads(
       this.features.multipart!,
@@ -308,6 +310,8 @@ export class OssStore implements ObjectStore {
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
     const storageClass = options.storageClass ?? this.#storageClass;
     const headers: Record<string, string> = storageClass ? { 'x-oss-storage-class': storageClass } : {};
+    // OSS refuses (409 FileAlreadyExists) to replace an existing key; multipart uploads send it on completion too.
+    if (options.ifAbsent) headers['x-oss-forbid-overwrite'] = 'true';
     const signal = options.signal;
     const size = options.size;
     const what = `oss PUT ${this.bucket}/${key}`;
@@ -333,6 +337,7 @@ export class OssStore implements ObjectStore {
       });
     } catch (err) {
       if (!Buffer.isBuffer(body)) body.destroy();
+      if (options.ifAbsent && refusedOverwrite(err)) throw new AlreadyExistsError(`${what}: the key exists already`, { cause: err });
       throw orAborted(err, signal, what);
     } finally {
       unhook();
@@ -343,7 +348,7 @@ export class OssStore implements ObjectStore {
     await this.#call('PUT', key, signal, () => this.#client.put(key, data, { headers, timeout: this.#bodyTimeout(data.length) } as OSS.PutObjectOptions));
   }
 
-  /** Initiate, complete and abort, for uploads and copies alike. */
+  /** Initiate, complete and abort, for uploads and copies alike. `headers` go with the initiation and the completion (where x-oss-forbid-overwrite counts). */
   #multipartRequests<P>(headers: Record<string, string>, op: string, uploadPart: MultipartRequests<P>['uploadPart']): MultipartRequests<P> {
     return {
       create: async (key, signal) => {
@@ -353,7 +358,7 @@ export class OssStore implements ObjectStore {
       uploadPart,
       complete: async (upload, parts, signal) => {
         const done = parts.map((p) => ({ number: p.partNumber, etag: p.etag }));
-        await this.#call(`${op} complete`, upload.key, signal, () => this.#client.completeMultipartUpload(upload.key, upload.uploadId, done, { timeout: this.#limits.timeoutMs }));
+        await this.#call(`${op} complete`, upload.key, signal, () => this.#client.completeMultipartUpload(upload.key, upload.uploadId, done, { headers, timeout: this.#limits.timeoutMs }));
       },
       abort: async (upload) => {
         await this.#call(`${op} abort`, upload.key, undefined, () => this.#client.abortMultipartUpload(upload.key, upload.uploadId, { timeout: this.#limits.timeoutMs }));

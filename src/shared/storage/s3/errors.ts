@@ -98,3 +98,15 @@ export function mapS3Error(err: unknown, site: CallSite): FerryError {
   const detail = e.message && e.message !== name && e.message !== 'UnknownError' ? ` ${e.message}` : '';
   return new FatalError(`${at}: failed ${tag}${hint}${detail ? ':' + detail : ''}`, options);
 }
+
+/**
+ * A conditional create (If-None-Match: *) that found the key there: 412 PreconditionFailed, or 409
+ * ConditionalRequestConflict when another write of the key was under way at the same moment (S3
+ * settles racing conditional writes by refusing all but one). `err` as mapS3Error left it.
+ */
+export function lostConditionalCreate(err: unknown): boolean {
+  const e = ((err instanceof FerryError ? err.cause : err) ?? {}) as SdkError;
+  const status = e.$metadata?.httpStatusCode ?? e.$response?.statusCode;
+  const name = e.Code ?? e.name;
+  return status === 412 || name === 'PreconditionFailed' || (status === 409 && name === 'ConditionalRequestConflict');
+}

@@ -18,13 +18,13 @@ import {
   type _Error as DeleteError,
   type StorageClass,
 } from '@aws-sdk/client-s3';
-import { FatalError, type FerryError, ListOrderError, NotFoundError, PermissionDeniedError, ThrottledError, TransientError } from '../../errors.js';
+import { AlreadyExistsError, FatalError, type FerryError, ListOrderError, NotFoundError, PermissionDeniedError, ThrottledError, TransientError } from '../../errors.js';
 import { compareKeys } from '../keys.js';
 import { credentialEnv, secretEnv } from './env.js';
 import type { Backend } from '../registry.js';
 import type { CopySource, Entry, Features, GetOptions, ListOptions, MultipartUploads, ObjectStore, PutOptions } from '../types.js';
 import { clientConfig, keepAliveAgent, resolveSettings, type S3Settings } from './config.js';
-import { mapS3Error, type CallSite } from './errors.js';
+import { lostConditionalCreate, mapS3Error, type CallSite } from './errors.js';
 import { parseListPage, type ListedObject, type ListPage } from '../listing-xml.js';
 import { LeanS3 } from './lean.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, readBody, sizeGuard, sourceError } from '../body.js';
@@ -136,6 +136,8 @@ export class S3Store implements ObjectStore {
     this.features = {
       copy: { scope: settings.scope },
       multipart: { minPartSize: MIN_PART, maxPartSize: MAX_PART, maxParts: MAX_PARTS },
+      // If-None-Match: * on PutObject and CompleteMultipartUpload (S3 since August 2024; MinIO too).
+      exclusiveCreate: true,
     };
     this.multipart = multipartUploads(this.features.multipart!, (storageClass) => this.#uploadRequests(storageClass ?? this.#storageClass), (op, key) => `s3 multipart ${op} ${this.#bucket}/${key}`);
   }
@@ -335,38 +337,52 @@ export class S3Store implements ObjectStore {
     const signal = options.signal;
     const what = `s3 PUT ${this.#bucket}/${key}`;
     const unhook = destroyOnAbort(body, signal, what);
+    const ifAbsent = options.ifAbsent === true;
     try {
       if (Buffer.isBuffer(body)) checkDeclaredSize(body, options.size, what);
       const size = Buffer.isBuffer(body) ? body.length : options.size;
       if (size !== undefined && size > MAX_OBJECT) throw new FatalError(`${what}: ${size} bytes is more than S3's 5 TiB limit`);
       // An empty body is read first: the service may answer a request of length 0 before the source shows it holds more.
-      if (size === 0 && !Buffer.isBuffer(body)) return await this.#putObject(key, await readBody(body, 0, what), 0, storageClass, signal);
-      if (size !== undefined && size <= this.#tuning.putThreshold) return await this.#putObject(key, body, size, storageClass, signal);
+      if (size === 0 && !Buffer.isBuffer(body)) return await this.#putObject(key, await readBody(body, 0, what), 0, storageClass, signal, ifAbsent);
+      if (size !== undefined && size <= this.#tuning.putThreshold) return await this.#putObject(key, body, size, storageClass, signal, ifAbsent);
       // Larger or unsized bodies go up in parts; a stream of unknown size that fits in one part goes up with one PutObject.
-      await uploadInParts(this.#uploadRequests(storageClass), key, body, {
+      await uploadInParts(this.#uploadRequests(storageClass, ifAbsent), key, body, {
         size,
         partSize: this.#tuning.partSize,
         partsInFlight: this.#tuning.partConcurrency,
         limits: this.features.multipart!,
         signal,
         what,
-        single: (data) => this.#putObject(key, data, data.length, storageClass, signal),
+        single: (data) => this.#putObject(key, data, data.length, storageClass, signal, ifAbsent),
       });
     } catch (err) {
       if (!Buffer.isBuffer(body)) body.destroy();
+      if (ifAbsent && lostConditionalCreate(err)) throw new AlreadyExistsError(`${what}: the key exists already`, { cause: err });
       throw orAborted(err, signal, what);
     } finally {
       unhook();
     }
   }
 
-  async #putObject(key: string, body: Readable | Buffer, size: number, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<void> {
+  /** `ifAbsent`: If-None-Match: *, so that the service refuses (412) to replace an existing key. */
+  async #putObject(key: string, body: Readable | Buffer, size: number, storageClass: string | undefined, signal: AbortSignal | undefined, ifAbsent = false): Promise<void> {
     const site = this.#site('PUT', key, signal);
     const what = `s3 PUT ${this.#bucket}/${key}`;
     const lean = await this.#leanFor();
-    const request = { Bucket: this.#bucket, Key: key, ContentLength: size, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) };
+    const request = {
+      Bucket: this.#bucket,
+      Key: key,
+      ContentLength: size,
+      ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}),
+      ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
+    };
     // The headers the SDK sends for the same PutObject.
-    const headers: Record<string, string> = { 'content-length': String(size), 'content-type': 'application/octet-stream', ...(storageClass ? { 'x-amz-storage-class': storageClass } : {}) };
+    const headers: Record<string, string> = {
+      'content-length': String(size),
+      'content-type': 'application/octet-stream',
+      ...(storageClass ? { 'x-amz-storage-class': storageClass } : {}),
+      ...(ifAbsent ? { 'if-none-match': '*' } : {}),
+    };
     if (Buffer.isBuffer(body)) {
       await this.#call<unknown>(site, () =>
         lean ? lean.send({ method: 'PUT', key, headers, body, signal, what }) : this.#client.send(new PutObjectCommand({ ...request, Body: body }), withSignal(signal)),
@@ -389,8 +405,11 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  /** CreateMultipartUpload, CompleteMultipartUpload and AbortMultipartUpload, for uploads and copies alike. */
-  #multipartRequests<P>(storageClass: string | undefined, uploadPart: MultipartRequests<P>['uploadPart']): MultipartRequests<P> {
+  /**
+   * CreateMultipartUpload, CompleteMultipartUpload and AbortMultipartUpload, for uploads and copies
+   * alike. `ifAbsent`: the completion carries If-None-Match: *, the one moment the key changes.
+   */
+  #multipartRequests<P>(storageClass: string | undefined, uploadPart: MultipartRequests<P>['uploadPart'], ifAbsent = false): MultipartRequests<P> {
     return {
       create: async (key, signal) => {
         const out = await this.#call(this.#site('CreateMultipartUpload', key, signal), () =>
@@ -411,6 +430,7 @@ export class S3Store implements ObjectStore {
               Key: upload.key,
               UploadId: upload.uploadId,
               MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+              ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
             }),
             withSignal(signal),
           ),
@@ -425,7 +445,7 @@ export class S3Store implements ObjectStore {
   }
 
   /** UploadPart from a buffer or a stream of the part's size. */
-  #uploadRequests(storageClass: string | undefined): MultipartRequests<PartData> {
+  #uploadRequests(storageClass: string | undefined, ifAbsent = false): MultipartRequests<PartData> {
     return this.#multipartRequests<PartData>(storageClass, async (upload, partNumber, part, signal) => {
       const out = await this.#call(this.#site(`UploadPart #${partNumber}`, upload.key, signal), () =>
         this.#client.send(
@@ -434,7 +454,7 @@ export class S3Store implements ObjectStore {
         ),
       );
       return out.ETag ?? '';
-    });
+    }, ifAbsent);
   }
 
   async delete(key: string, options: { signal?: AbortSignal } = {}): Promise<void> {

@@ -4,7 +4,7 @@ import type { Attributes, FileEntry, InputAttributes, SFTPWrapper, Stats } from 
 import { sshError, type ResolvedSshTarget, type SshOptions } from '../../ssh/connect.js';
 import { channelOpen, SftpPool } from '../../ssh/pool.js';
 import type { Address } from '../address.js';
-import { FatalError, FerryError, InTheWayError, NotEmptyError, NotFoundError, PermissionDeniedError, TransientError, UnsafePathError } from '../../errors.js';
+import { AlreadyExistsError, FatalError, FerryError, InTheWayError, NotEmptyError, NotFoundError, PermissionDeniedError, TransientError, UnsafePathError } from '../../errors.js';
 import { abortable, abortablePages, checkDeclaredSize, destroyOnAbort, orAborted, throwIfAborted } from '../body.js';
 import { parentKey, treeKeyProblem } from '../keys.js';
 import { credentialEnv, secretEnv } from './env.js';
@@ -234,6 +234,8 @@ export class SftpStore implements ObjectStore {
       symlinks: true,
       dirs: true,
       inplace: true,
+      // SFTP v3's own rename, which refuses an existing target (OpenSSH: link + unlink, atomic).
+      exclusiveCreate: true,
     };
   }
 
@@ -434,10 +436,10 @@ export class SftpStore implements ObjectStore {
    * Ready the directory of the file `key` and say where its bytes go: a temporary name beside it,
    * or (inplace) the path itself, which must then be neither a link nor a directory.
    */
-  async #prepareWrite(sftp: SFTPWrapper, op: string, key: string, path: string): Promise<string> {
+  async #prepareWrite(sftp: SFTPWrapper, op: string, key: string, path: string, inplace = this.#inplace): Promise<string> {
     const dir = parentKey(key);
     if ((await this.#checkDir(sftp, dir)) === 'absent') await this.#makeDir(sftp, dir);
-    if (!this.#inplace) return this.#tmpPath(path);
+    if (!inplace) return this.#tmpPath(path);
     const st = await lstatOrNone(sftp, path);
     if (st) {
       switch (kindOf(st.mode)) {
@@ -650,6 +652,25 @@ export class SftpStore implements ObjectStore {
     }
   }
 
+  /**
+   * Give a finished temporary its name only if nothing has that name (`ifAbsent`), with SFTP v3's
+   * plain rename, never the posix-rename extension, which replaces. The protocol says that rename
+   * fails when the target exists; OpenSSH's sftp-server does it as link(2) + unlink(2), so that of
+   * racing writers exactly one gets the name (on a file system without hard links it falls back to
+   * a check and a rename, which is not atomic).
+   */
+  async #renameIfAbsent(sftp: SFTPWrapper, from: string, path: string, key: string): Promise<void> {
+    try {
+      await call<void>(sftp, (done) => sftp.rename(from, path, done));
+    } catch (err) {
+      // OpenSSH answers EEXIST as FAILURE: anything at the name (a directory, a link) counts as there.
+      if (statusOf(err) === STATUS.FAILURE && (await lstatOrNone(sftp, path))) {
+        throw new AlreadyExistsError(`${this.#what('write', path)}: ${JSON.stringify(key)} exists already`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
   /** Rename over an existing file: POSIX rename where the server has it, else remove + rename. */
   async #rename(sftp: SFTPWrapper, from: string, to: string): Promise<void> {
     let posixRename = true;
@@ -690,7 +711,10 @@ export class SftpStore implements ObjectStore {
     }
   }
 
-  /** Write to a temporary (removed on any failure) and rename it into place; in place, to the file itself. */
+  /**
+   * Write to a temporary (removed on any failure) and rename it into place; in place, to the file
+   * itself. A conditional create (`ifAbsent`) always goes through a temporary.
+   */
   async #write(key: string, body: Readable | Buffer, options: PutOptions): Promise<void> {
     await this.#run(
       'write',
@@ -699,7 +723,7 @@ export class SftpStore implements ObjectStore {
         let target = '';
         let handle: Buffer | undefined;
         try {
-          target = await this.#prepareWrite(sftp, 'write', key, path);
+          target = await this.#prepareWrite(sftp, 'write', key, path, this.#inplace && !options.ifAbsent);
           handle = await this.#openForWrite(sftp, target, parentKey(key));
           await writeBody(sftp, handle, body, {
             ...(options.signal ? { signal: options.signal } : {}),
@@ -711,7 +735,8 @@ export class SftpStore implements ObjectStore {
           if (attrs) await call<void>(sftp, (done) => sftp.fsetstat(h, attrs, done));
           handle = undefined;
           await call<void>(sftp, (done) => sftp.close(h, done));
-          if (target !== path) await this.#renameInto(sftp, target, path, key);
+          if (options.ifAbsent) await this.#renameIfAbsent(sftp, target, path, key);
+          else if (target !== path) await this.#renameInto(sftp, target, path, key);
         } catch (err) {
           if (!Buffer.isBuffer(body)) body.destroy();
           const h = handle;
