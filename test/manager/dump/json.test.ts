@@ -137,8 +137,8 @@ describe('JSON dump', () => {
     expect(gunzipSync(gz).toString()).toContain('ferry-dump/1');
     await expect(read(gz.subarray(0, gz.length - 30))).rejects.toMatchObject({ code: 'FERRY_INVALID_DUMP' });
     const bad = Buffer.from(gz);
-    bad[30] ^= 0xff;
-    bad[31] ^= 0xff;
+    bad[30] = bad[30]! ^ 0xff;
+    bad[31] = bad[31]! ^ 0xff;
     await expect(read(bad)).rejects.toMatchObject({ code: 'FERRY_INVALID_DUMP' });
   });
 
