@@ -242,7 +242,7 @@ function fmix(h: number): number {
 }
 
 function invalid(path: string, rule: string): InvalidDumpError {
-  return new InvalidDumpError(`invalid dump entry ${JSON.stringify(path)}: ${rule}; nothing was written`);
+  return new InvalidDumpError(`invalid dump entry ${JSON.stringify(path)}: ${rule}`);
 }
 
 /** Why the component path[start, end) cannot be part of a path below the root, or undefined. */
