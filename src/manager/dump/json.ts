@@ -322,6 +322,10 @@ export class JsonDumpReader {
     return `${this.options.name ?? 'the dump'}, line ${line}`;
   }
 
+  /** Where the line being read is, for messages: made into text only when something is wrong. */
+  readonly #at: Where = { toString: () => this.#where(this.#line) };
+  #line = 0;
+
   async *batches(): AsyncGenerator<DumpEntry[]> {
     const decoder = new StringDecoder('utf8');
     let rest = '';
@@ -336,9 +340,11 @@ export class JsonDumpReader {
     // onLine switches to reading whole; a call hides that from the compiler's narrowing.
     const readingWhole = (): string[] | undefined => whole;
 
+    const at = this.#at;
     const onLine = (line: string): void => {
       lineNo++;
       if (state === 2) {
+        this.#line = lineNo;
         // The common case first: an entry of the open directory.
         let text = line.endsWith(',') ? line.slice(0, -1) : line;
         if (text === ']}') {
@@ -349,8 +355,8 @@ export class JsonDumpReader {
         const opens = text.endsWith(ENTRIES_OPEN);
         if (opens) text = text.slice(0, -ENTRIES_OPEN.length) + '}';
         const parent = stack[stack.length - 1]!;
-        const e = toEntry(parseLine(text, this.#where(lineNo)), parent, this.#where(lineNo));
-        if (opens !== (e.type === 'dir')) throw new InvalidDumpError(`${this.#where(lineNo)}: ${opens ? 'only a directory has entries' : 'a directory line must open its "entries"'}`);
+        const e = toEntry(parseLine(text, at), parent, at);
+        if (opens !== (e.type === 'dir')) throw new InvalidDumpError(`${at}: ${opens ? 'only a directory has entries' : 'a directory line must open its "entries"'}`);
         if (opens) stack.push(e.path);
         batch.push(e);
         return;
@@ -509,7 +515,10 @@ function asInvalid(err: unknown, name: string | undefined): unknown {
   return err;
 }
 
-function parseLine(text: string, where: string): unknown {
+/** A place in the dump for messages (a line, lazily made into text), or the text itself. */
+type Where = string | { toString(): string };
+
+function parseLine(text: string, where: Where): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -547,12 +556,13 @@ function toRoot(x: unknown, where: string): RootAttrs {
   if (typeof o !== 'object' || o === null) throw new InvalidDumpError(`${where}: the tree must be an object`);
   if (o['type'] !== undefined && o['type'] !== 'dir') throw new InvalidDumpError(`${where}: the tree's root must be a directory`);
   const e = {} as DumpEntry;
-  attrsInto(e, o, where, 'the root');
+  attrsInto(e, o, where, undefined);
   return e;
 }
 
 /** Attributes shared by every entry (and the root), checked. */
-function attrsInto(e: DumpEntry | RootAttrs, o: Record<string, unknown>, where: string, what: string): void {
+function attrsInto(e: DumpEntry | RootAttrs, o: Record<string, unknown>, where: Where, path: string | undefined): void {
+  const what = { toString: () => (path === undefined ? 'the root' : JSON.stringify(path)) };
   const m = o['mtime'];
   if (m !== undefined) {
     if (typeof m !== 'number' || !Number.isFinite(m) || Math.abs(m) > 8.64e15) throw new InvalidDumpError(`${where}: ${what}: "mtime" must be milliseconds since the epoch`);
@@ -572,7 +582,7 @@ function attrsInto(e: DumpEntry | RootAttrs, o: Record<string, unknown>, where: 
 }
 
 /** A text member, or its `…Bytes` base64 form (raw bytes of a name that is not UTF-8). */
-function textOf(o: Record<string, unknown>, key: string, where: string): string | undefined {
+function textOf(o: Record<string, unknown>, key: string, where: Where): string | undefined {
   const s = o[key];
   const b = o[key + 'Bytes'];
   if (s !== undefined && b !== undefined) throw new InvalidDumpError(`${where}: both "${key}" and "${key}Bytes"`);
@@ -587,7 +597,7 @@ function textOf(o: Record<string, unknown>, key: string, where: string): string 
   return undefined;
 }
 
-function toEntry(x: unknown, parent: string, where: string): DumpEntry {
+function toEntry(x: unknown, parent: string, where: Where): DumpEntry {
   const o = x as Record<string, unknown>;
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new InvalidDumpError(`${where}: an entry must be an object`);
   const name = textOf(o, 'name', where);
@@ -604,7 +614,7 @@ function toEntry(x: unknown, parent: string, where: string): DumpEntry {
     if (!count(size)) throw new InvalidDumpError(`${where}: ${JSON.stringify(path)}: a file's "size" must be a whole number of bytes`);
     e.size = size;
   } else if (o['size'] !== undefined && o['size'] !== 0) throw new InvalidDumpError(`${where}: ${JSON.stringify(path)}: only files have a size`);
-  attrsInto(e, o, where, JSON.stringify(path));
+  attrsInto(e, o, where, path);
   const target = textOf(o, 'target', where);
   if (type === 'symlink') {
     if (target === undefined || target === '') throw new InvalidDumpError(`${where}: ${JSON.stringify(path)}: a symlink needs a "target"`);
