@@ -193,13 +193,32 @@ describe('archives: round trip', () => {
     expect(header.pax.size).toBe(String(size));
   });
 
-  it('refuses at write time a name that is not UTF-8 rather than change its bytes', async () => {
-    for (const format of ['tar', 'zip'] as const) {
-      const w = createArchiveWriter(format, new PassThrough());
-      const err = await refusal(w.add({ path: 'f\udcff', type: 'file', size: 0 }));
-      expect(err.code).toBe('FERRY_NOT_SUPPORTED_YET');
-      expect(err.message).toMatch(/not valid UTF-8/);
-    }
+  it('keeps names that are not UTF-8 byte for byte in tar (GNU long-name records)', async () => {
+    const rawDir = `r\udcff-${'x'.repeat(120)}`; // long too: no ustar field would hold it
+    const entries: DumpEntry[] = [
+      { path: rawDir, type: 'dir', size: 0, mode: 0o755, mtime: T, uid: 0, gid: 0 },
+      { path: `${rawDir}/f\udc80\udcfe`, type: 'file', size: 3, mode: 0o644, mtime: T, uid: 0, gid: 0 },
+      { path: 'link-to-raw', type: 'symlink', size: 0, target: `${rawDir}/f\udc80\udcfe`, mode: 0o777, mtime: T, uid: 0, gid: 0 },
+      { path: 'hard-to-raw', type: 'file', size: 3, linkTo: `${rawDir}/f\udc80\udcfe`, mode: 0o644, mtime: T, uid: 0, gid: 0 },
+    ];
+    const file = await writeArchive('tar', entries, new Map([[`${rawDir}/f\udc80\udcfe`, Buffer.from('raw')]]));
+    const back = await readBack('tar', file);
+    expect(back.entries).toEqual(entries);
+    expect(back.data.get(`${rawDir}/f\udc80\udcfe`)?.toString()).toBe('raw');
+    // GNU tar makes the same bytes.
+    const out = tmp('gnu-raw');
+    mkdirSync(out);
+    execFileSync('tar', ['-xf', file, '-C', out]);
+    const rawFile = Buffer.concat([Buffer.from(`${out}/r`), Buffer.of(0xff), Buffer.from(`-${'x'.repeat(120)}/f`), Buffer.of(0x80, 0xfe)]);
+    expect(readFileSync(rawFile).toString()).toBe('raw');
+    expect(readlinkSync(join(out, 'link-to-raw'), { encoding: 'buffer' }).equals(rawFile.subarray(out.length + 1))).toBe(true);
+  });
+
+  it('refuses at write time a zip name that is not UTF-8 rather than change its bytes', async () => {
+    const w = createArchiveWriter('zip', new PassThrough());
+    const err = await refusal(w.add({ path: 'f\udcff', type: 'file', size: 0 }));
+    expect(err.code).toBe('FERRY_NOT_SUPPORTED_YET');
+    expect(err.message).toMatch(/not valid UTF-8/);
   });
 });
 

@@ -6,7 +6,7 @@ import { extract as tarExtract, pack as tarPack, type Header, type Extract } fro
 import { AbortedError, InvalidDumpError, NotSupportedYetError, SourceChangedError } from '../../../shared/errors.js';
 import type { DumpCounters, DumpEntry } from '../entry.js';
 import { NamespaceCheck } from '../validate.js';
-import { decodeName, hasRawBytes } from './names.js';
+import { decodeName, encodeName, hasRawBytes } from './names.js';
 import { archiveError, bridge, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
 
 /** Largest value of a ustar numeric field of 11 octal digits (sizes: 8 GiB - 1, mtimes to 2242). */
@@ -21,9 +21,8 @@ type PaxHeaders = Partial<Omit<Header, 'pax'>> & { name: string; pax?: Record<st
  * A tar (or tar.gz) writer over tar-stream. What it keeps: every entry type of a dump (files,
  * directories, empty ones too, symlinks, hard links), modes, uid/gid, mtimes (whole seconds, as
  * ustar holds them). Long names and link targets, sizes of 8 GiB and more, large uids and mtimes
- * outside ustar's range go in pax headers. Names holding bytes that are not UTF-8 are refused: tar-stream
- * writes every name it cannot put in a ustar field as UTF-8 text in a pax header, so their bytes
- * would be lost.
+ * outside ustar's range go in pax headers; names holding bytes that are not UTF-8 in GNU long-name
+ * records.
  */
 export function createTarWriter(out: Writable, gzip: boolean): ArchiveWriter {
   const pack = tarPack();
@@ -35,15 +34,26 @@ export function createTarWriter(out: Writable, gzip: boolean): ArchiveWriter {
   return {
     async add(e: DumpEntry, data?: Readable): Promise<void> {
       failure.throwIfSet();
-      for (const [what, name] of [['name', e.path], ['symlink target', e.target], ['hard link target', e.linkTo]] as const) {
-        if (name !== undefined && hasRawBytes(name)) {
-          throw new NotSupportedYetError(
-            `${JSON.stringify(e.path)}: a ${what} that is not valid UTF-8 cannot be written to a tar archive by this version of ferry (its bytes would be changed); dump to .json instead`,
-          );
-        }
-      }
       check.add(e);
       const header = tarHeader(e);
+      const link = e.target ?? e.linkTo;
+      if (hasRawBytes(e.path) || (link !== undefined && hasRawBytes(link))) {
+        // tar-stream would write such a name as UTF-8 text in a pax header, changing its bytes; GNU
+        // long-name records ('L' for the name, 'K' for the link) carry raw bytes, and GNU tar, bsdtar
+        // and tar-stream read them. They go out just before the entry, whose own header then holds
+        // an ASCII stand-in; a pax header would override them, so an entry needing one is refused.
+        if (header.pax) {
+          throw new NotSupportedYetError(
+            `${JSON.stringify(e.path)}: a name that is not valid UTF-8 together with ${Object.keys(header.pax).join(', ')} beyond ustar's fields cannot be written to a tar archive by this version of ferry; dump to .json instead`,
+          );
+        }
+        pack.push(gnuLongRecord('L', rawBytes(e.path === '' ? '.' : e.path, e.path) + (e.type === 'dir' ? '/' : '')));
+        header.name = standIn(header.name);
+        if (link !== undefined) {
+          pack.push(gnuLongRecord('K', rawBytes(link, e.path)));
+          header.linkname = standIn(link);
+        }
+      }
       const written = new Promise<void>((resolve, reject) => {
         const callback = (err?: Error | null): void => {
           if (!err) resolve();
@@ -67,6 +77,38 @@ export function createTarWriter(out: Writable, gzip: boolean): ArchiveWriter {
       failure.throwIfSet();
     },
   };
+}
+
+/** The bytes of a name (as latin1 text: one char a byte, for concatenation); refused when it stands for none. */
+function rawBytes(name: string, path: string): string {
+  const bytes = encodeName(name);
+  if (bytes === undefined) throw new InvalidDumpError(`${JSON.stringify(path)}: a name holding an unpaired surrogate that stands for no byte`);
+  return bytes.toString('latin1');
+}
+
+/** An ASCII name short enough for a ustar field, in the header that a GNU long-name record precedes. */
+function standIn(name: string): string {
+  return name.replace(/[^\x20-\x7e]/g, '_').slice(0, 90);
+}
+
+/** A GNU long-name record: a header of type `flag` ('L' name, 'K' link) and the bytes, NUL-ended, in blocks. */
+function gnuLongRecord(flag: 'L' | 'K', latin1: string): Buffer {
+  const size = Buffer.byteLength(latin1, 'latin1') + 1;
+  const block = Buffer.alloc(512 + Math.ceil(size / 512) * 512);
+  block.write('././@LongLink', 0, 'latin1');
+  block.write('0000644\0', 100, 'latin1');
+  block.write('0000000\0', 108, 'latin1');
+  block.write('0000000\0', 116, 'latin1');
+  block.write(`${size.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+  block.write('00000000000\0', 136, 'latin1');
+  block.write(flag, 156, 'latin1');
+  block.write('ustar  \0', 257, 'latin1'); // GNU magic and version
+  block.write('        ', 148, 'latin1');
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += block[i]!;
+  block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  block.write(latin1, 512, 'latin1');
+  return block;
 }
 
 function tarHeader(e: DumpEntry): PaxHeaders {
