@@ -369,3 +369,74 @@ describe('archives: truncated and corrupt input', () => {
     await expectRefused('zip', flipped, /corrupt|CRC/);
   });
 });
+
+describe('archives: the extract pass', () => {
+  const entries: DumpEntry[] = [
+    { path: 'a', type: 'file', size: big.length, mode: 0o644, mtime: T },
+    { path: 'b', type: 'file', size: 5, mode: 0o644, mtime: T },
+  ];
+  const data = new Map([['a', big], ['b', Buffer.from('hello')]]);
+
+  it("lets the consumer's own error through as it is, not as a corrupt archive", async () => {
+    // Bug guarded: a store error thrown while restoring was reported as FERRY_INVALID_DUMP.
+    for (const format of ['tar', 'tar.gz', 'zip'] as const) {
+      const file = await writeArchive(format, entries, data);
+      const mine = Object.assign(new Error('disk full'), { code: 'EXAMPLE_STORE_ERROR' });
+      const err = await refusal(extractArchive(format, file, async () => Promise.reject(mine)));
+      expect(err).toBe(mine);
+    }
+  });
+
+  it('skips the data a consumer leaves unread', async () => {
+    for (const format of ['tar', 'zip'] as const) {
+      const file = await writeArchive(format, entries, data);
+      const seen: string[] = [];
+      await extractArchive(format, file, async (e, d) => {
+        seen.push(e.path);
+        if (e.path === 'b') expect((await readAll(d!)).toString()).toBe('hello');
+      });
+      expect(seen).toEqual(['a', 'b']);
+    }
+  });
+
+  it('fails the data stream of a tar cut inside a file, with the archive error', async () => {
+    const good = readFileSync(await writeArchive('tar', entries, data));
+    const file = tmp('cut.tar');
+    writeFileSync(file, good.subarray(0, 512 + 100_000));
+    let streamErr: unknown;
+    const err = await refusal(
+      extractArchive('tar', file, async (_e, d) => {
+        await readAll(d!).catch((e: unknown) => {
+          streamErr = e;
+          throw e;
+        });
+      }),
+    );
+    expect(err.code).toBe('FERRY_INVALID_DUMP');
+    expect(err.message).toMatch(/truncated/);
+    expect(streamErr).toBeDefined();
+  });
+
+  it('stops on abort', async () => {
+    for (const format of ['tar.gz', 'zip'] as const) {
+      const file = await writeArchive(format, entries, data);
+      const pre = new AbortController();
+      pre.abort();
+      expect((await refusal(scanArchive(format, file, pre.signal))).message).toMatch(/abort/i);
+      const ac = new AbortController();
+      const err = await refusal(
+        extractArchive(format, file, async (_e, d) => {
+          ac.abort();
+          await readAll(d!);
+        }, ac.signal),
+      );
+      expect(String((err as { name?: string }).name) + err.message).toMatch(/abort/i);
+    }
+  });
+});
+
+async function readAll(d: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of d) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}

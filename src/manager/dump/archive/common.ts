@@ -18,23 +18,61 @@ export interface ArchiveWriter {
 export type EntryCallback = (e: DumpEntry, data?: Readable) => Promise<void>;
 
 /**
- * Hands `source` (an entry's data as an async iterable) to `each` as a Node stream with backpressure,
- * then drains what `each` left unread: a reader may not move on to the next entry before the data of
- * this one has gone by. `verify(bytes)` runs at the end of the data, before the stream ends: a
- * reason there (a CRC or a length that disagrees) destroys the stream with it instead, so a consumer
- * never sees bad data end cleanly.
+ * The caller's callback with its errors marked, so that a reader lets them through untouched (an
+ * error of the store being written is no corrupt archive).
+ */
+export class Consumer {
+  private readonly failures = new WeakSet<object>();
+  constructor(private readonly each: EntryCallback) {}
+
+  async call(e: DumpEntry, data?: Readable): Promise<void> {
+    try {
+      await this.each(e, data);
+    } catch (err) {
+      throw this.mark(err);
+    }
+  }
+
+  /** Runs the callback without marking its errors (bridge decides whose an error is). */
+  callUnmarked(e: DumpEntry, data: Readable): Promise<void> {
+    return this.each(e, data);
+  }
+
+  mark(err: unknown): unknown {
+    if (typeof err === 'object' && err !== null) this.failures.add(err);
+    return err;
+  }
+
+  threw(err: unknown): boolean {
+    return typeof err === 'object' && err !== null && this.failures.has(err);
+  }
+}
+
+/**
+ * Hands `source` (an entry's data as an async iterable) to the consumer as a Node stream with
+ * backpressure, then drains what it left unread: a reader may not move on to the next entry before
+ * the data of this one has gone by. `verify` sees each chunk, then (chunk undefined) the byte count
+ * at the end, before the stream ends: a reason there (a CRC or a length that disagrees) destroys the
+ * stream with it instead, so a consumer never sees bad data end cleanly. When the archive fails
+ * while the consumer reads, the archive's error is the one thrown.
  */
 export async function bridge(
   e: DumpEntry,
   source: AsyncIterable<unknown>,
-  each: EntryCallback,
+  consumer: Consumer,
   verify: (bytes: number, chunk?: Buffer) => string | undefined,
+  signal?: AbortSignal,
 ): Promise<void> {
   const data = new PassThrough();
+  // A consumer that stopped listening must not crash the process when the archive fails after it.
+  data.on('error', () => undefined);
+  let pumpFailed = false;
+  let pumpError: unknown;
   const pumped = (async () => {
     let n = 0;
     try {
       for await (const c of source) {
+        signal?.throwIfAborted();
         const chunk = c as Buffer;
         n += chunk.length;
         verify(-1, chunk);
@@ -55,13 +93,18 @@ export async function bridge(
       if (why !== undefined) throw new InvalidDumpError(`${JSON.stringify(e.path)}: ${why}`);
       data.end();
     } catch (err) {
+      pumpFailed = true;
+      pumpError = err;
       data.destroy(err as Error);
       throw err;
     }
   })();
   pumped.catch(() => undefined);
   try {
-    await each(e, data);
+    await consumer.callUnmarked(e, data);
+  } catch (err) {
+    // The consumer may rethrow the error its stream got: then the archive's error is the one to say.
+    throw pumpFailed ? pumpError : consumer.mark(err);
   } finally {
     data.resume();
   }
@@ -74,7 +117,8 @@ export async function bridge(
  * file); anything the format libraries raise
  * (checksums, truncation, gzip trailers, zip structure) as InvalidDumpError naming the file.
  */
-export function archiveError(err: unknown, file: string, format: ArchiveFormat): unknown {
+export function archiveError(err: unknown, file: string, format: ArchiveFormat, consumer?: Consumer): unknown {
+  if (consumer?.threw(err)) return err;
   if (err instanceof InvalidDumpError && !err.message.includes(file)) return new InvalidDumpError(`${file}: ${err.message}`, { cause: err });
   if (err instanceof FerryError || isAbortError(err)) return err;
   if (typeof (err as { syscall?: unknown } | null)?.syscall === 'string') return err;

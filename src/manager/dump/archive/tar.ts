@@ -7,7 +7,7 @@ import { AbortedError, InvalidDumpError, NotSupportedYetError, SourceChangedErro
 import type { DumpCounters, DumpEntry } from '../entry.js';
 import { NamespaceCheck } from '../validate.js';
 import { decodeName, encodeName, hasRawBytes } from './names.js';
-import { archiveError, bridge, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
+import { archiveError, bridge, Consumer, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
 
 /** Largest value of a ustar numeric field of 11 octal digits (sizes: 8 GiB - 1, mtimes to 2242). */
 const USTAR_MAX_11 = 0o77777777777;
@@ -176,6 +176,7 @@ export async function readTar(file: string, gzip: boolean, each: EntryCallback |
   const onAbort = (): void => stop(new AbortedError());
   signal?.addEventListener('abort', onAbort, { once: true });
   const check = new NamespaceCheck();
+  const consumer = each && new Consumer(each);
   let end = 0;
   try {
     let prev: Readable | Writable = input;
@@ -188,7 +189,7 @@ export async function readTar(file: string, gzip: boolean, each: EntryCallback |
       check.add(e);
       end = (header.byteOffset ?? 0) + Math.ceil((header.size ?? 0) / 512) * 512;
       if (e.type === 'file' && e.linkTo === undefined) {
-        if (each) await bridge(e, entry, each, (n) => n === e.size ? undefined : `${n} bytes of data where its header says ${e.size}`);
+        if (consumer) await bridge(e, entry, consumer, (n, chunk) => (chunk !== undefined || n === e.size ? undefined : `${n} bytes of data where its header says ${e.size}`), signal);
         else {
           let n = 0;
           for await (const chunk of entry) n += (chunk as Buffer).length;
@@ -196,7 +197,7 @@ export async function readTar(file: string, gzip: boolean, each: EntryCallback |
         }
       } else {
         for await (const _ of entry); // a hard link or directory may carry data; it is not used
-        if (each) await each(e);
+        if (consumer) await consumer.call(e);
       }
     }
     signal?.throwIfAborted();
@@ -206,7 +207,7 @@ export async function readTar(file: string, gzip: boolean, each: EntryCallback |
     return check.counters;
   } catch (err) {
     stop(err);
-    throw archiveError(err, file, format);
+    throw archiveError(err, file, format, consumer);
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }

@@ -6,7 +6,7 @@ import yazl from 'yazl';
 import { AbortedError, InvalidDumpError, NotSupportedYetError } from '../../../shared/errors.js';
 import type { DumpCounters, DumpEntry } from '../entry.js';
 import { NamespaceCheck } from '../validate.js';
-import { archiveError, bridge, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
+import { archiveError, bridge, Consumer, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
 import { decodeName, encodeName, hasRawBytes } from './names.js';
 
 const S_IFMT = 0o170000;
@@ -92,6 +92,8 @@ export function createZipWriter(out: Writable): ArchiveWriter {
 export async function readZip(file: string, each: EntryCallback | undefined, signal?: AbortSignal): Promise<DumpCounters> {
   signal?.throwIfAborted();
   let zip: yauzl.ZipFile | undefined;
+  let stream: Readable | undefined;
+  const consumer = each && new Consumer(each);
   const onAbort = (): void => zip?.close();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
@@ -107,10 +109,10 @@ export async function readZip(file: string, each: EntryCallback | undefined, sig
       if (e.type === 'symlink') e.target = decodeName(await readAll(zip, entry, MAX_TARGET));
       check.add(e);
       if (e.type !== 'file') {
-        if (each) await each(e);
+        if (consumer) await consumer.call(e);
         continue;
       }
-      const stream = await openData(zip, entry);
+      stream = await openData(zip, entry);
       let crc = 0;
       const verify = (n: number, chunk?: Buffer): string | undefined => {
         if (chunk !== undefined) {
@@ -120,10 +122,11 @@ export async function readZip(file: string, each: EntryCallback | undefined, sig
         if (crc >>> 0 !== entry.crc32 >>> 0) return `its data fails its CRC-32 check (${(crc >>> 0).toString(16)} where the archive says ${(entry.crc32 >>> 0).toString(16)})`;
         return n === e.size ? undefined : `${n} bytes of data where the archive says ${e.size}`;
       };
-      if (each) await bridge(e, stream, each, verify);
+      if (consumer) await bridge(e, stream, consumer, verify, signal);
       else {
         let n = 0;
         for await (const chunk of stream) {
+          signal?.throwIfAborted();
           n += (chunk as Buffer).length;
           verify(-1, chunk as Buffer);
         }
@@ -133,9 +136,10 @@ export async function readZip(file: string, each: EntryCallback | undefined, sig
     }
     return check.counters;
   } catch (err) {
-    throw archiveError(signal?.aborted ? new AbortedError() : err, file, 'zip');
+    throw archiveError(signal?.aborted ? new AbortedError() : err, file, 'zip', consumer);
   } finally {
     signal?.removeEventListener('abort', onAbort);
+    stream?.destroy();
     zip?.close();
   }
 }
