@@ -566,7 +566,13 @@ class Restore {
         return;
       }
       try {
-        await dst.put(e.path + '/', Buffer.alloc(0), { size: 0, ...(this.#signal ? { signal: this.#signal } : {}) });
+        const f = dst.features.attrs;
+        await dst.put(e.path + '/', Buffer.alloc(0), {
+          size: 0,
+          ...(f?.mtime && e.mtime !== undefined ? { mtime: e.mtime } : {}),
+          ...(f?.mode && e.mode !== undefined ? { mode: e.mode } : {}),
+          ...(this.#signal ? { signal: this.#signal } : {}),
+        });
         this.#r.dirs++;
       } catch (err) {
         this.#fail(e, err);
