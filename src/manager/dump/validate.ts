@@ -43,6 +43,11 @@ export class NamespaceCheck {
     this.mask = cap - 1;
   }
 
+  /** Bytes the table holds (its memory, whatever the names' lengths). */
+  get tableBytes(): number {
+    return this.slots.byteLength;
+  }
+
   /** Bytes of the file at `path` among the entries added so far; undefined when it is not a file. */
   sizeOf(path: string): number | undefined {
     if (this.hashPath(path, false) !== undefined) return undefined;
