@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { stat } from 'node:fs/promises';
 import { PassThrough, type Readable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Rule } from '../shared/filter/rules.js';
@@ -10,7 +11,7 @@ import { isFilesystemRoot, overlap, storageLocation } from '../shared/storage/lo
 import { defaultRegistry } from '../shared/storage/all.js';
 import type { BackendRegistry } from '../shared/storage/registry.js';
 import type { SshOptions } from '../shared/ssh/index.js';
-import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
+import { FerryError, NotFoundError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
 import { Console, type Verbosity } from './output.js';
 // Cluster mode, the worker's command line and the metrics server load only when asked for: a sync
 // on one machine starts without them.
@@ -766,6 +767,15 @@ async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<numbe
     if (outAddr && (outAddr.prefix === '' || outAddr.prefix.endsWith('/'))) {
       throw new UsageError(`OUT ${JSON.stringify(outAddr.display)} names a directory or bucket: name the dump file, e.g. ${JSON.stringify(outAddr.display.replace(/\/?$/, '/dump.json.gz'))}`);
     }
+    if (!outAddr && p.format !== 'json' && p.format !== 'json.gz' && env.stdout.isTTY) {
+      throw new UsageError(`a ${p.format} archive is binary: name OUT, or redirect standard output to a file`);
+    }
+    if (srcAddr.scheme === 'file') {
+      // An object store has no directories to be missing; a local directory that is not there is a mistake, not an empty dump.
+      const dir = srcAddr.bucket + srcAddr.prefix;
+      const st = await stat(dir).catch(() => undefined);
+      if (!st?.isDirectory()) throw new NotFoundError(`SRC ${JSON.stringify(srcAddr.display)} is not a directory (${dir} ${st ? 'is a file' : 'does not exist'})`);
+    }
     source = await registry.open(srcAddr, { noHttps: p.noHttps, concurrency: p.threads });
     let counters: DumpCounters = emptyCounters();
     if (p.verbosity !== 'quiet') {
@@ -796,6 +806,8 @@ async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<numbe
       result = dumped;
     }
     const seconds = (performance.now() - started) / 1000;
+    const c = result.counters;
+    if (c.files + c.dirs + c.symlinks === 0 && result.failed === 0) con.warn(`${srcAddr.display}${p.subdir ? ` (--subdir ${p.subdir})` : ''} holds nothing: the dump is empty`);
     con.info(`dumped ${countersLine(result.counters)} of ${srcAddr.display}${p.subdir ? ` (--subdir ${p.subdir})` : ''} to ${outAddr?.display ?? 'standard output'} as ${p.format} in ${seconds.toFixed(1)}s${result.failed > 0 ? `; ${result.failed} keys could not be dumped (named above)` : ''}`);
     return result.failed > 0 ? EXIT.failed : EXIT.ok;
   } catch (err) {

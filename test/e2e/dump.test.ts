@@ -303,5 +303,10 @@ describe('ferry dump and load on the command line', () => {
     const u = await ferry('dump', fresh('fmt') + '/', join(work, 'x.rar'));
     expect(u.code).toBe(2);
     expect(u.stderr).toMatch(/--format/);
+    // A local SRC that is not there is a mistake, not an empty namespace: no dump is written.
+    const missing = await ferry('dump', join(work, 'no-such-dir'), join(work, 'never.json'));
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/does not exist.*FERRY_NOT_FOUND/);
+    expect(existsSync(join(work, 'never.json'))).toBe(false);
   });
 });

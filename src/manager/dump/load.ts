@@ -545,7 +545,9 @@ class Restore {
       return;
     }
     try {
-      await dst.mkdir(e.path, e.mode !== undefined && dst.features.attrs?.mode ? { mode: e.mode } : {});
+      // Its mode comes with its other attributes once its contents are in: a read-only directory
+      // made read-only first could not take them.
+      await dst.mkdir(e.path);
       this.#r.dirs++;
     } catch (err) {
       this.#fail(e, err);
