@@ -497,7 +497,9 @@ class Restore {
       this.#r.files++;
       this.#r.bytes += res.outcome.bytes;
       this.#log?.debug(`restored ${e.path} from the data copy`);
-      await this.#fileAttrs(e).catch((err: unknown) => this.#fail(e, err));
+      // The runner wrote the mode and mtime with the data; an owner it sets only from a source that has owners.
+      const owner = this.#attrsFor(e);
+      if (owner?.uid !== undefined) await this.#dst.setAttrs!(e.path, { uid: owner.uid, gid: owner.gid! }).catch((err: unknown) => this.#fail(e, err));
     });
   }
 

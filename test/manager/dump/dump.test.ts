@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -121,6 +121,22 @@ describe('writeDump', () => {
     const stop = new AbortController();
     stop.abort();
     await expect(writeDump(m, new PassThrough(), { format: 'json', setting: {}, signal: stop.signal })).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+  });
+
+  it('leaves no dump behind when interrupted midway: the output store gets nothing, not half a dump', async () => {
+    const m = new MemStore('interrupted');
+    for (let i = 0; i < 5000; i++) m.set(`k${String(i).padStart(5, '0')}`, Buffer.from('v'));
+    const outDir = join(work, 'interrupted');
+    mkdirSync(outDir);
+    const target = new FileStore(outDir + '/');
+    const stop = new AbortController();
+    const body = new PassThrough();
+    const putting = target.put('dump.json', body, { signal: stop.signal });
+    putting.catch(() => body.destroy());
+    const dumping = writeDump(m, body, { format: 'json', setting: {}, signal: stop.signal, onProgress: (c) => c.files >= 2000 && stop.abort() });
+    await expect(dumping).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+    await expect(putting).rejects.toBeDefined();
+    expect(readdirSync(outDir)).toEqual([]);
   });
 
   it('chooses the format by the output name, or --format', () => {
