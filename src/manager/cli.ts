@@ -666,7 +666,7 @@ function buildDumpCommand(onParsed: (p: ParsedDump) => void): Command {
     .option('--stats-interval <SECONDS>', 'seconds between progress lines on standard error', atLeast('--stats-interval', 1), 5)
     .option('-v, --verbose', 'list every key dumped on standard error')
     .option('-q, --quiet', 'print errors only (no progress)')
-    .addHelpText('after', DUMP_HELP + '\n' + ADDRESS_HELP.split('\n').slice(0, 11).join('\n'))
+    .addHelpText('after', DUMP_HELP + '\n' + ADDRESS_HELP.split('\n').slice(0, 9).join('\n'))
     .action((src: string, out: string | undefined, opts: Record<string, unknown>) => {
       const target = out === undefined || out === '-' ? undefined : out;
       onParsed({
@@ -699,7 +699,7 @@ function buildLoadCommand(onParsed: (p: ParsedLoad) => void): Command {
     .option('--json', 'print the summary as one JSON object on standard output')
     .option('-v, --verbose', 'list every entry restored on standard error')
     .option('-q, --quiet', 'print errors only')
-    .addHelpText('after', LOAD_HELP)
+    .addHelpText('after', LOAD_HELP + '\n' + ADDRESS_HELP.split('\n').slice(0, 9).join('\n'))
     .action((dst: string, input: string | undefined, opts: Record<string, unknown>) => {
       onParsed({
         dst,
