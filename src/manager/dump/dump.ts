@@ -162,24 +162,31 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
     if (e.type !== 'file' || !needsData) return void (await write(e));
     filesQueued--;
     const key = prefix + e.path;
+    // Only reading fails a key; a failure of the output fails the dump.
+    let data: Readable | Buffer | undefined;
     try {
       if (p.read) {
         const r = await p.read;
         if ('error' in r) throw r.error;
         if (r.data !== undefined && r.data.length !== e.size) e.size = r.data.length; // changed since listed: the dump holds what was read
         if (r.hash !== undefined) e[hash!] = r.hash;
-        return await write(e, archive ? (r.data ?? Buffer.alloc(0)) : undefined);
+        data = archive ? (r.data ?? Buffer.alloc(0)) : undefined;
+      } else {
+        // A large file for an archive: hashed first when asked (a second read), then streamed in.
+        if (hash) e[hash] = (await readFile(source, key, e.size, hash, false, signal)).hash!;
+        data = await source.get(key, { ...(signal ? { signal } : {}), sizeHint: e.size });
       }
-      // A large file for an archive: hashed first when asked (a second read), then streamed in.
-      if (hash) e[hash] = (await readFile(source, key, e.size, hash, false, signal)).hash!;
-      const body = await source.get(key, { ...(signal ? { signal } : {}), sizeHint: e.size });
-      return await write(e, body);
     } catch (err) {
       if (signal?.aborted) throw err;
-      if (archive && !p.read) throw err; // a stream half written into the archive cannot be taken back
       failed++;
-      warn(`${key}: cannot be read (${(err as Error)?.message ?? err}); not in the dump`);
+      if (archive) {
+        warn(`${key}: cannot be read (${(err as Error)?.message ?? err}); not in the dump`);
+        return;
+      }
+      // A JSON dump still names the file: only its hash is missing.
+      warn(`${key}: cannot be read (${(err as Error)?.message ?? err}); in the dump without its ${hash}`);
     }
+    await write(e, data);
   };
 
   const push = async (e: DumpEntry): Promise<void> => {

@@ -18,6 +18,7 @@ import { NamespaceCheck } from '../../../src/manager/dump/validate.js';
 import { FileStore } from '../../../src/shared/storage/file/index.js';
 import { MemStore } from '../../../src/shared/storage/mem.js';
 import type { ObjectStore } from '../../../src/shared/storage/types.js';
+import { PermissionDeniedError } from '../../../src/shared/errors.js';
 
 let work: string;
 beforeAll(() => {
@@ -121,6 +122,33 @@ describe('writeDump', () => {
     const stop = new AbortController();
     stop.abort();
     await expect(writeDump(m, new PassThrough(), { format: 'json', setting: {}, signal: stop.signal })).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
+  });
+
+  it('counts a file that cannot be read as failed: a JSON dump names it without a hash, an archive leaves it out', async () => {
+    const m = new MemStore('unreadable');
+    m.set('a', Buffer.from('aaa'));
+    m.set('bad', Buffer.from('secret'));
+    m.set('c', Buffer.from('c'));
+    // The store answers the listing but refuses to read one key, as a file without read permission does.
+    const store: ObjectStore = Object.assign(Object.create(m) as MemStore, {
+      get: (key: string, o?: Parameters<MemStore['get']>[1]) => (key === 'bad' ? Promise.reject(new PermissionDeniedError('read bad: permission denied')) : m.get(key, o)),
+      list: (o?: Parameters<MemStore['list']>[0]) => m.list(o),
+    });
+    const json = await dump(store, { hash: 'md5' });
+    expect(json.failed).toBe(1);
+    expect(json.entries.map((e) => [e.path, e.md5 !== undefined])).toEqual([['a', true], ['bad', false], ['c', true]]);
+    expect(json.warnings.join('\n')).toMatch(/bad: cannot be read .*without its md5/);
+    const out = new PassThrough();
+    const chunks: Buffer[] = [];
+    out.on('data', (c: Buffer) => chunks.push(c));
+    const warnings: string[] = [];
+    const r = await writeDump(store, out, { format: 'tar', setting: {}, onWarning: (w) => warnings.push(w) });
+    expect(r).toMatchObject({ failed: 1, counters: { files: 2, bytes: 4 } });
+    expect(warnings.join('\n')).toMatch(/bad: cannot be read .*not in the dump/);
+    const file = join(work, 'unreadable.tar');
+    writeFileSync(file, Buffer.concat(chunks));
+    const { scanArchive } = await import('../../../src/manager/dump/archive.js');
+    expect(await scanArchive('tar', file)).toEqual({ files: 2, dirs: 0, symlinks: 0, bytes: 4 });
   });
 
   it('leaves no dump behind when interrupted midway: the output store gets nothing, not half a dump', async () => {
