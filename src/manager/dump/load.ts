@@ -736,7 +736,10 @@ class Restore {
       }
       this.#r.files++;
       this.#r.bytes += e.size;
-      if (f?.owner && e.uid !== undefined && e.gid !== undefined && dst.setAttrs) await dst.setAttrs(e.path, { uid: e.uid, gid: e.gid, ...(f.mode && e.mode !== undefined ? { mode: e.mode } : {}) });
+      // The mode came with the data; chown clears set-user/group-ID bits, so those are set again after it.
+      if (f?.owner && e.uid !== undefined && e.gid !== undefined && dst.setAttrs) {
+        await dst.setAttrs(e.path, { uid: e.uid, gid: e.gid, ...(f.mode && e.mode !== undefined && (e.mode & 0o6000) !== 0 ? { mode: e.mode } : {}) });
+      }
     } catch (err) {
       this.#fail(e, err);
     }
