@@ -767,8 +767,8 @@ async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<numbe
     if (outAddr && (outAddr.prefix === '' || outAddr.prefix.endsWith('/'))) {
       throw new UsageError(`OUT ${JSON.stringify(outAddr.display)} names a directory or bucket: name the dump file, e.g. ${JSON.stringify(outAddr.display.replace(/\/?$/, '/dump.json.gz'))}`);
     }
-    if (!outAddr && p.format !== 'json' && p.format !== 'json.gz' && env.stdout.isTTY) {
-      throw new UsageError(`a ${p.format} archive is binary: name OUT, or redirect standard output to a file`);
+    if (!outAddr && p.format !== 'json' && env.stdout.isTTY) {
+      throw new UsageError(`a ${p.format} dump is binary: name OUT, or redirect standard output to a file`);
     }
     if (srcAddr.scheme === 'file') {
       // An object store has no directories to be missing; a local directory that is not there is a mistake, not an empty dump.
