@@ -7,7 +7,7 @@ import { AbortedError, InvalidDumpError, NotSupportedYetError, SourceChangedErro
 import type { DumpCounters, DumpEntry } from '../entry.js';
 import { NamespaceCheck } from '../validate.js';
 import { decodeName, encodeName, hasRawBytes } from './names.js';
-import { archiveError, bridge, Consumer, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
+import { archiveError, bridge, coalesce, Consumer, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
 
 /** Largest value of a ustar numeric field of 11 octal digits (sizes: 8 GiB - 1, mtimes to 2242). */
 const USTAR_MAX_11 = 0o77777777777;
@@ -28,7 +28,7 @@ export function createTarWriter(out: Writable, gzip: boolean): ArchiveWriter {
   const pack = tarPack();
   const check = new NamespaceCheck();
   const failure = new Failure();
-  const chain = (gzip ? [pack, createGzip(), out] : [pack, out]) as unknown as [Readable, Writable];
+  const chain = (gzip ? [pack, coalesce(), createGzip(), out] : [pack, coalesce(), out]) as unknown as [Readable, Writable];
   const done = pipeline(chain).catch((err: unknown) => failure.set(err));
 
   return {

@@ -1,12 +1,16 @@
-import { crc32 } from 'node:zlib';
-import { finished, pipeline } from 'node:stream/promises';
-import type { Readable, Writable } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform, type Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { crc32, createDeflateRaw, deflateRawSync } from 'node:zlib';
 import yauzl from 'yauzl';
-import yazl from 'yazl';
-import { AbortedError, InvalidDumpError, NotSupportedYetError } from '../../../shared/errors.js';
+import { AbortedError, InvalidDumpError, NotSupportedYetError, SourceChangedError } from '../../../shared/errors.js';
 import type { DumpCounters, DumpEntry } from '../entry.js';
 import { NamespaceCheck } from '../validate.js';
-import { archiveError, bridge, Consumer, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
+import { archiveError, bridge, coalesce, Consumer, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
 import { decodeName, encodeName, hasRawBytes } from './names.js';
 
 const S_IFMT = 0o170000;
@@ -18,64 +22,314 @@ const MADE_BY_UNIX = 3;
 /** A symlink's target is its content; longer than this is no symlink a file system makes. */
 const MAX_TARGET = 64 * 1024;
 
+/** Files up to this size are compressed in one call; larger ones stream through a deflate stream. */
+const WHOLE_MAX = 256 * 1024;
+/** From this size a member is written as zip64 (deflate may grow data a little past 4 GiB). */
+const ZIP64_FROM = 0xf0000000;
+/** Central directory records kept in memory before they go to a temporary file. */
+const CD_MEMORY = 4 * 1024 * 1024;
+const FLAG_DESCRIPTOR = 0x0008;
+const FLAG_UTF8 = 0x0800;
+
 /**
- * A zip writer over yazl, streaming (data descriptors; zip64 where sizes need it). What it keeps:
- * files, directories (empty ones too), symlinks as Info-ZIP writes them (the Unix mode's S_IFLNK,
- * the target as the content), modes, mtimes (whole seconds, in the Info-ZIP UT field). Not uid/gid
- * (yazl writes no Unix owner field), not the root's own attributes (a zip has no entry for it).
- * Refused: names that are not valid UTF-8 (yazl writes every name as UTF-8 text), names holding '\'
- * (yazl turns it into '/'), and hard links without their data (a zip has no hard links).
+ * A streaming zip writer (local headers, data, data descriptors; zip64 where sizes or counts need
+ * it). Not yazl: it finds the next entry to write by scanning all it was given (quadratic: 200,000
+ * files did not finish in minutes) and keeps every entry as an object to the end. Here the central
+ * directory records go to a temporary file past CD_MEMORY, so memory stays bounded.
+ *
+ * What it keeps: files, directories (empty ones too), symlinks as Info-ZIP writes them (the Unix
+ * mode's S_IFLNK, the target as the content), modes, mtimes (whole seconds, in the Info-ZIP UT
+ * field besides the DOS time), names byte for byte (a name that is not UTF-8 goes without the UTF-8
+ * flag, as Info-ZIP on Unix writes it). Not uid/gid, not the root's own attributes (a zip has no
+ * entry for it). A hard link is written as a copy when its data is given, else refused.
  */
 export function createZipWriter(out: Writable): ArchiveWriter {
-  const zip = new yazl.ZipFile();
   const check = new NamespaceCheck();
   const failure = new Failure();
-  zip.on('error', (err: unknown) => failure.set(err));
-  const done = pipeline(zip.outputStream, out).catch((err: unknown) => failure.set(err));
+  const output = coalesce();
+  const done = pipeline(output, out).catch((err: unknown) => failure.set(err));
+  let offset = 0;
+  let count = 0;
+  let cd: Buffer[] = [];
+  let cdMemory = 0;
+  let cdSize = 0;
+  let spill: { path: string; handle: FileHandle } | undefined;
+
+  const write = async (b: Buffer): Promise<void> => {
+    offset += b.length;
+    if (!output.write(b)) await failure.race(once(output, 'drain'));
+  };
+  const addRecord = async (r: Buffer): Promise<void> => {
+    cd.push(r);
+    cdMemory += r.length;
+    cdSize += r.length;
+    count++;
+    if (cdMemory < CD_MEMORY) return;
+    if (spill === undefined) {
+      const path = join(tmpdir(), `ferry-zip-cd-${process.pid}-${randomUUID()}`);
+      spill = { path, handle: await open(path, 'w+') };
+    }
+    await spill.handle.write(Buffer.concat(cd, cdMemory));
+    cd = [];
+    cdMemory = 0;
+  };
 
   return {
     async add(e: DumpEntry, data?: Readable): Promise<void> {
       failure.throwIfSet();
-      if (hasRawBytes(e.path)) {
-        throw new NotSupportedYetError(`${JSON.stringify(e.path)}: a name that is not valid UTF-8 cannot be written to a zip archive by this version of ferry (its bytes would be changed); dump to .json instead`);
-      }
-      if (e.path.includes('\\')) {
-        throw new NotSupportedYetError(`${JSON.stringify(e.path)}: a name holding '\\' cannot be written to a zip archive (zip tools read it as '/'); dump to .tar or .json instead`);
-      }
       check.add(e);
       if (e.path === '') {
         data?.resume();
         return;
       }
-      const mtime = e.mtime === undefined ? undefined : new Date(e.mtime);
-      const base = mtime === undefined ? {} : { mtime };
-      if (e.type === 'dir') {
-        zip.addEmptyDirectory(e.path, { ...base, mode: S_IFDIR | (e.mode ?? 0o755) });
+      const name = encodeName(e.type === 'dir' ? `${e.path}/` : e.path);
+      if (name === undefined || name.length > 0xffff) throw new InvalidDumpError(`${JSON.stringify(e.path)}: a name zip cannot hold (an unpaired surrogate, or longer than 65535 bytes)`);
+      const m: Member = {
+        name,
+        utf8: !hasRawBytes(e.path),
+        mode: e.type === 'dir' ? S_IFDIR | (e.mode ?? 0o755) : e.type === 'symlink' ? S_IFLNK | (e.mode ?? 0o777) : S_IFREG | (e.mode ?? 0o644),
+        mtime: e.mtime ?? Date.now(),
+        offset,
+        method: 0,
+        crc: 0,
+        csize: 0,
+        usize: 0,
+        descriptor: false,
+        zip64: false,
+      };
+      if (e.type === 'dir' || e.type === 'symlink' || (e.type === 'file' && data === undefined)) {
         data?.resume();
-      } else if (e.type === 'symlink') {
-        const target = encodeName(e.target ?? '');
-        if (target === undefined) throw new InvalidDumpError(`${JSON.stringify(e.path)}: a symlink target holding an unpaired surrogate that stands for no byte`);
-        zip.addBuffer(target, e.path, { ...base, mode: S_IFLNK | (e.mode ?? 0o777), compress: false });
-        data?.resume();
-      } else if (data === undefined) {
-        if (e.linkTo !== undefined) throw new NotSupportedYetError(`${JSON.stringify(e.path)}: a zip archive holds no hard links; give the linked file's data to write it as a copy`);
-        if (e.size !== 0) throw new InvalidDumpError(`${JSON.stringify(e.path)}: a file of ${e.size} bytes without its data`);
-        zip.addBuffer(Buffer.alloc(0), e.path, { ...base, mode: S_IFREG | (e.mode ?? 0o644) });
-      } else {
-        const consumed = finished(data);
-        zip.addReadStream(data, e.path, { ...base, mode: S_IFREG | (e.mode ?? 0o644), size: e.size, compress: true });
-        data.on('error', (err) => failure.set(err));
-        await failure.race(consumed);
+        if (e.type === 'file') {
+          if (e.linkTo !== undefined) throw new NotSupportedYetError(`${JSON.stringify(e.path)}: a zip archive holds no hard links; give the linked file's data to write it as a copy`);
+          if (e.size !== 0) throw new InvalidDumpError(`${JSON.stringify(e.path)}: a file of ${e.size} bytes without its data`);
+        }
+        const content = e.type === 'symlink' ? encodeName(e.target ?? '') : Buffer.alloc(0);
+        if (content === undefined) throw new InvalidDumpError(`${JSON.stringify(e.path)}: a symlink target holding an unpaired surrogate that stands for no byte`);
+        m.crc = crc32(content);
+        m.csize = m.usize = content.length;
+        await write(localHeader(m));
+        if (content.length > 0) await write(content);
+      } else if (data !== undefined) {
+        m.method = 8;
+        if (e.size <= WHOLE_MAX) {
+          const chunks: Buffer[] = [];
+          for await (const c of data) chunks.push(c as Buffer);
+          const raw = Buffer.concat(chunks);
+          if (raw.length !== e.size) throw changed(e, raw.length);
+          const packed = deflateRawSync(raw);
+          m.crc = crc32(raw);
+          m.usize = raw.length;
+          m.csize = packed.length;
+          await write(localHeader(m));
+          await write(packed);
+        } else {
+          m.descriptor = true;
+          m.zip64 = e.size >= ZIP64_FROM;
+          await write(localHeader(m));
+          let crc = 0;
+          let usize = 0;
+          await pipeline(
+            data,
+            new Transform({
+              transform(chunk: Buffer, _enc, cb) {
+                crc = crc32(chunk, crc);
+                usize += chunk.length;
+                cb(null, chunk);
+              },
+            }),
+            createDeflateRaw(),
+            async (packed: AsyncIterable<Buffer>) => {
+              for await (const c of packed) {
+                m.csize += c.length;
+                await write(c);
+              }
+            },
+          );
+          if (usize !== e.size) throw changed(e, usize);
+          m.crc = crc;
+          m.usize = usize;
+          await write(dataDescriptor(m));
+        }
       }
+      await addRecord(centralRecord(m));
       failure.throwIfSet();
     },
     async finish(): Promise<void> {
       failure.throwIfSet();
-      zip.end();
-      await failure.race(done);
-      failure.throwIfSet();
+      try {
+        const cdOffset = offset;
+        if (spill !== undefined) {
+          for await (const c of spill.handle.createReadStream({ start: 0, autoClose: false })) await write(c as Buffer);
+        }
+        for (const r of cd) await write(r);
+        await write(endRecords(count, cdSize, cdOffset, offset));
+        output.end();
+        await failure.race(done);
+        failure.throwIfSet();
+      } finally {
+        if (spill !== undefined) {
+          await spill.handle.close().catch(() => undefined);
+          await rm(spill.path, { force: true });
+        }
+      }
     },
   };
+}
+
+function changed(e: DumpEntry, n: number): SourceChangedError {
+  return new SourceChangedError(`${JSON.stringify(e.path)}: its data was ${n} bytes, not the ${e.size} its entry says (it changed while being dumped?)`);
+}
+
+interface Member {
+  name: Buffer;
+  utf8: boolean;
+  mode: number;
+  mtime: number;
+  offset: number;
+  /** 0 stored, 8 deflated. */
+  method: number;
+  crc: number;
+  csize: number;
+  usize: number;
+  /** CRC and sizes follow the data (bit 3), as they are not known when the header goes out. */
+  descriptor: boolean;
+  zip64: boolean;
+}
+
+/** DOS date and time (local time, as zip tools read them), clamped to 1980-2107. */
+function dosTime(ms: number): { time: number; date: number } {
+  const d = new Date(ms);
+  const year = d.getFullYear();
+  if (year < 1980) return { time: 0, date: (1 << 5) | 1 };
+  if (year > 2107) return { time: (23 << 11) | (59 << 5) | 29, date: (127 << 9) | (12 << 5) | 31 };
+  return {
+    time: (d.getHours() << 11) | (d.getMinutes() << 5) | (d.getSeconds() >> 1),
+    date: ((year - 1980) << 9) | ((d.getMonth() + 1) << 5) | d.getDate(),
+  };
+}
+
+/** The Info-ZIP UT field with the modification time (whole seconds, when it fits 32 bits). */
+function timestampField(ms: number): Buffer {
+  const s = Math.floor(ms / 1000);
+  if (s < -(2 ** 31) || s > 2 ** 31 - 1) return Buffer.alloc(0);
+  const b = Buffer.alloc(9);
+  b.writeUInt16LE(0x5455, 0);
+  b.writeUInt16LE(5, 2);
+  b.writeUInt8(1, 4);
+  b.writeInt32LE(s, 5);
+  return b;
+}
+
+function flags(m: Member): number {
+  return (m.descriptor ? FLAG_DESCRIPTOR : 0) | (m.utf8 ? FLAG_UTF8 : 0);
+}
+
+function localHeader(m: Member): Buffer {
+  const ut = timestampField(m.mtime);
+  const z64 = m.zip64 ? Buffer.alloc(20) : Buffer.alloc(0);
+  if (m.zip64) {
+    z64.writeUInt16LE(0x0001, 0);
+    z64.writeUInt16LE(16, 2); // sizes 0 here: the data descriptor has them
+  }
+  const h = Buffer.alloc(30);
+  const { time, date } = dosTime(m.mtime);
+  h.writeUInt32LE(0x04034b50, 0);
+  h.writeUInt16LE(m.zip64 ? 45 : 20, 4);
+  h.writeUInt16LE(flags(m), 6);
+  h.writeUInt16LE(m.method, 8);
+  h.writeUInt16LE(time, 10);
+  h.writeUInt16LE(date, 12);
+  if (!m.descriptor) {
+    h.writeUInt32LE(m.crc >>> 0, 14);
+    h.writeUInt32LE(m.csize, 18);
+    h.writeUInt32LE(m.usize, 22);
+  } else if (m.zip64) {
+    h.writeUInt32LE(0xffffffff, 18);
+    h.writeUInt32LE(0xffffffff, 22);
+  }
+  h.writeUInt16LE(m.name.length, 26);
+  h.writeUInt16LE(ut.length + z64.length, 28);
+  return Buffer.concat([h, m.name, z64, ut]);
+}
+
+function dataDescriptor(m: Member): Buffer {
+  const b = Buffer.alloc(m.zip64 ? 24 : 16);
+  b.writeUInt32LE(0x08074b50, 0);
+  b.writeUInt32LE(m.crc >>> 0, 4);
+  if (m.zip64) {
+    b.writeBigUInt64LE(BigInt(m.csize), 8);
+    b.writeBigUInt64LE(BigInt(m.usize), 16);
+  } else {
+    b.writeUInt32LE(m.csize, 8);
+    b.writeUInt32LE(m.usize, 12);
+  }
+  return b;
+}
+
+function centralRecord(m: Member): Buffer {
+  const big = [m.usize, m.csize, m.offset].map((v) => v >= 0xffffffff);
+  const wide = big.filter(Boolean).length;
+  const z64 = wide > 0 ? Buffer.alloc(4 + 8 * wide) : Buffer.alloc(0);
+  if (wide > 0) {
+    z64.writeUInt16LE(0x0001, 0);
+    z64.writeUInt16LE(8 * wide, 2);
+    let at = 4;
+    for (const [i, v] of [m.usize, m.csize, m.offset].entries()) {
+      if (!big[i]) continue;
+      z64.writeBigUInt64LE(BigInt(v), at);
+      at += 8;
+    }
+  }
+  const ut = timestampField(m.mtime);
+  const h = Buffer.alloc(46);
+  const { time, date } = dosTime(m.mtime);
+  const version = m.zip64 || wide > 0 ? 45 : 20;
+  h.writeUInt32LE(0x02014b50, 0);
+  h.writeUInt16LE((MADE_BY_UNIX << 8) | version, 4);
+  h.writeUInt16LE(version, 6);
+  h.writeUInt16LE(flags(m), 8);
+  h.writeUInt16LE(m.method, 10);
+  h.writeUInt16LE(time, 12);
+  h.writeUInt16LE(date, 14);
+  h.writeUInt32LE(m.crc >>> 0, 16);
+  h.writeUInt32LE(big[1] ? 0xffffffff : m.csize, 20);
+  h.writeUInt32LE(big[0] ? 0xffffffff : m.usize, 24);
+  h.writeUInt16LE(m.name.length, 28);
+  h.writeUInt16LE(z64.length + ut.length, 30);
+  // comment length, disk, internal attributes: 0
+  h.writeUInt32LE((((m.mode & 0xffff) << 16) | ((m.mode & S_IFMT) === S_IFDIR ? 0x10 : 0)) >>> 0, 38);
+  h.writeUInt32LE(big[2] ? 0xffffffff : m.offset, 42);
+  return Buffer.concat([h, m.name, z64, ut]);
+}
+
+/** The end of central directory record, after the zip64 one and its locator when counts or offsets need them. */
+function endRecords(count: number, cdSize: number, cdOffset: number, zip64At: number): Buffer {
+  const needs64 = count >= 0xffff || cdSize >= 0xffffffff || cdOffset >= 0xffffffff;
+  const parts: Buffer[] = [];
+  if (needs64) {
+    const r = Buffer.alloc(56);
+    r.writeUInt32LE(0x06064b50, 0);
+    r.writeBigUInt64LE(44n, 4);
+    r.writeUInt16LE((MADE_BY_UNIX << 8) | 45, 12);
+    r.writeUInt16LE(45, 14);
+    r.writeBigUInt64LE(BigInt(count), 24);
+    r.writeBigUInt64LE(BigInt(count), 32);
+    r.writeBigUInt64LE(BigInt(cdSize), 40);
+    r.writeBigUInt64LE(BigInt(cdOffset), 48);
+    const l = Buffer.alloc(20);
+    l.writeUInt32LE(0x07064b50, 0);
+    l.writeBigUInt64LE(BigInt(zip64At), 8);
+    l.writeUInt32LE(1, 16);
+    parts.push(r, l);
+  }
+  const e = Buffer.alloc(22);
+  e.writeUInt32LE(0x06054b50, 0);
+  e.writeUInt16LE(Math.min(count, 0xffff), 8);
+  e.writeUInt16LE(Math.min(count, 0xffff), 10);
+  e.writeUInt32LE(Math.min(cdSize, 0xffffffff), 12);
+  e.writeUInt32LE(Math.min(cdOffset, 0xffffffff), 16);
+  parts.push(e);
+  return Buffer.concat(parts);
 }
 
 /**
