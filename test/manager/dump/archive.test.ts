@@ -193,6 +193,29 @@ describe('archives: round trip', () => {
     expect(header.pax.size).toBe(String(size));
   });
 
+  it('splits a name of 101-255 bytes between the ustar prefix and name fields', async () => {
+    const dirName = 'p'.repeat(120);
+    const entries: DumpEntry[] = [
+      { path: dirName, type: 'dir', size: 0, mode: 0o755, mtime: T, uid: 0, gid: 0 },
+      { path: `${dirName}/short.txt`, type: 'file', size: 2, mode: 0o644, mtime: T, uid: 0, gid: 0 },
+    ];
+    const file = await writeArchive('tar', entries, new Map([[`${dirName}/short.txt`, Buffer.from('ok')]]));
+    // The file's name is split (no pax record); the directory's single 121-byte component cannot be.
+    const paxOf = new Map<string, unknown>();
+    const ex = tarExtract();
+    ex.on('entry', (h, stream, next) => {
+      paxOf.set(h.name, h.pax);
+      stream.on('end', () => next());
+      stream.resume();
+    });
+    ex.end(readFileSync(file));
+    await new Promise((resolve) => ex.on('finish', resolve));
+    expect(paxOf.get(`${dirName}/short.txt`)).toBeNull();
+    expect(paxOf.get(`${dirName}/`)).toMatchObject({ path: `${dirName}/` });
+    expect((await readBack('tar', file)).entries).toEqual(entries);
+    expect(execFileSync('tar', ['-tf', file]).toString()).toBe(`${dirName}/\n${dirName}/short.txt\n`);
+  });
+
   it('keeps names that are not UTF-8 byte for byte in tar (GNU long-name records)', async () => {
     const rawDir = `r\udcff-${'x'.repeat(120)}`; // long too: no ustar field would hold it
     const entries: DumpEntry[] = [
