@@ -209,7 +209,7 @@ describe('archives: round trip', () => {
       stream.resume();
     });
     ex.end(readFileSync(file));
-    await new Promise((resolve) => ex.on('finish', resolve));
+    await new Promise<void>((resolve) => ex.on('finish', () => resolve()));
     expect(paxOf.get(`${dirName}/short.txt`)).toBeNull();
     expect(paxOf.get(`${dirName}/`)).toMatchObject({ path: `${dirName}/` });
     expect((await readBack('tar', file)).entries).toEqual(entries);
