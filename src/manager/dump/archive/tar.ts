@@ -234,14 +234,14 @@ function octal(h: Buffer, at: number, len: number, value: number): void {
  * end would pass), or a gzip stream that is cut or fails its CRC/length trailer.
  *
  * Entry types: files (and contiguous files), directories, symlinks and hard links are read; devices
- * and FIFOs are refused, not skipped: a stores holds none, and a restore that silently left entries
+ * and FIFOs are refused, not skipped: a store holds none, and a restore that silently left entries
  * out would not be the archive's namespace. GNU sparse files (type 'S', or pax GNU.sparse.*) are
  * refused too: their data is a map, not the content. Unknown types likewise.
  */
 export async function readTar(file: string, gzip: boolean, each: EntryCallback | undefined, signal?: AbortSignal): Promise<DumpCounters> {
   const format = gzip ? 'tar.gz' : 'tar';
   signal?.throwIfAborted();
-  const input = createReadStream(file);
+  const input = createReadStream(file, { highWaterMark: 1 << 20 });
   const gunzip = gzip ? createGunzip() : undefined;
   let total = 0;
   const counter = new Transform({

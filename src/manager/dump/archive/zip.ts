@@ -353,6 +353,7 @@ export async function readZip(file: string, each: EntryCallback | undefined, sig
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const reader = await WindowReader.open(file);
+    reader.on('error', () => undefined); // a failed close, said by yauzl as an event: nothing to do then
     zip = await new Promise<yauzl.ZipFile>((resolve, reject) =>
       yauzl.fromRandomAccessReader(reader, reader.size, { lazyEntries: true, autoClose: false, decodeStrings: false, validateEntrySizes: true }, (err, z) => {
         if (err) {
@@ -361,6 +362,7 @@ export async function readZip(file: string, each: EntryCallback | undefined, sig
         } else resolve(z);
       }),
     );
+    zip.on('error', () => undefined); // errors come through nextEntry's listener and the callbacks
     const check = new NamespaceCheck();
     for (;;) {
       const entry = await nextEntry(zip);
