@@ -1,4 +1,6 @@
 import { setMaxListeners } from 'node:events';
+import { stat } from 'node:fs/promises';
+import { PassThrough, type Readable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Rule } from '../shared/filter/rules.js';
 import { parseDuration, parseSize, parseTime, type EntryLimits } from '../shared/filter/limits.js';
@@ -9,7 +11,7 @@ import { isFilesystemRoot, overlap, storageLocation } from '../shared/storage/lo
 import { defaultRegistry } from '../shared/storage/all.js';
 import type { BackendRegistry } from '../shared/storage/registry.js';
 import type { SshOptions } from '../shared/ssh/index.js';
-import { FerryError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
+import { FerryError, NotFoundError, NotSupportedYetError, UnsupportedSchemeError, UsageError } from '../shared/errors.js';
 import { Console, type Verbosity } from './output.js';
 // Cluster mode, the worker's command line and the metrics server load only when asked for: a sync
 // on one machine starts without them.
@@ -24,6 +26,10 @@ import { ByteRateLimiter } from '../shared/throttle/bucket.js';
 import { runSync, MANAGER, type ResumeState, type RunControl } from './sync/run.js';
 import type { KeptUpload } from './sync/ledger.js';
 import { formatBytes, SyncStats } from './sync/stats.js';
+import type { ObjectStore } from '../shared/storage/types.js';
+import { emptyCounters, type DumpCounters, type DumpEntry } from './dump/entry.js';
+import { formatOf, writeDump, type DumpFormat, type DumpOptions, type DumpResult } from './dump/dump.js';
+import { load, openLoadInput, type LoadInput, type LoadOptions, type LoadReport } from './dump/load.js';
 
 declare const FERRY_VERSION: string | undefined;
 const VERSION = typeof FERRY_VERSION === 'string' ? FERRY_VERSION : '0.0.0-dev';
@@ -309,6 +315,8 @@ export interface CliEnvironment {
   registry?: BackendRegistry;
   /** SSH files for worker hosts (tests); default: the user's ~/.ssh. */
   ssh?: SshOptions;
+  /** What `ferry load` reads when IN is '-' (default: the process's standard input). */
+  stdin?: NodeJS.ReadableStream;
 }
 
 async function runSyncCommand(p: ParsedSync, out: CliEnvironment): Promise<number> {
@@ -605,6 +613,17 @@ export async function main(args: string[], out: CliEnvironment = { stdout: proce
     .showHelpAfterError('(run "ferry sync --help" for usage)')
     .configureOutput({ writeOut: (s) => out.stdout.write(s), writeErr: (s) => out.stderr.write(redactor.redact(s)) });
   program.addCommand(sync);
+  // `ferry dump` and `ferry load` run what their action leaves here.
+  let other: (() => Promise<number>) | undefined;
+  for (const cmd of [buildDumpCommand((p) => (other = () => runDumpCommand(p, out))), buildLoadCommand((p) => (other = () => runLoadCommand(p, out)))]) {
+    const name = cmd.name();
+    program.addCommand(
+      cmd
+        .exitOverride()
+        .showHelpAfterError(`(run "ferry ${name} --help" for usage)`)
+        .configureOutput({ writeOut: (s) => out.stdout.write(s), writeErr: (s) => out.stderr.write(redactor.redact(s)) }),
+    );
+  }
   // `ferry worker` is the worker's own command line (src/worker/cli.ts), listed here for --help.
   program.command('worker').description('join a running `ferry sync --listen` as a worker: ferry worker --manager ws://HOST:PORT --token-file FILE (see ferry worker --help)');
   if (argv[0] === 'worker') {
@@ -628,11 +647,340 @@ export async function main(args: string[], out: CliEnvironment = { stdout: proce
     out.stderr.write(redactor.redact(`ferry: error: ${messageOf(err)}\n`));
     return failed(err instanceof UsageError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed, messageOf(err));
   }
+  if (other) return other();
   if (!parsed) return EXIT.usage;
   try {
     return await runSyncCommand(parsed, out);
   } catch (err) {
     out.stderr.write(redactor.redact(`ferry: error: ${messageOf(err)}\n`));
     return failed(err instanceof UsageError ? EXIT.usage : EXIT.failed, messageOf(err));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ferry dump, ferry load
+
+const DUMP_HELP = `
+OUT's name chooses the format: .json and .json.gz write the metadata document
+(docs/dump-format.md; --hash records content hashes too); .tar, .tar.gz (.tgz) and
+.zip write an archive that carries the data. No OUT, or '-', writes JSON to standard
+output: 'ferry dump A | ferry load B' copies a namespace. OUT may be any address
+(a dump straight into a bucket); it appears whole or not at all. SRC is read as a
+directory ('dir' and 'dir/' alike). Secrets read "removed" in the dump.
+
+Exit status: 0 when every key was dumped, 1 when some could not be (each is named
+on standard error), 2 for bad usage, 130 when interrupted (nothing is written).`;
+
+const LOAD_HELP = `
+IN is any address of a dump or archive, or '-' (the default) for standard input.
+The whole input is checked first (format, version, duplicate names, a name that is
+both file and directory, paths leaving DST, symlinks that would be written through,
+sizes): when any of it is wrong, nothing is written.
+
+From an archive (.tar, .tar.gz, .zip), data and attributes are restored into an
+empty DST (--force merges into a non-empty one). From a JSON dump, directories
+(empty ones too), symlinks, modes, owners and mtimes are restored where DST keeps
+them, and every file is checked on DST: its size, and its hash when the dump has
+one. Missing or different files are listed; --data ADDRESS copies them from a data
+copy (e.g. the DR mirror 'ferry sync' keeps): a point-in-time restore from
+"metadata dump + data copy". --verify is the restore drill: every check, nothing
+written, a report of what a restore would miss.
+
+Exit status: 0 when DST holds everything the dump describes, 1 when something is
+missing, differs or failed (or the input is invalid), 2 for bad usage, 130 when
+interrupted.`;
+
+interface ParsedDump {
+  src: string;
+  out: string | undefined;
+  format: DumpFormat;
+  subdir?: string;
+  hash?: 'md5' | 'sha256';
+  threads: number;
+  verbosity: Verbosity;
+  statsInterval: number;
+  noHttps: boolean;
+}
+
+interface ParsedLoad {
+  dst: string;
+  input: string;
+  force: boolean;
+  data?: string;
+  verify: boolean;
+  threads: number;
+  format?: DumpFormat;
+  verbosity: Verbosity;
+  statsInterval: number;
+  json: boolean;
+  noHttps: boolean;
+}
+
+function verbosityOf(opts: Record<string, unknown>): Verbosity {
+  if (opts['quiet'] === true && opts['verbose'] === true) throw new UsageError('--quiet and --verbose contradict each other');
+  return opts['quiet'] === true ? 'quiet' : opts['verbose'] === true ? 'verbose' : 'normal';
+}
+
+function buildDumpCommand(onParsed: (p: ParsedDump) => void): Command {
+  return new Command('dump')
+    .description('Write a portable snapshot of SRC: a JSON metadata document, or an archive (tar, tar.gz, zip) that carries the data too.')
+    .argument('<SRC>', 'the storage address to dump')
+    .argument('[OUT]', "where to write the dump (any address, or '-' for standard output, the default)")
+    .helpOption('-h, --help', 'show this help')
+    .option('--subdir <PATH>', 'dump only this directory of SRC')
+    .option('--format <FORMAT>', 'json, json.gz, tar, tar.gz or zip, whatever OUT is called')
+    .addOption(new Option('--hash <ALGO>', 'record each file\'s content hash (reads every file)').choices(['md5', 'sha256']))
+    .option('-p, --threads <N>', 'files read at once (archives, --hash)', int('--threads', 1), 10)
+    .option('--no-https', 'use plain HTTP for object stores')
+    .option('--stats-interval <SECONDS>', 'seconds between progress lines on standard error', atLeast('--stats-interval', 1), 5)
+    .option('-v, --verbose', 'list every key dumped on standard error')
+    .option('-q, --quiet', 'print errors only (no progress)')
+    .addHelpText('after', DUMP_HELP + '\n' + ADDRESS_HELP.split('\n').slice(0, 9).join('\n'))
+    .action((src: string, out: string | undefined, opts: Record<string, unknown>) => {
+      const target = out === undefined || out === '-' ? undefined : out;
+      onParsed({
+        src,
+        out: target,
+        format: formatOf(target ?? '-', opts['format'] as string | undefined),
+        ...(opts['subdir'] !== undefined ? { subdir: opts['subdir'] as string } : {}),
+        ...(opts['hash'] !== undefined ? { hash: opts['hash'] as 'md5' | 'sha256' } : {}),
+        threads: opts['threads'] as number,
+        verbosity: verbosityOf(opts),
+        statsInterval: opts['statsInterval'] as number,
+        noHttps: opts['https'] === false,
+      });
+    });
+}
+
+function buildLoadCommand(onParsed: (p: ParsedLoad) => void): Command {
+  return new Command('load')
+    .description('Restore a dump (JSON or archive) into DST, after checking all of it; or, with --verify, check what a restore would miss.')
+    .argument('<DST>', 'the storage address to restore into')
+    .argument('[IN]', "the dump: any address, or '-' for standard input (the default)")
+    .helpOption('-h, --help', 'show this help')
+    .option('--force', 'restore an archive into a DST that is not empty (files of the archive replace those of DST)')
+    .option('--data <ADDRESS>', 'JSON dumps: copy files missing on DST (or different) from this data copy')
+    .option('--verify', 'the restore drill: check everything, write nothing, report what a restore would miss')
+    .option('-p, --threads <N>', 'files checked or copied at once', int('--threads', 1), 10)
+    .addOption(new Option('--format <FORMAT>', 'the input\'s format, when its content should not decide').choices(['json', 'json.gz', 'tar', 'tar.gz', 'zip']))
+    .option('--no-https', 'use plain HTTP for object stores')
+    .option('--stats-interval <SECONDS>', 'seconds between progress lines on standard error', atLeast('--stats-interval', 1), 5)
+    .option('--json', 'print the summary as one JSON object on standard output')
+    .option('-v, --verbose', 'list every entry restored on standard error')
+    .option('-q, --quiet', 'print errors only')
+    .addHelpText('after', LOAD_HELP + '\n' + ADDRESS_HELP.split('\n').slice(0, 9).join('\n'))
+    .action((dst: string, input: string | undefined, opts: Record<string, unknown>) => {
+      onParsed({
+        dst,
+        input: input ?? '-',
+        force: opts['force'] === true,
+        ...(opts['data'] !== undefined ? { data: opts['data'] as string } : {}),
+        verify: opts['verify'] === true,
+        threads: opts['threads'] as number,
+        ...(opts['format'] !== undefined ? { format: opts['format'] as DumpFormat } : {}),
+        verbosity: verbosityOf(opts),
+        statsInterval: opts['statsInterval'] as number,
+        json: opts['json'] === true,
+        noHttps: opts['https'] === false,
+      });
+    });
+}
+
+/** A tree to dump or load into: 'dir' is read as 'dir/' (a dump is of a directory, never of a key prefix). */
+function asDirectory(input: string): Address {
+  const a = parseAddress(input);
+  return a.prefix !== '' && !a.prefix.endsWith('/') ? parseAddress(input + '/') : a;
+}
+
+/** The run's interruption: Ctrl-C (or SIGTERM) aborts the signal; the listeners go with `release`. */
+function interruption(con: Console): { signal: AbortSignal; interrupted(): boolean; release(): void } {
+  const stop = new AbortController();
+  setMaxListeners(0, stop.signal);
+  const onSignal = () => {
+    if (!stop.signal.aborted) con.warn('interrupted: stopping');
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: stop.signal,
+    interrupted: () => stop.signal.aborted,
+    release: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+function exitOf(err: unknown): number {
+  return err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed;
+}
+
+function countersLine(c: DumpCounters): string {
+  return `${c.files} files (${formatBytes(c.bytes)}), ${c.dirs} directories, ${c.symlinks} symlinks`;
+}
+
+async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<number> {
+  const registry = env.registry ?? defaultRegistry();
+  const redactor = new Redactor();
+  const srcAddr = asDirectory(p.src);
+  const outAddr = p.out === undefined ? undefined : parseAddress(p.out);
+  for (const secret of [...secretsOf(srcAddr), ...(outAddr ? secretsOf(outAddr) : [])]) redactor.add(secret);
+  const con = new Console(redactor, p.verbosity, env.stderr, Boolean(env.stderr.isTTY));
+  const run = interruption(con);
+  const started = performance.now();
+  let source: ObjectStore | undefined;
+  let target: ObjectStore | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    if (outAddr && (outAddr.prefix === '' || outAddr.prefix.endsWith('/'))) {
+      throw new UsageError(`OUT ${JSON.stringify(outAddr.display)} names a directory or bucket: name the dump file, e.g. ${JSON.stringify(outAddr.display.replace(/\/?$/, '/dump.json.gz'))}`);
+    }
+    if (!outAddr && p.format !== 'json' && env.stdout.isTTY) {
+      throw new UsageError(`a ${p.format} dump is binary: name OUT, or redirect standard output to a file`);
+    }
+    if (srcAddr.scheme === 'file') {
+      // An object store has no directories to be missing; a local directory that is not there is a mistake, not an empty dump.
+      const dir = srcAddr.bucket + srcAddr.prefix;
+      const st = await stat(dir).catch(() => undefined);
+      if (!st?.isDirectory()) throw new NotFoundError(`SRC ${JSON.stringify(srcAddr.display)} is not a directory (${dir} ${st ? 'is a file' : 'does not exist'})`);
+    }
+    source = await registry.open(srcAddr, { noHttps: p.noHttps, concurrency: p.threads });
+    let counters: DumpCounters = emptyCounters();
+    if (p.verbosity !== 'quiet') {
+      timer = setInterval(() => con.info(`dumped ${countersLine(counters)}, ${((performance.now() - started) / 1000).toFixed(0)}s`), (env.stderr.isTTY ? 1 : p.statsInterval) * 1000);
+      timer.unref();
+    }
+    const options: DumpOptions = {
+      format: p.format,
+      ...(p.subdir !== undefined ? { subdir: p.subdir } : {}),
+      ...(p.hash ? { hash: p.hash } : {}),
+      setting: { source: addressWithoutSecrets(srcAddr), ...(p.subdir !== undefined ? { subdir: p.subdir } : {}), format: p.format, ferry: VERSION },
+      threads: p.threads,
+      signal: run.signal,
+      onProgress: (c) => (counters = c),
+      onWarning: (m) => con.warn(m),
+      ...(p.verbosity === 'verbose' ? { onEntry: (e: DumpEntry) => con.info(e.path === '' ? '/' : e.type === 'dir' ? e.path + '/' : e.path) } : {}),
+    };
+    let result: DumpResult;
+    if (!outAddr) {
+      result = await writeDump(source, env.stdout, options);
+    } else {
+      target = await registry.open(outAddr, { noHttps: p.noHttps });
+      // The store writes the dump whole or not at all (a file: a temporary name, renamed when complete).
+      const body = new PassThrough({ highWaterMark: 1 << 20 });
+      const putting = target.put('', body, { signal: run.signal });
+      putting.catch((err: unknown) => body.destroy(err as Error));
+      const [dumped] = await Promise.all([writeDump(source, body, options), putting]);
+      result = dumped;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const c = result.counters;
+    if (c.files + c.dirs + c.symlinks === 0 && result.failed === 0) con.warn(`${srcAddr.display}${p.subdir ? ` (--subdir ${p.subdir})` : ''} holds nothing: the dump is empty`);
+    con.info(`dumped ${countersLine(result.counters)} of ${srcAddr.display}${p.subdir ? ` (--subdir ${p.subdir})` : ''} to ${outAddr?.display ?? 'standard output'} as ${p.format} in ${seconds.toFixed(1)}s${result.failed > 0 ? `; ${result.failed} keys could not be dumped (named above)` : ''}`);
+    return result.failed > 0 ? EXIT.failed : EXIT.ok;
+  } catch (err) {
+    if (run.interrupted()) {
+      con.error(`interrupted: ${outAddr ? `nothing was written to ${outAddr.display}` : 'the dump on standard output is incomplete (load refuses it)'}`);
+      return EXIT.interrupted;
+    }
+    con.error(messageOf(err));
+    return exitOf(err);
+  } finally {
+    clearInterval(timer);
+    run.release();
+    await Promise.allSettled([source?.close?.(), target?.close?.()]);
+  }
+}
+
+/** An address for a dump's header: every credential (access key, secret, token, password) reads "removed". */
+function addressWithoutSecrets(a: Address): string {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)?([^/@]*)@/.exec(a.display);
+  if (!m || a.scheme === 'file') return a.display;
+  const userinfo = m[2] ?? '';
+  const colon = userinfo.indexOf(':');
+  // sftp and hdfs: the user name stays, a password goes; object stores: both keys go.
+  const kept = a.scheme === 'sftp' || a.scheme === 'hdfs' ? (colon < 0 ? userinfo : userinfo.slice(0, colon) + ':removed') : colon < 0 ? 'removed' : 'removed:removed';
+  return (m[1] ?? '') + kept + '@' + a.display.slice(m[0].length);
+}
+
+async function runLoadCommand(p: ParsedLoad, env: CliEnvironment): Promise<number> {
+  const registry = env.registry ?? defaultRegistry();
+  const redactor = new Redactor();
+  const dstAddr = asDirectory(p.dst);
+  const dataAddr = p.data === undefined ? undefined : asDirectory(p.data);
+  for (const a of [dstAddr, dataAddr]) if (a) for (const secret of secretsOf(a)) redactor.add(secret);
+  if (p.input !== '-') for (const secret of secretsOf(parseAddress(p.input))) redactor.add(secret);
+  const con = new Console(redactor, p.verbosity, env.stderr, Boolean(env.stderr.isTTY));
+  const run = interruption(con);
+  const started = performance.now();
+  let dst: ObjectStore | undefined;
+  let data: ObjectStore | undefined;
+  let input: LoadInput | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const summary = (code: number, report: LoadReport | undefined, error?: string): number => {
+    if (p.json) {
+      const { header: _header, ...rest } = report ?? ({} as Partial<LoadReport>);
+      env.stdout.write(redactor.redact(JSON.stringify({ ...rest, seconds: +((performance.now() - started) / 1000).toFixed(3), exitCode: code, error: error ?? null })) + '\n');
+    }
+    return code;
+  };
+  try {
+    const stdin = env.stdin ?? process.stdin;
+    if (p.input === '-' && (stdin as { isTTY?: boolean }).isTTY) throw new UsageError('no IN given and standard input is a terminal: name the dump, or pipe one in (ferry dump SRC | ferry load DST)');
+    dst = await registry.open(dstAddr, { noHttps: p.noHttps, concurrency: p.threads });
+    if (dataAddr) data = await registry.open(dataAddr, { noHttps: p.noHttps, concurrency: p.threads });
+    input = await openLoadInput(p.input, registry, stdin as Readable, run.signal);
+    let handled = 0;
+    if (p.verbosity !== 'quiet') {
+      timer = setInterval(() => con.info(`${p.verify ? 'checked' : 'loaded'} ${handled} entries, ${((performance.now() - started) / 1000).toFixed(0)}s`), (env.stderr.isTTY ? 1 : p.statsInterval) * 1000);
+      timer.unref();
+    }
+    const options: LoadOptions = {
+      force: p.force,
+      ...(data ? { data } : {}),
+      verify: p.verify,
+      threads: p.threads,
+      ...(p.format ? { format: p.format } : {}),
+      name: input.name,
+      signal: run.signal,
+      log: con,
+      onProgress: (n) => (handled = n),
+      ...(p.verbosity === 'verbose' ? { onEntry: (e: DumpEntry) => con.debug(`${e.type === 'dir' ? e.path + '/' : e.path}`) } : {}),
+    };
+    const r = await load(dst, input.file, options);
+    if (data && (r.format === 'tar' || r.format === 'tar.gz' || r.format === 'zip')) con.warn('--data is for JSON dumps: an archive carries its own data');
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    const archive = r.format === 'tar' || r.format === 'tar.gz' || r.format === 'zip';
+    const holds = `${input.name} (${r.format}) holds ${countersLine(r.counters)}`;
+    if (archive) {
+      con.info(p.verify ? `checked ${holds}: it is valid; nothing was written (--verify)` : `restored ${r.files} files (${formatBytes(r.bytes)}), ${r.dirs} directories and ${r.symlinks} symlinks of ${holds} into ${dstAddr.display} in ${seconds}s`);
+    } else {
+      const found = `${r.checked} files checked on ${dstAddr.display}: ${r.present} whole, ${r.missing} missing, ${r.different} different`;
+      if (p.verify) {
+        const fromData = data ? `; the data copy can supply ${r.restored} of them (${formatBytes(r.restoredBytes)})` : '';
+        const miss = r.unrestored + r.wouldCreate > 0 ? `a restore would miss ${r.unrestored} files` : 'a restore would miss nothing';
+        con.info(`restore drill of ${holds}: ${found}${fromData}; ${r.wouldCreate} directories or symlinks a restore would create; ${miss}; nothing was written (--verify)`);
+      } else {
+        const fromData = data ? `; restored ${r.restored} files (${formatBytes(r.restoredBytes)}) from ${dataAddr!.display}` : '';
+        con.info(`loaded ${holds}: ${r.dirs} directories and ${r.symlinks} symlinks made; ${found}${fromData}; ${r.unrestored} files still missing or different, in ${seconds}s`);
+      }
+    }
+    if (r.skipped > 0) con.warn(`${r.skipped} entries could not be restored: ${dstAddr.display} cannot hold them`);
+    const bad = r.unrestored > 0 || r.failed > 0;
+    if (bad && !p.verify && !archive && !data && r.unrestored > 0) con.info(`to copy the missing files from a data copy: ferry load --data ADDRESS ${p.dst} ${p.input}`);
+    return summary(bad ? EXIT.failed : EXIT.ok, r, bad ? `${r.unrestored} files missing or different, ${r.failed} failed` : undefined);
+  } catch (err) {
+    if (run.interrupted()) {
+      con.error('interrupted');
+      return summary(EXIT.interrupted, undefined, 'interrupted');
+    }
+    con.error(messageOf(err));
+    return summary(exitOf(err), undefined, messageOf(err));
+  } finally {
+    clearInterval(timer);
+    run.release();
+    await input?.close();
+    await Promise.allSettled([dst?.close?.(), data?.close?.()]);
   }
 }

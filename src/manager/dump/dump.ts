@@ -1,0 +1,381 @@
+/**
+ * `ferry dump`: a depth-first streaming walk of a store, written as a JSON dump (json.ts) or an
+ * archive that carries the data too (archive.ts). Memory holds the open directories of the walk
+ * and, for archives and --hash, the data of at most `threads` small files read ahead; never a
+ * listing.
+ */
+import { createHash } from 'node:crypto';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { NotSupportedYetError, UsageError } from '../../shared/errors.js';
+import { treeKeyProblem } from '../../shared/storage/keys.js';
+import type { Entry, ObjectStore } from '../../shared/storage/types.js';
+import { countEntry, emptyCounters, type DumpCounters, type DumpEntry } from './entry.js';
+import { JsonDumpWriter } from './json.js';
+
+export type DumpFormat = 'json' | 'json.gz' | 'tar' | 'tar.gz' | 'zip';
+
+export const DUMP_FORMATS: readonly DumpFormat[] = ['json', 'json.gz', 'tar', 'tar.gz', 'zip'];
+
+export interface DumpOptions {
+  format: DumpFormat;
+  /** Dump only this directory of the store ('a/b'); its entries' paths are below it. */
+  subdir?: string;
+  /** Record each file's content hash (reads every file). */
+  hash?: 'md5' | 'sha256';
+  /** What the header says of the dump's origin (JSON dumps); secrets in it are written as "removed". */
+  setting: Record<string, unknown>;
+  /** Files read at once (archives and --hash); default 10. */
+  threads?: number;
+  signal?: AbortSignal;
+  /** Called now and then (after each page of the listing) with the counters so far. */
+  onProgress?(c: DumpCounters): void;
+  /** Called with each entry written. */
+  onEntry?(e: DumpEntry): void;
+  /** A key that could not be dumped (counted in `failed`), and why. */
+  onWarning?(message: string): void;
+}
+
+export interface DumpResult {
+  counters: DumpCounters;
+  /** Keys of the store that are not in the dump: unreadable, special files, names no path can hold. */
+  failed: number;
+}
+
+/** ferry's own reserved keys at the root of a store (checkpoints, metadata backups): never dumped. */
+const RESERVED = '.ferry/';
+/** Files up to this size are read ahead whole (archives, --hash); larger ones stream when their turn comes. */
+const READ_AHEAD_MAX = 4 << 20;
+/** Entries waiting for a file read ahead of them, at most. */
+const QUEUE_MAX = 4096;
+
+/**
+ * The format a dump is written in: `override` (--format) when given, else by OUT's name. Names
+ * without a known ending are refused: a dump's format must not depend on a guess.
+ */
+export function formatOf(name: string, override?: string): DumpFormat {
+  const supported = `supported: .json, .json.gz, .tar, .tar.gz (.tgz) and .zip`;
+  const pick = (what: string, from: string): DumpFormat | undefined => {
+    const n = what.toLowerCase();
+    if (n === 'json' || n.endsWith('.json')) return 'json';
+    if (n === 'json.gz' || n.endsWith('.json.gz')) return 'json.gz';
+    if (n === 'tar' || n.endsWith('.tar')) return 'tar';
+    if (n === 'tar.gz' || n === 'tgz' || n.endsWith('.tar.gz') || n.endsWith('.tgz')) return 'tar.gz';
+    if (n === 'zip' || n.endsWith('.zip')) return 'zip';
+    for (const later of ['tar.bz2', 'tbz2', 'tbz', 'tar.xz', 'txz', 'tar.zst', 'tzst']) {
+      if (n === later || n.endsWith('.' + later)) {
+        throw new NotSupportedYetError(`${from} ${JSON.stringify(what)}: .${later} archives are not supported yet in this version of ferry (no well-kept library for Node); ${supported}`);
+      }
+    }
+    return undefined;
+  };
+  if (override !== undefined) {
+    const f = pick(override, '--format');
+    if (!f) throw new UsageError(`--format ${JSON.stringify(override)} is not a dump format; ${supported}`);
+    return f;
+  }
+  if (name === '' || name === '-') return 'json';
+  const f = pick(name, 'the output');
+  if (!f) throw new UsageError(`cannot tell the dump format from the name ${JSON.stringify(name)}; name it .json, .json.gz, .tar, .tar.gz, .tgz or .zip, or give --format`);
+  return f;
+}
+
+/** `--subdir`: 'a/b' (no leading or trailing '/'), checked. */
+export function normalizeSubdir(subdir: string | undefined): string {
+  if (subdir === undefined) return '';
+  const s = subdir.replace(/^\/+|\/+$/g, '');
+  if (s === '') return '';
+  const problem = treeKeyProblem(s);
+  if (problem !== undefined) throw new UsageError(`--subdir ${JSON.stringify(subdir)}: ${problem}`);
+  return s;
+}
+
+/** One entry waiting to be written: files that need their data carry its read. */
+interface Pending {
+  e: DumpEntry;
+  /** The file read ahead (its bytes, or only its hash), or why it could not be read. */
+  read?: Promise<{ data?: Buffer; hash?: string } | { error: unknown }>;
+}
+
+/**
+ * Write a dump of `source` (or of `options.subdir` in it) to `out`, and end `out`. Entries go out
+ * depth-first (entry.ts); directories that an object store only implies are written as
+ * directories; ferry's own `.ferry/` at the root is left out. Keys that cannot be dumped are counted
+ * in `failed` and said through `onWarning`, never passed over silently. Throws (leaving `out`
+ * destroyed, unless it is standard output) when the listing or the output fails, or when the signal fires.
+ */
+export async function writeDump(source: ObjectStore, out: Writable, options: DumpOptions): Promise<DumpResult> {
+  const subdir = normalizeSubdir(options.subdir);
+  const prefix = subdir === '' ? '' : subdir + '/';
+  const counters = emptyCounters();
+  const threads = Math.max(1, options.threads ?? 10);
+  const signal = options.signal;
+  const hash = options.hash;
+  const archive = options.format === 'tar' || options.format === 'tar.gz' || options.format === 'zip';
+  const needsData = archive || hash !== undefined;
+  const warn = (m: string) => options.onWarning?.(m);
+  let failed = 0;
+
+  // The sink: the JSON writer (through gzip for .json.gz), or the archive writer.
+  let json: JsonDumpWriter | undefined;
+  let piping: Promise<void> | undefined;
+  let addArchive: ((e: DumpEntry, data?: Readable) => Promise<void>) | undefined;
+  let finishArchive: (() => Promise<void>) | undefined;
+  if (archive) {
+    const { createArchiveWriter } = await import('./archive.js');
+    const w = createArchiveWriter(options.format as 'tar' | 'tar.gz' | 'zip', out);
+    addArchive = (e, data) => w.add(e, data);
+    finishArchive = () => w.finish();
+  } else {
+    let sink: Writable = out;
+    if (options.format === 'json.gz') {
+      const gz = createGzip({ level: 6 });
+      piping = pipeline(gz, out);
+      // A failure is seen where the writer waits; this keeps it from going unhandled meanwhile.
+      piping.catch(() => {});
+      sink = gz;
+    }
+    json = new JsonDumpWriter(sink, { setting: { ...options.setting, ...(hash ? { hash } : {}) } });
+  }
+
+  const walk = new DumpWalk(prefix, (key, why) => {
+    failed++;
+    if (why !== undefined) warn(`${key}: ${why}; not in the dump`);
+  });
+  const queue: Pending[] = [];
+  let filesQueued = 0;
+
+  /** Write one entry (JSON: into the writer's buffer, at once). */
+  const write = (e: DumpEntry, data?: Readable | Buffer): void | Promise<void> => {
+    if (archive && e.path === '') return; // an archive holds no entry for its root
+    countEntry(counters, e);
+    options.onEntry?.(e);
+    if (json) return json.add(e);
+    return addArchive!(e, data === undefined ? undefined : Buffer.isBuffer(data) ? readableOf(data) : data);
+  };
+
+  /** Write the entry at the head of the queue, waiting for its file's read. */
+  const writeHead = async (): Promise<void> => {
+    const p = queue.shift()!;
+    const e = p.e;
+    if (e.type !== 'file' || !needsData) return void (await write(e));
+    filesQueued--;
+    const key = prefix + e.path;
+    // Only reading fails a key; a failure of the output fails the dump.
+    let data: Readable | Buffer | undefined;
+    try {
+      if (p.read) {
+        const r = await p.read;
+        if ('error' in r) throw r.error;
+        if (r.data !== undefined && r.data.length !== e.size) e.size = r.data.length; // changed since listed: the dump holds what was read
+        if (r.hash !== undefined) e[hash!] = r.hash;
+        data = archive ? (r.data ?? Buffer.alloc(0)) : undefined;
+      } else {
+        // A large file for an archive: hashed first when asked (a second read), then streamed in.
+        if (hash) e[hash] = (await readFile(source, key, e.size, hash, false, signal)).hash!;
+        data = await source.get(key, { ...(signal ? { signal } : {}), sizeHint: e.size });
+      }
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      failed++;
+      if (archive) {
+        warn(`${key}: cannot be read (${(err as Error)?.message ?? err}); not in the dump`);
+        return;
+      }
+      // A JSON dump still names the file: only its hash is missing.
+      warn(`${key}: cannot be read (${(err as Error)?.message ?? err}); in the dump without its ${hash}`);
+    }
+    await write(e, data);
+  };
+
+  const push = async (e: DumpEntry): Promise<void> => {
+    if (e.type === 'file' && needsData) {
+      while (filesQueued >= threads) await writeHead();
+      const p: Pending = { e };
+      if (!archive || e.size <= READ_AHEAD_MAX) {
+        p.read = readFile(source, prefix + e.path, e.size, hash, archive, signal).then(
+          (r) => r,
+          (error: unknown) => ({ error }),
+        );
+      }
+      filesQueued++;
+      queue.push(p);
+    } else if (queue.length === 0) await write(e);
+    else queue.push({ e });
+    while (queue.length > QUEUE_MAX) await writeHead();
+  };
+
+  try {
+    const listing = source.list({ prefix, followSymlinks: false, ...(signal ? { signal } : {}) });
+    for await (const page of listing) {
+      signal?.throwIfAborted();
+      for (const raw of page) {
+        const made = walk.take(raw);
+        if (made === undefined) continue;
+        if (needsData) for (const e of made) await push(e);
+        else for (const e of made) write(e);
+      }
+      if (json && json.buffered > 0) await json.flush();
+      options.onProgress?.(counters);
+    }
+    while (queue.length > 0) await writeHead();
+    if (walk.rootMissing) write({ path: '', type: 'dir', size: 0 });
+    signal?.throwIfAborted();
+    if (json) {
+      await json.finish(counters);
+      await piping;
+    } else await finishArchive!();
+    options.onProgress?.(counters);
+    return { counters, failed };
+  } catch (err) {
+    // The reader sees the output break off (a store's put then writes nothing); the error is ours to throw.
+    if (out !== process.stdout) out.destroy();
+    throw err;
+  }
+}
+
+/** A buffer as a stream (archive writers take streams). */
+function readableOf(data: Buffer): Readable {
+  const s = new PassThrough();
+  s.end(data);
+  return s;
+}
+
+/** Read a file: its bytes (`keep`) and/or its hash. */
+async function readFile(store: ObjectStore, key: string, size: number, hash: 'md5' | 'sha256' | undefined, keep: boolean, signal: AbortSignal | undefined): Promise<{ data?: Buffer; hash?: string }> {
+  const body = await store.get(key, { ...(signal ? { signal } : {}), sizeHint: size });
+  const h = hash ? createHash(hash) : undefined;
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body as AsyncIterable<Buffer>) {
+    h?.update(c);
+    if (keep) chunks.push(c);
+    n += c.length;
+  }
+  return { ...(keep ? { data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n) } : {}), ...(h ? { hash: h.digest('hex') } : {}) };
+}
+
+/**
+ * Turns a store's listing (keys in UTF-8 byte order, which is depth-first pre-order) into dump
+ * entries: the directories an object store only implies are made, a `dir/` marker is a directory,
+ * and what cannot be an entry is reported. The state is the open directories, one per level.
+ */
+export class DumpWalk {
+  /** Open directories below the root, outermost first, each with the names of non-directories that a later directory of the same name would clash with. */
+  readonly #open: { path: string; names: string[] }[] = [];
+  readonly #rootNames: string[] = [];
+  #rootDone = false;
+  /** Everything under this key (relative, ending in '/') is left out: its directory clashed with a file. */
+  #skipping: string | undefined;
+
+  constructor(
+    /** The listing's prefix: '' or 'a/b/'. */
+    readonly prefix: string,
+    /** A key left out: `why` says it (once for a sub-tree left out as a whole). */
+    readonly fail: (key: string, why: string | undefined) => void,
+  ) {}
+
+  /** The root was never written (the walk saw no entry): the caller writes it bare. */
+  get rootMissing(): boolean {
+    return !this.#rootDone;
+  }
+
+  /** The entries one listed key makes (its implied directories first), or undefined when it makes none. */
+  take(raw: Entry): DumpEntry[] | undefined {
+    const key = raw.key;
+    if (!key.startsWith(this.prefix)) return undefined;
+    let rel = key.slice(this.prefix.length);
+    const out: DumpEntry[] = [];
+    if (rel === '' || rel === '/') {
+      // The dumped directory's own entry (a file store lists it): the root's attributes.
+      if (!this.#rootDone && raw.isDir) {
+        this.#rootDone = true;
+        out.push(withAttrs({ path: '', type: 'dir', size: 0 }, raw));
+      }
+      return out;
+    }
+    if (this.prefix === '' && (rel.startsWith(RESERVED) || rel === RESERVED.slice(0, -1))) return undefined;
+    if (this.#skipping !== undefined) {
+      if (rel.startsWith(this.#skipping)) {
+        this.fail(key, undefined);
+        return undefined;
+      }
+      this.#skipping = undefined;
+    }
+    if (raw.error !== undefined) {
+      this.fail(key, raw.error);
+      return undefined;
+    }
+    if (raw.special !== undefined) {
+      this.fail(key, `a ${raw.special}, which a dump cannot hold`);
+      return undefined;
+    }
+    const isDir = raw.isDir && !raw.isSymlink && rel.endsWith('/');
+    if (rel.endsWith('/')) rel = rel.slice(0, -1);
+    if (!isDir && key.endsWith('/')) {
+      this.fail(key, "a key ending in '/' that is not a directory");
+      return undefined;
+    }
+    const problem = treeKeyProblem(rel);
+    if (problem !== undefined) {
+      this.fail(key, `no path can hold this key: ${problem}`);
+      return undefined;
+    }
+    if (raw.isSymlink && (raw.target === undefined || raw.target === '')) {
+      this.fail(key, 'a symlink whose target could not be read');
+      return undefined;
+    }
+    if (!this.#rootDone) {
+      this.#rootDone = true;
+      out.push({ path: '', type: 'dir', size: 0 });
+    }
+    // Close the directories this key is not in, then open (make) those it is in but are not open.
+    const open = this.#open;
+    while (open.length > 0 && !rel.startsWith(open[open.length - 1]!.path + '/')) open.pop();
+    const slash = rel.lastIndexOf('/');
+    let at = open.length === 0 ? 0 : open[open.length - 1]!.path.length + 1;
+    while (at <= slash) {
+      const end = rel.indexOf('/', at);
+      const dir = rel.slice(0, end);
+      if (!this.#enter(key, rel.slice(at, end), dir)) return out;
+      out.push({ path: dir, type: 'dir', size: 0 });
+      open.push({ path: dir, names: [] });
+      at = end + 1;
+    }
+    const name = rel.slice(slash + 1);
+    if (!this.#enter(key, name, isDir ? rel : undefined)) return out;
+    if (isDir) {
+      out.push(withAttrs({ path: rel, type: 'dir', size: 0 }, raw));
+      open.push({ path: rel, names: [] });
+    } else if (raw.isSymlink) out.push(withAttrs({ path: rel, type: 'symlink', size: 0, target: raw.target! }, raw));
+    else out.push(withAttrs({ path: rel, type: 'file', size: raw.size }, raw));
+    return out;
+  }
+
+  /**
+   * A name arrives in the innermost open directory. A file `a` and a directory `a/` can both exist
+   * in an object store; between them in key order come only names that start with `a` (`a-b`,
+   * `a.txt`), so the non-directories whose names prefix the latest one are all a later directory
+   * could clash with. False (and the sub-tree left out) on a clash.
+   */
+  #enter(key: string, name: string, dir: string | undefined): boolean {
+    const names = this.#open.length === 0 ? this.#rootNames : this.#open[this.#open.length - 1]!.names;
+    while (names.length > 0 && !name.startsWith(names[names.length - 1]!)) names.pop();
+    if (dir !== undefined && names.length > 0 && names[names.length - 1] === name) {
+      this.#skipping = dir + '/';
+      this.fail(key, `${JSON.stringify(this.prefix + dir)} is both a file and a directory in the source; the directory and everything under it are left out of the dump`);
+      return false;
+    }
+    if (dir === undefined) names.push(name);
+    return true;
+  }
+}
+
+function withAttrs(e: DumpEntry, raw: Entry): DumpEntry {
+  if (raw.mtime !== undefined && Number.isFinite(raw.mtime) && (raw.mtime !== 0 || !raw.isDir)) e.mtime = raw.mtime;
+  if (raw.mode !== undefined) e.mode = raw.mode & 0o7777;
+  if (raw.uid !== undefined) e.uid = raw.uid;
+  if (raw.gid !== undefined) e.gid = raw.gid;
+  return e;
+}

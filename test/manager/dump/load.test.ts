@@ -1,0 +1,220 @@
+/**
+ * load (src/manager/dump/load.ts) of JSON dumps into real stores: the namespace comes back (empty
+ * directories, symlinks, modes, mtimes — directories' after their contents), files are checked,
+ * --data copies exactly what is missing or different, --verify writes nothing and finds a missing,
+ * a truncated and a changed file, and an invalid input writes nothing at all.
+ */
+import { createWriteStream, cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeDump, type DumpFormat } from '../../../src/manager/dump/dump.js';
+import { load, sniffFormat, type LoadOptions } from '../../../src/manager/dump/load.js';
+import { FileStore } from '../../../src/shared/storage/file/index.js';
+import { MemStore } from '../../../src/shared/storage/mem.js';
+import type { ObjectStore } from '../../../src/shared/storage/types.js';
+
+let work: string;
+let seq = 0;
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), 'ferry-load-'));
+});
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function fresh(name: string): string {
+  const d = join(work, `${name}-${++seq}`);
+  mkdirSync(d, { recursive: true });
+  return d;
+}
+
+/** A local tree with what a restore must bring back: an empty directory, a symlink, modes and mtimes. */
+function makeTree(): string {
+  const root = fresh('src');
+  mkdirSync(join(root, 'docs/empty'), { recursive: true });
+  mkdirSync(join(root, 'bin'));
+  writeFileSync(join(root, 'docs/a.txt'), 'alpha');
+  writeFileSync(join(root, 'docs/b.txt'), 'bravo!');
+  writeFileSync(join(root, 'bin/run'), '#!/bin/sh\necho hi\n');
+  writeFileSync(join(root, 'top'), Buffer.alloc(100_000, 3));
+  chmodSync(join(root, 'bin/run'), 0o750);
+  symlinkSync('../docs/a.txt', join(root, 'bin/a-link'));
+  let t = 1_600_000_000;
+  for (const p of ['docs/a.txt', 'docs/b.txt', 'bin/run', 'top', 'docs/empty', 'docs', 'bin']) utimesSync(join(root, p), ++t, t);
+  return root;
+}
+
+async function dumpFile(store: ObjectStore, format: DumpFormat = 'json', hash?: 'md5' | 'sha256'): Promise<string> {
+  const file = join(fresh('dump'), 'dump.' + format);
+  const out = createWriteStream(file);
+  const done = new Promise<void>((r) => out.on('close', () => r()));
+  await writeDump(store, out, { format, setting: {}, ...(hash ? { hash } : {}) });
+  await done;
+  return file;
+}
+
+/** Every path below a local root: type, mode, mtime (s), size, content or target. */
+function snapshot(root: string, rel = ''): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(join(root, rel)).sort()) {
+    const key = rel ? `${rel}/${name}` : name;
+    const p = join(root, key);
+    const st = lstatSync(p);
+    if (st.isSymbolicLink()) out[key] = `link -> ${readlinkSync(p)}`;
+    else if (st.isDirectory()) {
+      out[key + '/'] = `dir ${(st.mode & 0o7777).toString(8)} ${Math.floor(st.mtimeMs / 1000)}`;
+      Object.assign(out, snapshot(root, key));
+    } else out[key] = `file ${(st.mode & 0o7777).toString(8)} ${Math.floor(st.mtimeMs / 1000)} ${readFileSync(p).toString('base64').slice(0, 40)} ${st.size}`;
+  }
+  return out;
+}
+
+const quiet: LoadOptions['log'] = { warn: () => {}, info: () => {}, debug: () => {} };
+
+function collect(): { log: NonNullable<LoadOptions['log']>; lines: string[] } {
+  const lines: string[] = [];
+  return { lines, log: { warn: (m) => lines.push(m), info: (m) => lines.push(m), debug: () => {} } };
+}
+
+describe('load (JSON)', () => {
+  it('restores the namespace, reports the missing files, and with --data copies them: the tree comes back whole', async () => {
+    const src = makeTree();
+    const file = await dumpFile(new FileStore(src + '/'));
+    expect(await sniffFormat(file)).toBe('json');
+    // Metadata only: directories, the empty one, the symlink; every file is missing.
+    const dst = fresh('dst');
+    const { log, lines } = collect();
+    const r = await load(new FileStore(dst + '/'), file, { log });
+    expect(r).toMatchObject({ format: 'json', dirs: 3, symlinks: 1, checked: 4, present: 0, missing: 4, unrestored: 4, restored: 0, failed: 0 });
+    expect(r.counters).toEqual({ files: 4, dirs: 3, symlinks: 1, bytes: 5 + 6 + 18 + 100_000 });
+    expect(r.counterDifferences).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('missing: '))).toHaveLength(4);
+    expect(statSync(join(dst, 'docs/empty')).isDirectory()).toBe(true);
+    expect(readlinkSync(join(dst, 'bin/a-link'))).toBe('../docs/a.txt');
+    // With the data copy: exactly the four files, then everything is as it was, directory mtimes included.
+    const again = await load(new FileStore(dst + '/'), file, { data: new FileStore(src + '/'), log: quiet });
+    expect(again).toMatchObject({ missing: 4, restored: 4, restoredBytes: 100_029, unrestored: 0, present: 0, failed: 0 });
+    expect(snapshot(dst)).toEqual(snapshot(src));
+    // A third run finds everything there and copies nothing.
+    const third = await load(new FileStore(dst + '/'), file, { data: new FileStore(src + '/'), log: quiet });
+    expect(third).toMatchObject({ present: 4, missing: 0, restored: 0, unrestored: 0 });
+    expect(snapshot(dst)).toEqual(snapshot(src));
+  });
+
+  it('--verify finds a missing, a truncated and a changed file, and writes nothing', async () => {
+    const src = makeTree();
+    const file = await dumpFile(new FileStore(src + '/'), 'json.gz', 'sha256');
+    expect(await sniffFormat(file)).toBe('json.gz');
+    const dst = fresh('dst');
+    cpSync(src, dst, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+    rmSync(join(dst, 'docs/a.txt'));
+    truncateSync(join(dst, 'top'), 10);
+    writeFileSync(join(dst, 'docs/b.txt'), 'BRAVO!'); // same size, other content: only the hash tells
+    rmSync(join(dst, 'docs/empty'), { recursive: true });
+    const before = snapshot(dst);
+    const { log, lines } = collect();
+    const r = await load(new FileStore(dst + '/'), file, { verify: true, log });
+    expect(r).toMatchObject({ missing: 1, different: 2, present: 1, unrestored: 3, wouldCreate: 1, dirs: 0, symlinks: 0, files: 0 });
+    expect(lines.join('\n')).toMatch(/missing: docs\/a\.txt/);
+    expect(lines.join('\n')).toMatch(/differs \(10 bytes, the dump says 100000\): top/);
+    expect(lines.join('\n')).toMatch(/differs \(its sha256 is [0-9a-f]{64}, the dump says [0-9a-f]{64}\): docs\/b\.txt/);
+    expect(snapshot(dst)).toEqual(before);
+    // The drill with a data copy says what the copy can supply.
+    const withData = await load(new FileStore(dst + '/'), file, { verify: true, data: new FileStore(src + '/'), log: quiet });
+    expect(withData).toMatchObject({ restored: 3, unrestored: 0 });
+    expect(snapshot(dst)).toEqual(before);
+    // The restore itself copies exactly those three.
+    const real = await load(new FileStore(dst + '/'), file, { data: new FileStore(src + '/'), log: quiet });
+    expect(real).toMatchObject({ missing: 1, different: 2, restored: 3, unrestored: 0, present: 1 });
+    expect(snapshot(dst)).toEqual(snapshot(src));
+  });
+
+  it('--data reports a data copy that lacks a file or holds other content, and exits short of whole', async () => {
+    const src = makeTree();
+    const file = await dumpFile(new FileStore(src + '/'), 'json', 'md5');
+    const data = fresh('data');
+    cpSync(src, data, { recursive: true, verbatimSymlinks: true });
+    rmSync(join(data, 'top'));
+    writeFileSync(join(data, 'docs/a.txt'), 'ALPHA'); // other content, same size
+    const dst = fresh('dst');
+    const { log, lines } = collect();
+    const r = await load(new FileStore(dst + '/'), file, { data: new FileStore(data + '/'), log });
+    expect(r).toMatchObject({ missing: 4, restored: 2, unrestored: 2, failed: 2 });
+    expect(lines.join('\n')).toMatch(/cannot restore top from the data copy/);
+    expect(lines.join('\n')).toMatch(/docs\/a\.txt was copied from the data copy, but its md5/);
+  });
+
+  it('round-trips a mem store through JSON and a data copy: empty directories as markers, symlinks, modes, mtimes', async () => {
+    const m = new MemStore('load-src');
+    m.set('a/one', Buffer.from('1'), { mtime: 1_000_000, mode: 0o600, uid: 7, gid: 8 });
+    m.set('a/two', Buffer.from('22'), { mtime: 2_000_000, mode: 0o644 });
+    m.set('empty/', Buffer.alloc(0), { mtime: 3_000_000 });
+    await m.symlink('link', 'a/one');
+    const file = await dumpFile(m);
+    const dst = new MemStore('load-dst');
+    const r = await load(dst, file, { data: m, log: quiet });
+    expect(r).toMatchObject({ restored: 2, unrestored: 0, symlinks: 1, dirs: 1, failed: 0 });
+    const list = async (s: MemStore) => {
+      const out: string[] = [];
+      for await (const page of s.list()) for (const e of page) out.push(`${e.key} ${e.size} ${e.isSymlink ? 'link ' + e.target : ''} ${e.isDir ? '' : e.mtime} ${e.isDir ? '' : e.mode} ${e.uid}`);
+      return out;
+    };
+    const want = (await list(m)).map((l) => (l.startsWith('empty/') || l.startsWith('link') ? l.split(' ')[0] : l));
+    const got = (await list(dst)).map((l) => (l.startsWith('empty/') || l.startsWith('link') ? l.split(' ')[0] : l));
+    expect(got).toEqual(want);
+  });
+
+  it('refuses a truncated, corrupt or inconsistent dump and writes nothing', async () => {
+    const src = makeTree();
+    const file = await dumpFile(new FileStore(src + '/'));
+    const text = readFileSync(file, 'utf8');
+    const cases: Record<string, Buffer | string> = {
+      truncated: text.slice(0, Math.floor(text.length * 0.6)),
+      'no counters': text.slice(0, text.lastIndexOf('"counters"')),
+      'corrupt gzip': (() => {
+        const gz = gzipSync(text);
+        gz[gz.length - 12] = gz[gz.length - 12]! ^ 0x55;
+        return gz;
+      })(),
+      'truncated gzip': gzipSync(text).subarray(0, 60),
+      duplicate: text.replace('{"name":"b.txt"', '{"name":"a.txt"'),
+      'file and directory': text.replace('{"name":"top","type":"file"', '{"name":"docs","type":"file"'),
+      'written through a symlink': text.replace(/\{"name":"a-link"[^\n]*\n/, (l) => l.replace(/"target":"[^"]*"/, '"target":"x"') + '{"name":"a-link","type":"dir","entries":[\n{"name":"evil","type":"file","size":0}\n]},\n'),
+      'other version': text.replace('ferry-dump/1', 'ferry-dump/9'),
+    };
+    for (const [what, data] of Object.entries(cases)) {
+      const bad = join(fresh('bad'), 'dump');
+      writeFileSync(bad, data);
+      const dst = fresh('dst');
+      const err = await load(new FileStore(dst + '/'), bad, { data: new FileStore(src + '/'), log: quiet }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err, what).toMatchObject({ code: 'FERRY_INVALID_DUMP' });
+      expect(readdirSync(dst), what).toEqual([]);
+    }
+  });
+
+  it('reports where the counters of the header differ from what the entries hold', async () => {
+    const src = makeTree();
+    const file = await dumpFile(new FileStore(src + '/'));
+    writeFileSync(file, readFileSync(file, 'utf8').replace('"counters":{"files":4', '"counters":{"files":5'));
+    const { log, lines } = collect();
+    const r = await load(new FileStore(fresh('dst') + '/'), file, { verify: true, log });
+    expect(r.counterDifferences).toEqual(["the dump's counters say 5 files, its entries hold 4"]);
+    expect(lines).toContain("the dump's counters say 5 files, its entries hold 4");
+  });
+
+  it('loads 100,000 entries of a JSON dump into the mem store in bounded time', async () => {
+    const m = new MemStore('load-many', { capacity: 100_000 });
+    const body = Buffer.from('x');
+    for (let d = 0; d < 100; d++) for (let i = 0; i < 1000; i++) m.set(`d${String(d).padStart(3, '0')}/f${String(i).padStart(4, '0')}`, body, { mtime: 1 });
+    const file = await dumpFile(m);
+    const t0 = performance.now();
+    const r = await load(m, file, { log: quiet });
+    const ms = performance.now() - t0;
+    expect(r).toMatchObject({ checked: 100_000, present: 100_000, missing: 0 });
+    expect(ms).toBeLessThan(6000);
+  });
+});
+
