@@ -15,6 +15,7 @@
  * whole-document parse, but only below WHOLE_MAX.
  */
 import { StringDecoder } from 'node:string_decoder';
+import { decodeKey, encodeKey, hasRawBytes } from '../../shared/storage/keys.js';
 import type { Readable, Writable } from 'node:stream';
 import { InvalidDumpError } from '../../shared/errors.js';
 import { emptyCounters, type DumpCounters, type DumpEntry } from './entry.js';
@@ -44,67 +45,6 @@ export type RootAttrs = Pick<DumpEntry, 'mtime' | 'mode' | 'uid' | 'gid'>;
 // ---------------------------------------------------------------------------------------------
 // Names that are not valid UTF-8
 
-/** A lone surrogate U+DC80–U+DCFF: a raw byte of a name that is not valid UTF-8 (entry.ts). */
-const ESCAPED_BYTE = /(?<![\ud800-\udbff])[\udc80-\udcff]/;
-
-/** The bytes a name stands for: UTF-8, with each lone U+DC80–U+DCFF as the byte it holds. */
-export function nameToBytes(name: string): Buffer {
-  const parts: Buffer[] = [];
-  let run = 0;
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if (c >= 0xdc80 && c <= 0xdcff && !(i > 0 && isHigh(name.charCodeAt(i - 1)))) {
-      if (i > run) parts.push(Buffer.from(name.slice(run, i), 'utf8'));
-      parts.push(Buffer.of(c - 0xdc00));
-      run = i + 1;
-    }
-  }
-  if (run < name.length) parts.push(Buffer.from(name.slice(run), 'utf8'));
-  return Buffer.concat(parts);
-}
-
-function isHigh(c: number): boolean {
-  return c >= 0xd800 && c <= 0xdbff;
-}
-
-/** A name from its bytes: valid UTF-8 decoded, every other byte as a lone surrogate U+DC80–U+DCFF ("surrogateescape"). */
-export function nameFromBytes(b: Uint8Array): string {
-  let out = '';
-  let i = 0;
-  const n = b.length;
-  while (i < n) {
-    const c = b[i]!;
-    let cp = -1;
-    let len = 1;
-    if (c < 0x80) cp = c;
-    else if (c >= 0xc2 && c <= 0xdf && i + 1 < n && cont(b[i + 1]!)) {
-      cp = ((c & 0x1f) << 6) | (b[i + 1]! & 0x3f);
-      len = 2;
-    } else if (c >= 0xe0 && c <= 0xef && i + 2 < n && cont(b[i + 1]!) && cont(b[i + 2]!)) {
-      const v = ((c & 0x0f) << 12) | ((b[i + 1]! & 0x3f) << 6) | (b[i + 2]! & 0x3f);
-      // Not overlong, not a surrogate.
-      if (v >= 0x800 && (v < 0xd800 || v > 0xdfff)) {
-        cp = v;
-        len = 3;
-      }
-    } else if (c >= 0xf0 && c <= 0xf4 && i + 3 < n && cont(b[i + 1]!) && cont(b[i + 2]!) && cont(b[i + 3]!)) {
-      const v = ((c & 0x07) << 18) | ((b[i + 1]! & 0x3f) << 12) | ((b[i + 2]! & 0x3f) << 6) | (b[i + 3]! & 0x3f);
-      if (v >= 0x10000 && v <= 0x10ffff) {
-        cp = v;
-        len = 4;
-      }
-    }
-    if (cp < 0) out += String.fromCharCode(0xdc00 + c);
-    else out += String.fromCodePoint(cp);
-    i += len;
-  }
-  return out;
-}
-
-function cont(x: number): boolean {
-  return (x & 0xc0) === 0x80;
-}
-
 /**
  * `"key":"text"`, or `"keyBytes":"base64"` for a name holding raw bytes (lone U+DC80–U+DCFF), so
  * that the document is valid UTF-8 and other tools see the name's real bytes. A string that would
@@ -112,9 +52,12 @@ function cont(x: number): boolean {
  * JSON.stringify escapes as \uXXXX: it round-trips either way.
  */
 function textField(key: string, s: string): string {
-  if (ESCAPED_BYTE.test(s)) {
-    const bytes = nameToBytes(s);
-    if (nameFromBytes(bytes) === s) return `"${key}Bytes":"${bytes.toString('base64')}"`;
+  if (hasRawBytes(s)) {
+    try {
+      return `"${key}Bytes":"${encodeKey(s).toString('base64')}"`;
+    } catch {
+      // Names no bytes: written as a string (see above).
+    }
   }
   return `"${key}":${JSON.stringify(s)}`;
 }
@@ -632,7 +575,7 @@ function textOf(o: Record<string, unknown>, key: string, where: Where): string |
   }
   if (b !== undefined) {
     if (typeof b !== 'string' || !BASE64.test(b) || b.length % 4 !== 0) throw new InvalidDumpError(`${where}: "${key}Bytes" must be base64`);
-    return nameFromBytes(Buffer.from(b, 'base64'));
+    return decodeKey(Buffer.from(b, 'base64'));
   }
   return undefined;
 }

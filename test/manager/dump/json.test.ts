@@ -8,7 +8,8 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { InvalidDumpError } from '../../../src/shared/errors.js';
 import type { DumpCounters, DumpEntry } from '../../../src/manager/dump/entry.js';
-import { JsonDumpReader, JsonDumpWriter, nameFromBytes, nameToBytes, removeSecrets } from '../../../src/manager/dump/json.js';
+import { JsonDumpReader, JsonDumpWriter, removeSecrets } from '../../../src/manager/dump/json.js';
+import { decodeKey as nameFromBytes, encodeKey as nameToBytes } from '../../../src/shared/storage/keys.js';
 
 async function writeAll(entries: DumpEntry[], counters: DumpCounters, setting: Record<string, unknown> = { source: 'mem://x/' }): Promise<string> {
   const out = new PassThrough();
