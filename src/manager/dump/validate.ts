@@ -72,7 +72,6 @@ export class NamespaceCheck {
       return;
     }
 
-
     const problem = this.hashPath(path, true);
     if (problem !== undefined) throw invalid(path, problem);
     const a = this.lastH1;
