@@ -708,6 +708,7 @@ interface ParsedLoad {
   force: boolean;
   data?: string;
   verify: boolean;
+  linksOutside: boolean;
   threads: number;
   format?: DumpFormat;
   verbosity: Verbosity;
@@ -761,6 +762,7 @@ function buildLoadCommand(onParsed: (p: ParsedLoad) => void): Command {
     .option('--force', 'restore an archive into a DST that is not empty (files of the archive replace those of DST)')
     .option('--data <ADDRESS>', 'JSON dumps: copy files missing on DST (or different) from this data copy')
     .option('--verify', 'the restore drill: check everything, write nothing, report what a restore would miss')
+    .option('--outside-links', 'restore symlinks whose target is absolute or leaves DST, as links (nothing is ever written through a symlink); without, such a link refuses the input')
     .option('-p, --threads <N>', 'files checked or copied at once', int('--threads', 1), 10)
     .addOption(new Option('--format <FORMAT>', 'the input\'s format, when its content should not decide').choices(['json', 'json.gz', 'tar', 'tar.gz', 'zip']))
     .option('--no-https', 'use plain HTTP for object stores')
@@ -776,6 +778,7 @@ function buildLoadCommand(onParsed: (p: ParsedLoad) => void): Command {
         force: opts['force'] === true,
         ...(opts['data'] !== undefined ? { data: opts['data'] as string } : {}),
         verify: opts['verify'] === true,
+        linksOutside: opts['outsideLinks'] === true,
         threads: opts['threads'] as number,
         ...(opts['format'] !== undefined ? { format: opts['format'] as DumpFormat } : {}),
         verbosity: verbosityOf(opts),
@@ -940,6 +943,7 @@ async function runLoadCommand(p: ParsedLoad, env: CliEnvironment): Promise<numbe
       force: p.force,
       ...(data ? { data } : {}),
       verify: p.verify,
+      linksOutside: p.linksOutside,
       threads: p.threads,
       ...(p.format ? { format: p.format } : {}),
       name: input.name,

@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -294,6 +294,32 @@ describe('ferry dump and load on the command line', () => {
     const merged = await ferry('load', '--force', dst + '/', out);
     expect(merged.code).toBe(0);
     expect(readdirSync(dst).sort()).toEqual(['new.txt', 'old.txt']);
+  });
+
+  it('a tree whose symlinks point outside it dumps whole; load refuses such links unless --outside-links, which restores them as links', async () => {
+    // Regression: the archive writers refused a real tree's absolute link, and load gave no way to restore one.
+    const src = fresh('links-src');
+    writeFileSync(join(src, 'a.txt'), 'a');
+    symlinkSync('/etc/hostname', join(src, 'abs'));
+    symlinkSync('../elsewhere', join(src, 'up'));
+    for (const ext of ['json', 'tar', 'zip']) {
+      const out = join(fresh('links'), `t.${ext}`);
+      const dumped = await ferry('dump', '-q', src + '/', out);
+      expect(dumped.code, dumped.stderr).toBe(0);
+      const dst = fresh('links-dst');
+      const refused = await ferry('load', '-q', dst + '/', out);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/FERRY_INVALID_DUMP|outside-links/);
+      expect(refused.stderr).toMatch(/--outside-links/);
+      expect(readdirSync(dst)).toEqual([]);
+      const loaded = await ferry('load', '-q', '--outside-links', dst + '/', out);
+      if (ext === 'json') {
+        // A JSON dump carries no data: the links and the tree are restored, the file is missing.
+        expect(loaded.code).toBe(1);
+      } else expect(loaded.code, loaded.stderr).toBe(0);
+      expect(readlinkSync(join(dst, 'abs'))).toBe('/etc/hostname');
+      expect(readlinkSync(join(dst, 'up'))).toBe('../elsewhere');
+    }
   });
 
   it('says clearly which formats exist', async () => {

@@ -20,8 +20,9 @@ export function createArchiveWriter(format: ArchiveFormat, out: Writable): Archi
  * through a NamespaceCheck; throws InvalidDumpError naming the file and what is wrong; returns the
  * counters of what the archive holds.
  */
-export function scanArchive(format: ArchiveFormat, file: string, signal?: AbortSignal): Promise<DumpCounters> {
-  return format === 'zip' ? readZip(file, undefined, signal) : readTar(file, format === 'tar.gz', undefined, signal);
+export function scanArchive(format: ArchiveFormat, file: string, signal?: AbortSignal, options: { linksOutside?: boolean } = {}): Promise<DumpCounters> {
+  const outside = options.linksOutside ?? false;
+  return format === 'zip' ? readZip(file, undefined, signal, outside) : readTar(file, format === 'tar.gz', undefined, signal, outside);
 }
 
 /**
@@ -30,7 +31,8 @@ export function scanArchive(format: ArchiveFormat, file: string, signal?: AbortS
  * stream that `each` consumes before the next entry; what it leaves unread is skipped. A data
  * stream that fails its check (CRC, length) errors before it ends.
  */
-export async function extractArchive(format: ArchiveFormat, file: string, each: (e: DumpEntry, data?: Readable) => Promise<void>, signal?: AbortSignal): Promise<void> {
-  if (format === 'zip') await readZip(file, each, signal);
-  else await readTar(file, format === 'tar.gz', each, signal);
+export async function extractArchive(format: ArchiveFormat, file: string, each: (e: DumpEntry, data?: Readable) => Promise<void>, signal?: AbortSignal, options: { linksOutside?: boolean } = {}): Promise<void> {
+  const outside = options.linksOutside ?? false;
+  if (format === 'zip') await readZip(file, each, signal, outside);
+  else await readTar(file, format === 'tar.gz', each, signal, outside);
 }

@@ -38,6 +38,11 @@ export interface LoadOptions {
   data?: ObjectStore;
   /** The restore drill: every check, no write. */
   verify?: boolean;
+  /**
+   * Restore symlinks whose target is absolute or leaves DST (as links: nothing is ever written
+   * through a symlink). Without, such a link refuses the input, as other hostile entries do.
+   */
+  linksOutside?: boolean;
   /** Checks and copies at once; default 10. */
   threads?: number;
   /** The input's format, when its content should not decide (it always does otherwise). */
@@ -200,8 +205,8 @@ interface Validated {
   header?: DumpHeader;
 }
 
-async function validateJson(file: string, gz: boolean, name: string, signal: AbortSignal | undefined): Promise<Validated> {
-  const check = new NamespaceCheck();
+async function validateJson(file: string, gz: boolean, name: string, signal: AbortSignal | undefined, linksOutside: boolean): Promise<Validated> {
+  const check = new NamespaceCheck(undefined, linksOutside);
   const reader = new JsonDumpReader(jsonStream(file, gz), { name });
   for await (const batch of reader.batches()) {
     signal?.throwIfAborted();
@@ -235,8 +240,8 @@ export async function load(dst: ObjectStore, file: string, options: LoadOptions 
   let v: Validated;
   if (archive) {
     const { scanArchive } = await import('./archive.js');
-    v = { counters: await scanArchive(format, file, signal) };
-  } else v = await validateJson(file, format === 'json.gz', name, signal);
+    v = { counters: await scanArchive(format, file, signal, { linksOutside: options.linksOutside ?? false }) };
+  } else v = await validateJson(file, format === 'json.gz', name, signal, options.linksOutside ?? false);
   const report: LoadReport = {
     format,
     counters: v.counters,
@@ -690,6 +695,7 @@ class Restore {
         }
       },
       this.#signal,
+      { linksOutside: this.#o.linksOutside ?? false },
     );
     while (this.#open.length > 0) closes.push(this.#open.pop()!);
     await finish();
@@ -703,6 +709,7 @@ class Restore {
           if (e.type === 'dir' && e.path !== '') await this.#dirAttrs(e);
         },
         this.#signal,
+        { linksOutside: this.#o.linksOutside ?? false },
       );
     }
     this.#o.onProgress?.(this.#handled);

@@ -30,7 +30,8 @@ type PaxHeaders = Partial<Omit<Header, 'pax'>> & { name: string; pax?: Record<st
  * name it cannot put in a ustar field as UTF-8 text, changing bytes that are not UTF-8.
  */
 export function createTarWriter(out: Writable, gzip: boolean): ArchiveWriter {
-  const check = new NamespaceCheck();
+  // A dump writes the links a tree holds, wherever they point; load decides what it restores.
+  const check = new NamespaceCheck(undefined, true);
   const failure = new Failure();
   const output = coalesce();
   const chain = (gzip ? [output, createGzip(), out] : [output, out]) as [Readable, Writable];
@@ -238,7 +239,7 @@ function octal(h: Buffer, at: number, len: number, value: number): void {
  * out would not be the archive's namespace. GNU sparse files (type 'S', or pax GNU.sparse.*) are
  * refused too: their data is a map, not the content. Unknown types likewise.
  */
-export async function readTar(file: string, gzip: boolean, each: EntryCallback | undefined, signal?: AbortSignal): Promise<DumpCounters> {
+export async function readTar(file: string, gzip: boolean, each: EntryCallback | undefined, signal?: AbortSignal, linksOutside = false): Promise<DumpCounters> {
   const format = gzip ? 'tar.gz' : 'tar';
   signal?.throwIfAborted();
   const input = createReadStream(file, { highWaterMark: 1 << 20 });
@@ -260,7 +261,7 @@ export async function readTar(file: string, gzip: boolean, each: EntryCallback |
   for (const s of stages) s.on('error', stop);
   const onAbort = (): void => stop(new AbortedError());
   signal?.addEventListener('abort', onAbort, { once: true });
-  const check = new NamespaceCheck();
+  const check = new NamespaceCheck(undefined, linksOutside);
   const consumer = each && new Consumer(each);
   let end = 0;
   try {

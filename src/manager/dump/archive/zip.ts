@@ -45,7 +45,7 @@ const FLAG_UTF8 = 0x0800;
  * entry for it). A hard link is written as a copy when its data is given, else refused.
  */
 export function createZipWriter(out: Writable): ArchiveWriter {
-  const check = new NamespaceCheck();
+  const check = new NamespaceCheck(undefined, true);
   const failure = new Failure();
   const output = coalesce();
   const done = pipeline(output, out).catch((err: unknown) => failure.set(err));
@@ -344,7 +344,7 @@ function endRecords(count: number, cdSize: number, cdOffset: number, zip64At: nu
  * which round-trip so; a Windows zip's CP437 names come out as escaped bytes, not as mangled text.
  * Entries whose Unix mode is a device or FIFO, and encrypted entries, are refused.
  */
-export async function readZip(file: string, each: EntryCallback | undefined, signal?: AbortSignal): Promise<DumpCounters> {
+export async function readZip(file: string, each: EntryCallback | undefined, signal?: AbortSignal, linksOutside = false): Promise<DumpCounters> {
   signal?.throwIfAborted();
   let zip: yauzl.ZipFile | undefined;
   let stream: Readable | undefined;
@@ -363,7 +363,7 @@ export async function readZip(file: string, each: EntryCallback | undefined, sig
       }),
     );
     zip.on('error', () => undefined); // errors come through nextEntry's listener and the callbacks
-    const check = new NamespaceCheck();
+    const check = new NamespaceCheck(undefined, linksOutside);
     for (;;) {
       const entry = await nextEntry(zip);
       if (signal?.aborted) throw new AbortedError();
