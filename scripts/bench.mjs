@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // ferry's benchmark: the same workloads for ferry, rclone, cp and rsync in one run; medians,
-// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,e,s3,cluster,resume,split]
+// ratios and peak RSS. Not a test: it prints figures. Usage: npm run bench [-- --runs N --only a,b,c,d,e,s3,cluster,resume,split,dump]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -177,6 +177,10 @@ try {
   if (only.has('s3')) {
     const { benchS3 } = await import('./bench-s3.mjs');
     await benchS3({ work, ferry, runs, measure, report, peers });
+  }
+  if (only.has('dump')) {
+    const { benchDump } = await import('./bench-dump.mjs');
+    await benchDump({ work, ferry, runs, measure, report, results });
   }
   if (only.has('resume')) {
     const { benchResume } = await import('./bench-resume.mjs');
