@@ -820,7 +820,11 @@ function exitOf(err: unknown): number {
 }
 
 function countersLine(c: DumpCounters): string {
-  return `${c.files} files (${formatBytes(c.bytes)}), ${c.dirs} directories, ${c.symlinks} symlinks`;
+  return `${plural(c.files, 'file')} (${formatBytes(c.bytes)}), ${plural(c.dirs, 'directory', 'directories')}, ${plural(c.symlinks, 'symlink')}`;
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<number> {
@@ -958,7 +962,7 @@ async function runLoadCommand(p: ParsedLoad, env: CliEnvironment): Promise<numbe
     const archive = r.format === 'tar' || r.format === 'tar.gz' || r.format === 'zip';
     const holds = `${input.name} (${r.format}) holds ${countersLine(r.counters)}`;
     if (archive) {
-      con.info(p.verify ? `checked ${holds}: it is valid; nothing was written (--verify)` : `restored ${r.files} files (${formatBytes(r.bytes)}), ${r.dirs} directories and ${r.symlinks} symlinks of ${holds} into ${dstAddr.display} in ${seconds}s`);
+      con.info(p.verify ? `checked ${holds}: it is valid; nothing was written (--verify)` : `restored ${holds} into ${dstAddr.display}: ${plural(r.files, 'file')} (${formatBytes(r.bytes)}), ${plural(r.dirs, 'directory', 'directories')} and ${plural(r.symlinks, 'symlink')} written, in ${seconds}s`);
     } else {
       const found = `${r.checked} files checked on ${dstAddr.display}: ${r.present} whole, ${r.missing} missing, ${r.different} different`;
       if (p.verify) {
@@ -967,7 +971,7 @@ async function runLoadCommand(p: ParsedLoad, env: CliEnvironment): Promise<numbe
         con.info(`restore drill of ${holds}: ${found}${fromData}; ${r.wouldCreate} directories or symlinks a restore would create; ${miss}; nothing was written (--verify)`);
       } else {
         const fromData = data ? `; restored ${r.restored} files (${formatBytes(r.restoredBytes)}) from ${dataAddr!.display}` : '';
-        con.info(`loaded ${holds}: ${r.dirs} directories and ${r.symlinks} symlinks made; ${found}${fromData}; ${r.unrestored} files still missing or different, in ${seconds}s`);
+        con.info(`loaded ${holds}: ${plural(r.dirs, 'directory', 'directories')} and ${plural(r.symlinks, 'symlink')} made; ${found}${fromData}; ${r.unrestored} files still missing or different, in ${seconds}s`);
       }
     }
     if (r.skipped > 0) con.warn(`${r.skipped} entries could not be restored: ${dstAddr.display} cannot hold them`);
