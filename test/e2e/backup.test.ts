@@ -72,8 +72,11 @@ describe('ferry sync --backup-meta', () => {
     expect(backups.map((r) => r['status']).sort()).toEqual(['skipped', 'written']);
     const loser = backups.find((r) => r['status'] === 'skipped')!;
     const winner = backups.find((r) => r['status'] === 'written')!;
-    expect(loser['reason']).toBe('claimed');
-    expect([a.err(), b.err()].join('\n')).toContain("metadata backup skipped: this interval's backup");
+    // Started together, the second either loses the claim or, when the first was already done
+    // (a loaded machine starts them apart), finds this interval's backup: one backup either way.
+    // The claim race itself is tested in process (test/manager/backup/schedule.test.ts).
+    expect(['claimed', 'not-due']).toContain(loser['reason']);
+    if (loser['reason'] === 'claimed') expect([a.err(), b.err()].join('\n')).toContain("metadata backup skipped: this interval's backup");
     const files = meta(dst);
     expect(files[1]).toMatch(/^dump-\d{4}-\d{2}-\d{2}-\d{6}\.json\.gz$/);
     // The claim names the interval: with --backup-meta 1d, the backup's UTC day from midnight.
