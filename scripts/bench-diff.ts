@@ -2,25 +2,15 @@
 // Prints one JSON line: keys, seconds, keys per second, peak RSS.
 import { runSync, type SyncOptions } from '../src/manager/sync/run.js';
 import { MemStore } from '../src/shared/storage/mem.js';
+import { fillStore } from './bench-keys.js';
 
 const n = Number(process.argv[2] ?? 1_000_000);
 const src = new MemStore('src', { capacity: n, keyBytes: n * 24 });
 const dst = new MemStore('dst', { capacity: n, keyBytes: n * 24 });
 const body = Buffer.alloc(100, 1);
 const mtime = Date.UTC(2024, 0, 1);
-// Keys are made flat, as a listing's are, in one reused buffer: a concatenation would keep rope
-// nodes per key, and a buffer per key would leave garbage that inflates peak RSS.
-const template = Buffer.from('dir00000/file-000000.dat', 'latin1');
-const digits = (at: number, width: number, v: number) => {
-  for (let k = at + width - 1; k >= at; k--, v = Math.floor(v / 10)) template[k] = 48 + (v % 10);
-};
-for (let i = 0; i < n; i++) {
-  digits(3, 5, Math.floor(i / 1000));
-  digits(14, 6, i % 1000);
-  const key = template.toString('latin1');
-  src.set(key, body, { mtime });
-  dst.set(key, body, { mtime });
-}
+fillStore(src, n, body, { mtime });
+fillStore(dst, n, body, { mtime });
 const options: SyncOptions = {
   update: false, forceUpdate: false, existing: false, ignoreExisting: false, checkAll: false, deleteSrc: false,
   deleteDst: true, perms: false, dirs: false, links: false, sizeOnly: false, limit: -1, inplace: false,

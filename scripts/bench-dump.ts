@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { writeDump } from '../src/manager/dump/dump.js';
 import { load } from '../src/manager/dump/load.js';
 import { MemStore } from '../src/shared/storage/mem.js';
+import { fillStore } from './bench-keys.js';
 
 const [mode, nArg, file] = process.argv.slice(2);
 const n = Number(nArg);
@@ -18,20 +19,7 @@ const peakMB = () => Math.round(process.resourceUsage().maxRSS / 1024);
 
 /** A store of n files of 100 bytes in directories of 1,000. */
 function populated(name: string): MemStore {
-  const store = new MemStore(name, { capacity: n, keyBytes: n * 24 });
-  const body = Buffer.alloc(100, 1);
-  const mtime = Date.UTC(2024, 0, 1);
-  // Keys made in one reused buffer (see bench-diff.ts): no garbage per key before the timed part.
-  const template = Buffer.from('dir00000/file-000000.dat', 'latin1');
-  const digits = (at: number, width: number, v: number) => {
-    for (let k = at + width - 1; k >= at; k--, v = Math.floor(v / 10)) template[k] = 48 + (v % 10);
-  };
-  for (let i = 0; i < n; i++) {
-    digits(3, 5, Math.floor(i / 1000));
-    digits(14, 6, i % 1000);
-    store.set(template.toString('latin1'), body, { mtime, mode: 0o644 });
-  }
-  return store;
+  return fillStore(new MemStore(name, { capacity: n, keyBytes: n * 24 }), n, Buffer.alloc(100, 1), { mtime: Date.UTC(2024, 0, 1), mode: 0o644 });
 }
 
 if (mode === 'dump') {

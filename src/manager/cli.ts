@@ -722,6 +722,9 @@ function verbosityOf(opts: Record<string, unknown>): Verbosity {
   return opts['quiet'] === true ? 'quiet' : opts['verbose'] === true ? 'verbose' : 'normal';
 }
 
+/** The address syntax, for commands that take whole stores (dump, load): the lines on syntax alone. */
+const SHORT_ADDRESS_HELP = ADDRESS_HELP.split('\n').slice(0, 9).join('\n');
+
 function buildDumpCommand(onParsed: (p: ParsedDump) => void): Command {
   return new Command('dump')
     .description('Write a portable snapshot of SRC: a JSON metadata document, or an archive (tar, tar.gz, zip) that carries the data too.')
@@ -736,7 +739,7 @@ function buildDumpCommand(onParsed: (p: ParsedDump) => void): Command {
     .option('--stats-interval <SECONDS>', 'seconds between progress lines on standard error', atLeast('--stats-interval', 1), 5)
     .option('-v, --verbose', 'list every key dumped on standard error')
     .option('-q, --quiet', 'print errors only (no progress)')
-    .addHelpText('after', DUMP_HELP + '\n' + ADDRESS_HELP.split('\n').slice(0, 9).join('\n'))
+    .addHelpText('after', DUMP_HELP + '\n' + SHORT_ADDRESS_HELP)
     .action((src: string, out: string | undefined, opts: Record<string, unknown>) => {
       const target = out === undefined || out === '-' ? undefined : out;
       onParsed({
@@ -770,7 +773,7 @@ function buildLoadCommand(onParsed: (p: ParsedLoad) => void): Command {
     .option('--json', 'print the summary as one JSON object on standard output')
     .option('-v, --verbose', 'list every entry restored on standard error')
     .option('-q, --quiet', 'print errors only')
-    .addHelpText('after', LOAD_HELP + '\n' + ADDRESS_HELP.split('\n').slice(0, 9).join('\n'))
+    .addHelpText('after', LOAD_HELP + '\n' + SHORT_ADDRESS_HELP)
     .action((dst: string, input: string | undefined, opts: Record<string, unknown>) => {
       onParsed({
         dst,

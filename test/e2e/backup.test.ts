@@ -3,38 +3,20 @@
  * metadata backup per interval however many managers race for it, and `--repeat` keeps syncing
  * until Ctrl-C, with one summary per run.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
+import { FerryProcesses, type FerryProcess as Proc } from '../support/ferry-process.js';
 
-const FERRY = join(__dirname, '..', '..', 'bin', 'ferry.js');
 const root = mkdtempSync(join(tmpdir(), 'ferry-backup-e2e-'));
-const children = new Set<ChildProcess>();
+const processes = new FerryProcesses();
+const ferry = (args: string[]): Proc => processes.spawn(args);
 afterAll(() => {
-  for (const c of children) c.kill('SIGKILL');
+  processes.killAll();
   rmSync(root, { recursive: true, force: true });
 });
-
-interface Proc {
-  child: ChildProcess;
-  out: () => string;
-  err: () => string;
-  exit: Promise<number | null>;
-}
-
-function ferry(args: string[]): Proc {
-  let out = '';
-  let err = '';
-  const child = spawn(process.execPath, [FERRY, ...args], { env: { PATH: process.env['PATH'] ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  const exit = new Promise<number | null>((r) => child.on('close', (code) => (children.delete(child), r(code))));
-  return { child, out: () => out, err: () => err, exit };
-}
 
 const summaries = (p: Proc) =>
   p
@@ -67,7 +49,7 @@ describe('ferry sync --backup-meta', () => {
     const src = tree('race-src');
     const dst = join(root, 'race-dst') + '/';
     const [a, b] = [ferry(['sync', src, dst, '--backup-meta', '1d', '--json']), ferry(['sync', src, dst, '--backup-meta', '1d', '--json'])];
-    expect([await a.exit, await b.exit]).toEqual([0, 0]);
+    expect([await a.done, await b.done]).toEqual([0, 0]);
     const backups = [...summaries(a), ...summaries(b)].map((s) => s.backup!);
     expect(backups.map((r) => r['status']).sort()).toEqual(['skipped', 'written']);
     const loser = backups.find((r) => r['status'] === 'skipped')!;
@@ -98,7 +80,7 @@ describe('ferry sync --backup-meta', () => {
     await until('the wait for run 3', () => p.err().includes('--repeat: run 3 starts at'));
     const stopped = Date.now();
     p.child.kill('SIGINT');
-    expect(await p.exit).toBe(0);
+    expect(await p.done).toBe(0);
     expect(Date.now() - stopped).toBeLessThan(3000);
     const [one, two] = summaries(p);
     expect(one).toMatchObject({ run: 1, copied: 8, exitCode: 0, backup: { status: 'written' } });
@@ -117,7 +99,7 @@ describe('ferry sync --backup-meta', () => {
     const p = ferry(['sync', src + '/', dst, '--bwlimit', '4', '--threads', '2', '--repeat', '2s', '--backup-meta', '1h', '--json']);
     await new Promise((r) => setTimeout(r, 1500));
     p.child.kill('SIGINT');
-    expect(await p.exit).toBe(130);
+    expect(await p.done).toBe(130);
     const all = summaries(p);
     expect(all).toHaveLength(1);
     expect(all[0]).toMatchObject({ run: 1, stopped: 'interrupted', exitCode: 130, backup: { status: 'skipped', reason: 'interrupted' } });
@@ -132,10 +114,10 @@ describe('ferry sync --backup-meta', () => {
     mkdirSync(join(root, 'elsewhere'));
     symlinkSync(join(root, 'elsewhere'), join(dst, '.ferry', 'meta'));
     const dry = ferry(['sync', src, dst, '--backup-meta', '1h', '--dry', '--json']);
-    expect(await dry.exit).toBe(0);
+    expect(await dry.done).toBe(0);
     expect(summaries(dry)[0]).toMatchObject({ backup: { status: 'skipped', reason: 'dry' } });
     const p = ferry(['sync', src, dst, '--backup-meta', '1h', '--json']);
-    expect(await p.exit).toBe(1);
+    expect(await p.done).toBe(1);
     const [summary] = summaries(p);
     expect(summary).toMatchObject({ copied: 4, failed: 0, exitCode: 1, backup: { status: 'failed', reason: 'error' } });
     expect(summary!['error']).toMatch(/^metadata backup FAILED: .*\.ferry\/meta.*\[FERRY_UNSAFE_PATH\]$/);
@@ -145,12 +127,12 @@ describe('ferry sync --backup-meta', () => {
 
   it('a bad interval is a usage error that says what it takes', async () => {
     const p = ferry(['sync', '/tmp/x/', '/tmp/y/', '--repeat', '10', '--json']);
-    expect(await p.exit).toBe(2);
+    expect(await p.done).toBe(2);
     expect(p.err()).toContain('--repeat takes an interval such as 30s, 10m, 1h, 1d or 1h30m (at least 1s), not "10"');
     expect(summaries(p)[0]).toMatchObject({ exitCode: 2 });
     // Backups go under DST/.ferry/meta/: a DST that is a key prefix has no such place.
     const q = ferry(['sync', tree('prefix-src', 1).slice(0, -1), join(root, 'prefix-dst'), '--backup-meta', '1h', '--json']);
-    expect(await q.exit).toBe(2);
+    expect(await q.done).toBe(2);
     expect(q.err()).toContain("--backup-meta needs a directory as DST (ending in '/')");
     expect(summaries(q)[0]).toMatchObject({ exitCode: 2, backup: { status: 'skipped', reason: 'refused' } });
   });

@@ -4,45 +4,19 @@
  * again (counted at the s3 test server), and must leave the destination byte-identical — alone and
  * with workers, for local → local, local → s3 and s3 → s3.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp, readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRegistry } from '../../src/shared/storage/all.js';
+import { FerryProcesses, until, type FerryProcess as Proc } from '../support/ferry-process.js';
 import { startS3Server, type S3TestServer } from '../support/s3-server.js';
 
-const FERRY = join(__dirname, '..', '..', 'bin', 'ferry.js');
 const DIRS = 10;
 const PER_DIR = 12;
 const FILES = DIRS * PER_DIR;
-const children = new Set<ChildProcess>();
-
-interface Proc {
-  child: ChildProcess;
-  err: () => string;
-  out: () => string;
-  done: Promise<number | null>;
-}
-
-function ferry(args: string[]): Proc {
-  let out = '';
-  let err = '';
-  const child = spawn(process.execPath, [FERRY, ...args], { env: { PATH: process.env['PATH'] ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  const done = new Promise<number | null>((r) => child.on('close', (code) => (children.delete(child), r(code))));
-  return { child, err: () => err, out: () => out, done };
-}
-
-async function until(what: string, test: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await test())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const processes = new FerryProcesses();
+const ferry = (args: string[]): Proc => processes.spawn(args);
 
 const copiedLines = (p: Proc) => p.err().split('\n').filter((l) => l.startsWith('copied '));
 const files = (d: string, p = ''): string[] =>
@@ -64,9 +38,7 @@ describe('--enable-checkpoint: a killed manager resumes', () => {
       for (let f = 0; f < PER_DIR; f++) await fsp.writeFile(join(src, `d${d}`, `f${f}`), Buffer.alloc(12_000 + d * 100 + f, d * PER_DIR + f));
     }
   });
-  afterEach(() => {
-    for (const c of children) c.kill('SIGKILL');
-  });
+  afterEach(() => processes.killAll());
   afterAll(async () => {
     await s3?.close();
     if (work) await fsp.rm(work, { recursive: true, force: true });
@@ -77,7 +49,7 @@ describe('--enable-checkpoint: a killed manager resumes', () => {
   /** Run 1, slowed down, killed with SIGKILL once a checkpoint is written and some keys are copied. */
   async function killedRun(args: string[], checkpointWritten: () => boolean): Promise<Proc> {
     const p = ferry(['sync', '-v', '--enable-checkpoint', '--checkpoint-interval', '1s', '--bwlimit', '1.2', '-p', '2', ...args]);
-    await until('a checkpoint after some copies', () => copiedLines(p).length >= FILES / 3 && checkpointWritten());
+    await until('a checkpoint after some copies', () => copiedLines(p).length >= FILES / 3 && checkpointWritten(), 30_000);
     // Let one more checkpoint land after those copies.
     await new Promise((r) => setTimeout(r, 1200));
     p.child.kill('SIGKILL');
@@ -171,7 +143,7 @@ describe('--enable-checkpoint: a killed manager resumes', () => {
     };
     const first = ferry(['sync', '-v', '--enable-checkpoint', '--checkpoint-interval', '1s', '--bwlimit', '1.2', '-p', '2', ...args]);
     const w1 = await workersFor(first);
-    await until('a checkpoint after some copies', () => copiedLines(first).length >= FILES / 3 && s3Checkpoint(bucket)());
+    await until('a checkpoint after some copies', () => copiedLines(first).length >= FILES / 3 && s3Checkpoint(bucket)(), 30_000);
     await new Promise((r) => setTimeout(r, 1200));
     first.child.kill('SIGKILL');
     // Their manager gone, the workers leave on their own (exit 4).
@@ -205,9 +177,7 @@ describe('--enable-checkpoint: a split copy continues its multipart upload', () 
     for (let off = 0; off < SIZE; off += 4096) big.writeDoubleLE(off, off);
     await fsp.writeFile(join(src, 'big.bin'), big);
   });
-  afterEach(() => {
-    for (const c of children) c.kill('SIGKILL');
-  });
+  afterEach(() => processes.killAll());
   afterAll(async () => {
     await s3?.close();
     if (work) await fsp.rm(work, { recursive: true, force: true });

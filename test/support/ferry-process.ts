@@ -39,9 +39,9 @@ export class FerryProcesses {
 }
 
 /** Poll `test` until it holds; fails naming `what` after `ms`. */
-export async function until(what: string, test: () => boolean, ms = 15_000): Promise<void> {
+export async function until(what: string, test: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
   const end = Date.now() + ms;
-  while (!test()) {
+  while (!(await test())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
