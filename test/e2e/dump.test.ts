@@ -322,6 +322,30 @@ describe('ferry dump and load on the command line', () => {
     }
   });
 
+  it('names that are not valid UTF-8 round-trip byte for byte through every format', async () => {
+    const src = fresh('raw-src');
+    const raw = Buffer.from([0x61, 0xff, 0x62]); // a, a byte that is no UTF-8, b
+    const lone = Buffer.from([0x63, 0xc3]); // c, half of a two-byte sequence
+    mkdirSync(Buffer.concat([Buffer.from(src + '/'), lone]));
+    writeFileSync(Buffer.concat([Buffer.from(src + '/'), lone, Buffer.from('/'), raw]), 'raw bytes');
+    writeFileSync(join(src, 'plain.txt'), 'plain');
+    /** Every name below `dir` as the hex of its bytes, 'dir/name' for what a sub-directory holds. */
+    const names = (dir: string | Buffer, prefix = ''): string[] =>
+      readdirSync(dir, { encoding: 'buffer', withFileTypes: true }).flatMap((d) => {
+        const name = prefix + d.name.toString('hex');
+        return d.isDirectory() ? [name, ...names(Buffer.concat([Buffer.from(dir), Buffer.from('/'), d.name]), name + '/')] : [name];
+      });
+    for (const ext of ['json', 'tar', 'tar.gz', 'zip']) {
+      const out = join(fresh('raw'), `t.${ext}`);
+      expect((await ferry('dump', '-q', src + '/', out)).code).toBe(0);
+      const dst = fresh('raw-dst');
+      const loaded = await ferry('load', '-q', ...(ext === 'json' ? ['--data', src + '/'] : []), dst + '/', out);
+      expect(loaded.code, loaded.stderr).toBe(0);
+      expect(names(dst).sort(), ext).toEqual(names(src).sort());
+      expect(readFileSync(Buffer.concat([Buffer.from(dst + '/'), lone, Buffer.from('/'), raw]), 'utf8')).toBe('raw bytes');
+    }
+  });
+
   it('says clearly which formats exist', async () => {
     const r = await ferry('dump', fresh('fmt') + '/', join(work, 'x.tar.xz'));
     expect(r.code).toBe(2);
