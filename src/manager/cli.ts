@@ -27,7 +27,7 @@ import { runSync, MANAGER, type ResumeState, type RunControl } from './sync/run.
 import type { KeptUpload } from './sync/ledger.js';
 import { formatBytes, SyncStats } from './sync/stats.js';
 import type { ObjectStore } from '../shared/storage/types.js';
-import { emptyCounters, type DumpCounters, type DumpEntry } from './dump/entry.js';
+import { describeCounters, emptyCounters, plural, type DumpCounters, type DumpEntry } from './dump/entry.js';
 import { formatOf, writeDump, type DumpFormat, type DumpOptions, type DumpResult } from './dump/dump.js';
 import { load, openLoadInput, type LoadInput, type LoadOptions, type LoadReport } from './dump/load.js';
 
@@ -822,14 +822,6 @@ function exitOf(err: unknown): number {
   return err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed;
 }
 
-function countersLine(c: DumpCounters): string {
-  return `${plural(c.files, 'file')} (${formatBytes(c.bytes)}), ${plural(c.dirs, 'directory', 'directories')}, ${plural(c.symlinks, 'symlink')}`;
-}
-
-function plural(n: number, one: string, many = `${one}s`): string {
-  return `${n} ${n === 1 ? one : many}`;
-}
-
 async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<number> {
   const registry = env.registry ?? defaultRegistry();
   const redactor = new Redactor();
@@ -858,7 +850,7 @@ async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<numbe
     source = await registry.open(srcAddr, { noHttps: p.noHttps, concurrency: p.threads });
     let counters: DumpCounters = emptyCounters();
     if (p.verbosity !== 'quiet') {
-      timer = setInterval(() => con.info(`dumped ${countersLine(counters)}, ${((performance.now() - started) / 1000).toFixed(0)}s`), (env.stderr.isTTY ? 1 : p.statsInterval) * 1000);
+      timer = setInterval(() => con.info(`dumped ${describeCounters(counters)}, ${((performance.now() - started) / 1000).toFixed(0)}s`), (env.stderr.isTTY ? 1 : p.statsInterval) * 1000);
       timer.unref();
     }
     const options: DumpOptions = {
@@ -887,7 +879,7 @@ async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<numbe
     const seconds = (performance.now() - started) / 1000;
     const c = result.counters;
     if (c.files + c.dirs + c.symlinks === 0 && result.failed === 0) con.warn(`${srcAddr.display}${p.subdir ? ` (--subdir ${p.subdir})` : ''} holds nothing: the dump is empty`);
-    con.info(`dumped ${countersLine(result.counters)} of ${srcAddr.display}${p.subdir ? ` (--subdir ${p.subdir})` : ''} to ${outAddr?.display ?? 'standard output'} as ${p.format} in ${seconds.toFixed(1)}s${result.failed > 0 ? `; ${result.failed} keys could not be dumped (named above)` : ''}`);
+    con.info(`dumped ${describeCounters(result.counters)} of ${srcAddr.display}${p.subdir ? ` (--subdir ${p.subdir})` : ''} to ${outAddr?.display ?? 'standard output'} as ${p.format} in ${seconds.toFixed(1)}s${result.failed > 0 ? `; ${result.failed} keys could not be dumped (named above)` : ''}`);
     return result.failed > 0 ? EXIT.failed : EXIT.ok;
   } catch (err) {
     if (run.interrupted()) {
@@ -963,7 +955,7 @@ async function runLoadCommand(p: ParsedLoad, env: CliEnvironment): Promise<numbe
     if (data && (r.format === 'tar' || r.format === 'tar.gz' || r.format === 'zip')) con.warn('--data is for JSON dumps: an archive carries its own data');
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     const archive = r.format === 'tar' || r.format === 'tar.gz' || r.format === 'zip';
-    const holds = `${input.name} (${r.format}) holds ${countersLine(r.counters)}`;
+    const holds = `${input.name} (${r.format}) holds ${describeCounters(r.counters)}`;
     if (archive) {
       con.info(p.verify ? `checked ${holds}: it is valid; nothing was written (--verify)` : `restored ${holds} into ${dstAddr.display}: ${plural(r.files, 'file')} (${formatBytes(r.bytes)}), ${plural(r.dirs, 'directory', 'directories')} and ${plural(r.symlinks, 'symlink')} written, in ${seconds}s`);
     } else {

@@ -4,7 +4,7 @@ import { PassThrough, type Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AlreadyExistsError, FerryError, isAbortError } from '../../shared/errors.js';
 import type { ObjectStore } from '../../shared/storage/types.js';
-import type { DumpCounters } from '../dump/entry.js';
+import { describeCounters, type DumpCounters } from '../dump/entry.js';
 import { formatInterval } from '../repeat.js';
 import type { Logger } from '../sync/run.js';
 import { claimKey, dumpKey, META_PREFIX, parseMetaKey } from './names.js';
@@ -131,7 +131,7 @@ export async function backupIfDue(o: BackupOptions): Promise<BackupReport> {
     const c = written.counters;
     const message =
       `metadata backup written: ${dumpKey(dumpAt)} in ${seconds(took)} s ` +
-      `(${c.files} files, ${c.dirs} directories, ${c.symlinks} symlinks, ${c.bytes} bytes)`;
+      `(${describeCounters(c)})`;
     o.log.info(message);
     if (written.failed > 0) o.log.warn(`metadata backup ${dumpKey(dumpAt)}: ${written.failed} entries of the source could not be read and are not in it`);
     const slow = took > o.intervalMs;

@@ -1,3 +1,5 @@
+import { formatBytes } from '../sync/stats.js';
+
 /**
  * One entry of a namespace snapshot, as `ferry dump` writes it and `ferry load` reads it, whatever
  * the format (JSON document, tar, zip).
@@ -45,6 +47,15 @@ export interface DumpCounters {
 
 export function emptyCounters(): DumpCounters {
   return { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
+}
+
+/** The counters as a user reads them: "2 files (12 B), 1 directory, 0 symlinks". */
+export function describeCounters(c: DumpCounters): string {
+  return `${plural(c.files, 'file')} (${formatBytes(c.bytes)}), ${plural(c.dirs, 'directory', 'directories')}, ${plural(c.symlinks, 'symlink')}`;
+}
+
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 /** Count one entry (the root directory itself is not counted). */
