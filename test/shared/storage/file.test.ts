@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -66,6 +67,21 @@ describe('file store: many small files at once', () => {
         expect(st.mode & 0o7777).toBe(0o4751);
       } else expect(st.mode & 0o777).toBe(0o751);
       expect((await readdir(join(dir, 'd'))).sort()).toEqual(['one', 'three']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  // dump reads small files in batches on the file-system threads: each key must get its own bytes or its own error, never block on a FIFO.
+  it('getMany returns the bytes of each file, and an error for a missing file and for a FIFO, in order', async () => {
+    const store = new FileStore(dir + '/');
+    try {
+      await mkdir(join(dir, 'd'));
+      await writeFile(join(dir, 'd/a'), 'alpha');
+      await writeFile(join(dir, 'd/empty'), '');
+      execFileSync('mkfifo', [join(dir, 'd/fifo')]);
+      const r = await store.getMany(['d/a', 'd/missing', 'd/fifo', 'd/empty']);
+      expect(r.map((x) => (Buffer.isBuffer(x) ? x.toString() : (x as { code?: string }).code))).toEqual(['alpha', 'FERRY_NOT_FOUND', 'FERRY_FATAL', '']);
     } finally {
       await store.close();
     }

@@ -598,6 +598,32 @@ export class FileStore implements ObjectStore {
   }
 
   /**
+   * Small whole files read at once on the file-system threads (one message per thread), each as
+   * get() reads it: opened without blocking, refused unless a regular file. The bytes or the error
+   * per key, in order.
+   */
+  async getMany(keys: string[], options: { signal?: AbortSignal } = {}): Promise<(Buffer | Error)[]> {
+    throwIfAborted(options.signal, `read from ${this.root}`);
+    const results: (Buffer | Error)[] = new Array<Buffer | Error>(keys.length);
+    const paths: string[] = [];
+    const sent: number[] = [];
+    keys.forEach((key, i) => {
+      try {
+        this.#checkKey(key, 'read');
+        paths.push(this.root + key);
+        sent.push(i);
+      } catch (err) {
+        results[i] = err as Error;
+      }
+    });
+    const read = await this.#pool.readMany(paths);
+    read.forEach((r, j) => {
+      results[sent[j]!] = Buffer.isBuffer(r) ? r : fromSystemError(r, `read ${paths[j]!}`);
+    });
+    return results;
+  }
+
+  /**
    * Small whole files in one round trip per file-system thread: each to a fresh temporary with its
    * attributes (owner before mode: chown clears set-user/group-ID bits), renamed into place, as
    * put() writes them. `ifAbsent` is not honoured here (put() it).

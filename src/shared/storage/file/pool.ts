@@ -202,6 +202,16 @@ export class FsPool {
     return this.#batched('place', job).then(() => undefined);
   }
 
+  /** Read small files whole in one message per thread: the bytes or the error per path, in order. */
+  async readMany(paths: string[]): Promise<(Buffer | NodeJS.ErrnoException)[]> {
+    if (paths.length === 0) return [];
+    const n = Math.min(this.size, Math.ceil(paths.length / 32));
+    const per = Math.ceil(paths.length / n);
+    const parts: Promise<(Uint8Array | SystemErrorRecord)[]>[] = [];
+    for (let i = 0; i < paths.length; i += per) parts.push(this.#call({ op: 'readBatch', jobs: paths.slice(i, i + per) }));
+    return (await Promise.all(parts)).flat().map((r) => (r instanceof Uint8Array ? Buffer.from(r.buffer, r.byteOffset, r.byteLength) : toSystemError(r)));
+  }
+
   /** Read a small file whole in one round trip. */
   readSmall(path: string): Promise<Buffer> {
     return this.#batched('readBatch', path).then((r) => Buffer.from((r as Uint8Array).buffer, (r as Uint8Array).byteOffset, (r as Uint8Array).byteLength));
