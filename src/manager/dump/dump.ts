@@ -5,7 +5,7 @@
  * listing.
  */
 import { createHash } from 'node:crypto';
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { NotSupportedYetError, UsageError } from '../../shared/errors.js';
@@ -284,8 +284,10 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
 
 /** A buffer as a stream (archive writers take streams). */
 function readableOf(data: Buffer): Readable {
-  const s = new PassThrough();
-  s.end(data);
+  // A bare Readable: a PassThrough costs a Transform (two buffers, write callbacks) per file.
+  const s = new Readable({ read() {} });
+  if (data.length > 0) s.push(data);
+  s.push(null);
   return s;
 }
 
