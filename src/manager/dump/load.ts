@@ -17,7 +17,8 @@ import { LocalExecutor, type TaskSource } from '../../shared/executor.js';
 import { parseAddress } from '../../shared/storage/address.js';
 import { compareKeys } from '../../shared/storage/keys.js';
 import type { BackendRegistry } from '../../shared/storage/registry.js';
-import type { Attrs, Entry, ObjectStore } from '../../shared/storage/types.js';
+import type { Attrs, Entry, ObjectStore, PutOptions } from '../../shared/storage/types.js';
+import { readBody } from '../../shared/storage/body.js';
 import { Transfer } from '../../shared/transfer/copy.js';
 import type { Task, TaskBatch, TaskResult } from '../../shared/transfer/task.js';
 import type { DumpFormat } from './dump.js';
@@ -293,6 +294,23 @@ interface OpenDir {
   full: boolean;
 }
 
+/** An archive's files up to this size are read into memory and written in batches (Restore.#inFlight). */
+const SMALL_FILE = 1 << 20;
+/** A batch of small files is written once it holds this many files or bytes. */
+const BATCH_FILES = 256;
+const BATCH_BYTES = 8 << 20;
+/** At most this many batches are being written at once (a file store spreads one over its threads)... */
+const IN_FLIGHT_BATCHES = 4;
+/** ...and at most this many bytes of small files are in memory waiting to be written. */
+const IN_FLIGHT_BYTES = 64 << 20;
+
+/** A small file of an archive waiting to be written. */
+interface SmallFile {
+  e: DumpEntry;
+  body: Buffer;
+  put: PutOptions;
+}
+
 /** The second pass: entries in order, written (or, verifying, checked) against the destination. */
 class Restore {
   readonly #dst: ObjectStore;
@@ -308,6 +326,20 @@ class Restore {
   #skippedSaid = false;
   /** The archive's order was not depth-first: directory attributes are set in a pass of their own at the end. */
   #dirPass = false;
+  /**
+   * Small files of an archive being written, not waited for one by one: a file store writes many
+   * at once (its file-system threads, its thread pool). Bounded by count and bytes; drained
+   * (#settle) before anything that must come after them: a directory's attributes, a hard link
+   * to one of them, the end.
+   */
+  readonly #inFlight = new Set<Promise<void>>();
+  #batch: SmallFile[] = [];
+  #batchBytes = 0;
+  /** The keys of the writes in flight (and of the batch): an archive naming one again (not one of ferry's) waits for it. */
+  readonly #inFlightKeys = new Set<string>();
+  #inFlightBytes = 0;
+  /** What ended a write in flight and must end the load (an abort): thrown by #settle. */
+  #inFlightError: unknown;
 
   constructor(dst: ObjectStore, report: LoadReport, o: LoadOptions) {
     this.#dst = dst;
@@ -665,40 +697,52 @@ class Restore {
     const { extractArchive } = await import('./archive.js');
     const closes: OpenDir[] = [];
     const finish = async () => {
+      if (closes.length === 0) return;
+      // A directory's mtime comes after its contents are written.
+      await this.#settle();
       for (const d of closes.splice(0)) await this.#closeDir(d);
     };
-    await extractArchive(
-      format,
-      file,
-      async (e, data) => {
-        try {
-          if (e.path === '') return;
-          this.#closeTo(e.path, closes);
-          await finish();
-          // Depth-first order puts an entry right below the innermost open directory; another order
-          // (an archive made by another tool) leaves the directories' attributes to a pass of their own.
-          const slash = e.path.lastIndexOf('/');
-          const parent = slash < 0 ? '' : e.path.slice(0, slash);
-          const top = this.#open[this.#open.length - 1];
-          if (parent !== (top ? top.e.path : '')) this.#dirPass = true;
-          this.#o.onEntry?.(e);
-          this.#progress();
-          this.#markParent();
-          if (e.type === 'dir') {
-            await this.#dir(e);
-            this.#open.push({ e, full: false });
-          } else if (e.type === 'symlink') await this.#symlink(e);
-          else await this.#archiveFile(e, data);
-        } finally {
-          // Whatever became of the entry, the archive goes on to the next one.
-          if (data && !data.readableEnded) data.resume();
-        }
-      },
-      this.#signal,
-      { linksOutside: this.#o.linksOutside ?? false },
-    );
+    try {
+      await extractArchive(
+        format,
+        file,
+        async (e, data) => {
+          try {
+            if (e.path === '') return;
+            this.#closeTo(e.path, closes);
+            await finish();
+            if (this.#inFlightKeys.has(e.path)) await this.#settle();
+            // Depth-first order puts an entry right below the innermost open directory; another order
+            // (an archive made by another tool) leaves the directories' attributes to a pass of their own.
+            const slash = e.path.lastIndexOf('/');
+            const parent = slash < 0 ? '' : e.path.slice(0, slash);
+            const top = this.#open[this.#open.length - 1];
+            if (parent !== (top ? top.e.path : '')) this.#dirPass = true;
+            this.#o.onEntry?.(e);
+            this.#progress();
+            this.#markParent();
+            if (e.type === 'dir') {
+              await this.#dir(e);
+              this.#open.push({ e, full: false });
+            } else if (e.type === 'symlink') await this.#symlink(e);
+            else await this.#archiveFile(e, data);
+          } finally {
+            // Whatever became of the entry, the archive goes on to the next one.
+            if (data && !data.readableEnded) data.resume();
+          }
+        },
+        this.#signal,
+        { linksOutside: this.#o.linksOutside ?? false },
+      );
+    } catch (err) {
+      // Nothing may still be writing when the load ends (its store is closed next); what was read is written.
+      await this.#sendBatch();
+      while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+      throw err;
+    }
     while (this.#open.length > 0) closes.push(this.#open.pop()!);
     await finish();
+    await this.#settle();
     if (this.#dirPass && !this.#verify && this.#dst.features.dirs) {
       // Setting a directory's attributes changes nothing in its parent: any order does.
       await extractArchive(
@@ -715,6 +759,107 @@ class Restore {
     this.#o.onProgress?.(this.#handled);
   }
 
+  /** Write the batch and wait for every write in flight; an abort that ended one is thrown. */
+  async #settle(): Promise<void> {
+    await this.#sendBatch();
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+    if (this.#inFlightError !== undefined) throw this.#inFlightError;
+  }
+
+  /** Its owner, after the data (chown clears set-user/group-ID bits, so those are set again after it). */
+  async #archiveOwner(e: DumpEntry): Promise<void> {
+    const dst = this.#dst;
+    const f = dst.features.attrs;
+    if (f?.owner && e.uid !== undefined && e.gid !== undefined && dst.setAttrs) {
+      await dst.setAttrs(e.path, { uid: e.uid, gid: e.gid, ...(f.mode && e.mode !== undefined && (e.mode & 0o6000) !== 0 ? { mode: e.mode } : {}) });
+    }
+  }
+
+  /**
+   * A small file: its data read now (the archive moves on), written later with others in one
+   * batch (ObjectStore.putMany where the store has it). Up to IN_FLIGHT_BATCHES batches and
+   * IN_FLIGHT_BYTES in memory; failures are counted per entry as ever.
+   */
+  async #archiveSmallFile(e: DumpEntry, data: Readable | undefined, put: PutOptions): Promise<void> {
+    let body: Buffer;
+    try {
+      body = data ? await readBody(data, e.size, `read ${e.path} from the archive`) : Buffer.alloc(0);
+      const algo = e.sha256 !== undefined ? 'sha256' : e.md5 !== undefined ? 'md5' : undefined;
+      if (algo) {
+        const got = createHash(algo).update(body).digest('hex');
+        if (got !== (e.sha256 ?? e.md5)) throw new ChecksumMismatchError(`its ${algo} is ${got}, the archive says ${e.sha256 ?? e.md5}`);
+      }
+    } catch (err) {
+      this.#fail(e, err);
+      return;
+    }
+    if (this.#inFlightError !== undefined) throw this.#inFlightError;
+    this.#batch.push({ e, body, put });
+    this.#batchBytes += body.length;
+    this.#inFlightKeys.add(e.path);
+    if (this.#batch.length >= BATCH_FILES || this.#batchBytes >= BATCH_BYTES) await this.#sendBatch();
+  }
+
+  /** Write the batch of small files without waiting for it, once fewer than IN_FLIGHT_BATCHES (and IN_FLIGHT_BYTES) are. */
+  async #sendBatch(): Promise<void> {
+    if (this.#batch.length === 0) return;
+    const batch = this.#batch;
+    const bytes = this.#batchBytes;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    while (this.#inFlight.size >= IN_FLIGHT_BATCHES || (this.#inFlight.size > 0 && this.#inFlightBytes + bytes > IN_FLIGHT_BYTES)) await Promise.race(this.#inFlight);
+    this.#inFlightBytes += bytes;
+    const write = this.#writeBatch(batch).finally(() => {
+      this.#inFlightBytes -= bytes;
+      for (const b of batch) this.#inFlightKeys.delete(b.e.path);
+      this.#inFlight.delete(write);
+    });
+    this.#inFlight.add(write);
+  }
+
+  async #writeBatch(batch: SmallFile[]): Promise<void> {
+    const dst = this.#dst;
+    const f = dst.features.attrs;
+    const fail = (e: DumpEntry, err: unknown) => {
+      try {
+        this.#fail(e, err);
+      } catch (abort) {
+        this.#inFlightError ??= abort;
+      }
+    };
+    const done = (e: DumpEntry) => {
+      this.#r.files++;
+      this.#r.bytes += e.size;
+    };
+    if (dst.putMany) {
+      // The owner is set with the data, before the mode (chown clears set-user/group-ID bits).
+      const owner = (e: DumpEntry) => (f?.owner && e.uid !== undefined && e.gid !== undefined ? { owner: { uid: e.uid, gid: e.gid } } : {});
+      let results: (Error | undefined)[];
+      try {
+        results = await dst.putMany(
+          batch.map((b) => ({ key: b.e.path, body: b.body, options: b.put, ...owner(b.e) })),
+          this.#signal ? { signal: this.#signal } : {},
+        );
+      } catch (err) {
+        for (const b of batch) fail(b.e, err);
+        return;
+      }
+      results.forEach((err, i) => (err ? fail(batch[i]!.e, err) : done(batch[i]!.e)));
+      return;
+    }
+    await Promise.all(
+      batch.map(async (b) => {
+        try {
+          await dst.put(b.e.path, b.body, b.put);
+          done(b.e);
+          await this.#archiveOwner(b.e);
+        } catch (err) {
+          fail(b.e, err);
+        }
+      }),
+    );
+  }
+
   async #archiveFile(e: DumpEntry, data: Readable | undefined): Promise<void> {
     const dst = this.#dst;
     if (this.#verify) return;
@@ -725,6 +870,9 @@ class Restore {
       ...(f?.mode && e.mode !== undefined ? { mode: e.mode } : {}),
       ...(this.#signal ? { signal: this.#signal } : {}),
     };
+    if (e.linkTo === undefined && e.size <= SMALL_FILE) return this.#archiveSmallFile(e, data, put);
+    // A hard link's target may be in flight; so may a small file this one replaces.
+    await this.#settle();
     try {
       if (e.linkTo !== undefined) {
         // A hard link: a copy of its target, restored before it.
@@ -743,10 +891,8 @@ class Restore {
       }
       this.#r.files++;
       this.#r.bytes += e.size;
-      // The mode came with the data; chown clears set-user/group-ID bits, so those are set again after it.
-      if (f?.owner && e.uid !== undefined && e.gid !== undefined && dst.setAttrs) {
-        await dst.setAttrs(e.path, { uid: e.uid, gid: e.gid, ...(f.mode && e.mode !== undefined && (e.mode & 0o6000) !== 0 ? { mode: e.mode } : {}) });
-      }
+      // The mode came with the data.
+      await this.#archiveOwner(e);
     } catch (err) {
       this.#fail(e, err);
     }

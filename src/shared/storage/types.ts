@@ -218,6 +218,19 @@ export interface ObjectStore {
    * copy itself (local disks). One result per item, in order: undefined for success.
    */
   copyFromMany?(items: { key: string; source: CopySource; options: PutOptions & { size: number } }[]): Promise<(Error | undefined)[]>;
+  /**
+   * Small whole files written at once, for stores where a put() per key costs more than the write
+   * (local disks): each as put() writes it (whole or not at all), `owner` set with it where
+   * `features.attrs.owner` (ignored elsewhere). `ifAbsent` is refused. One result per item, in
+   * order: undefined for success. Callers without it put() each.
+   */
+  /**
+   * Small whole files read at once, for stores where a call per key costs more than the read (local
+   * disks): the bytes of each, or why it could not be read (what get() would throw), in order.
+   * Callers without it get() each.
+   */
+  getMany?(keys: string[], options?: { signal?: AbortSignal }): Promise<(Buffer | Error)[]>;
+  putMany?(items: { key: string; body: Buffer; options: PutOptions; owner?: { uid: number; gid: number } }[], options?: { signal?: AbortSignal }): Promise<(Error | undefined)[]>;
   /** features.multipart */
   readonly multipart?: MultipartUploads;
   /** Batched deletes; the caller falls back to delete() when absent. */

@@ -1,6 +1,8 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileStore } from '../../../src/shared/storage/file/index.js';
 import { describeConformance, localTemporaries } from './conformance.js';
 import { describeTreeSafety } from './tree-safety.js';
@@ -29,4 +31,59 @@ describeTreeSafety('file', async () => {
     openInplace: async () => new FileStore(root, { inplace: true }),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
+});
+
+describe('file store: many small files at once', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ferry-file-many-'));
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  // load writes an archive's small files in batches: each must land whole with its attributes and owner, and a failing one must fail alone.
+  it('putMany writes each file with its mode, mtime and owner, and fails only the item that cannot be written, in order', async () => {
+    const store = new FileStore(dir + '/');
+    try {
+      // Never written through a symlink: that item fails, the others are written.
+      await mkdir(join(dir, 'elsewhere'));
+      await symlink(join(dir, 'elsewhere'), join(dir, 'link'));
+      const mtime = Date.UTC(2020, 0, 2, 3, 4, 5);
+      const results = await store.putMany([
+        { key: 'd/one', body: Buffer.from('one'), options: { size: 3, mode: 0o4751, mtime }, owner: { uid: 1234, gid: 4321 } },
+        { key: 'link/two', body: Buffer.from('two'), options: { size: 3 } },
+        { key: 'd/three', body: Buffer.from('three'), options: { size: 5 } },
+      ]);
+      expect(results[0]).toBeUndefined();
+      expect((results[1] as { code?: string } | undefined)?.code).toBe('FERRY_UNSAFE_PATH');
+      expect(await readdir(join(dir, 'elsewhere'))).toEqual([]);
+      expect(results[2]).toBeUndefined();
+      expect(await readFile(join(dir, 'd/one'), 'utf8')).toBe('one');
+      expect(await readFile(join(dir, 'd/three'), 'utf8')).toBe('three');
+      const st = await stat(join(dir, 'd/one'));
+      expect(st.mtimeMs).toBe(mtime);
+      if (process.getuid?.() === 0) {
+        expect([st.uid, st.gid]).toEqual([1234, 4321]);
+        // chown before chmod: the set-user-ID bit survives.
+        expect(st.mode & 0o7777).toBe(0o4751);
+      } else expect(st.mode & 0o777).toBe(0o751);
+      expect((await readdir(join(dir, 'd'))).sort()).toEqual(['one', 'three']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  // dump reads small files in batches on the file-system threads: each key must get its own bytes or its own error, never block on a FIFO.
+  it('getMany returns the bytes of each file, and an error for a missing file and for a FIFO, in order', async () => {
+    const store = new FileStore(dir + '/');
+    try {
+      await mkdir(join(dir, 'd'));
+      await writeFile(join(dir, 'd/a'), 'alpha');
+      await writeFile(join(dir, 'd/empty'), '');
+      execFileSync('mkfifo', [join(dir, 'd/fifo')]);
+      const r = await store.getMany(['d/a', 'd/missing', 'd/fifo', 'd/empty']);
+      expect(r.map((x) => (Buffer.isBuffer(x) ? x.toString() : (x as { code?: string }).code))).toEqual(['alpha', 'FERRY_NOT_FOUND', 'FERRY_FATAL', '']);
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -522,16 +522,26 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
   const fs = env.fs;
   const C = fs.constants;
   const parent = (p: string) => p.slice(0, p.lastIndexOf('/'));
-  const write = (job: PlaceJob, target: string | Buffer) => {
-    if (job.src !== undefined) fs.copyFileSync(fsPath(job.src), target, job.inplace ? 0 : C.COPYFILE_EXCL);
-    else {
-      const fd = fs.openSync(target, job.inplace ? C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW | C.O_NONBLOCK : 'wx');
-      try {
-        fs.writeFileSync(fd, job.data!);
-      } finally {
-        fs.closeSync(fd);
-      }
+  // index.ts fsTime: seconds keep the sub-millisecond part, but Node turns a negative number
+  // (before 1970) into "now", so those go as a Date (floored: the same second).
+  const time = (mtime: number) => (mtime >= 0 ? mtime / 1000 : new Date(Math.floor(mtime)));
+  /** Write the file; its attributes too when it is written here (through its descriptor: no path looked up again). True when they are set. */
+  const write = (job: PlaceJob, target: string | Buffer): boolean => {
+    if (job.src !== undefined) {
+      fs.copyFileSync(fsPath(job.src), target, job.inplace ? 0 : C.COPYFILE_EXCL);
+      return false;
     }
+    const fd = fs.openSync(target, job.inplace ? C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW | C.O_NONBLOCK : 'wx');
+    try {
+      fs.writeFileSync(fd, job.data!);
+      // chown before chmod: chown clears set-user/group-ID bits.
+      if (job.uid !== undefined && job.gid !== undefined) fs.fchownSync(fd, job.uid, job.gid);
+      if (job.mode !== undefined) fs.fchmodSync(fd, job.mode);
+      if (job.mtime !== undefined) fs.futimesSync(fd, time(job.mtime), time(job.mtime));
+    } finally {
+      fs.closeSync(fd);
+    }
+    return true;
   };
   return jobs.map((job) => {
     const target = job.inplace ? job.dst : (job.tmp ?? env.tmpPath(job.dst));
@@ -539,20 +549,18 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
     const dst = fsPath(job.dst);
     try {
       if (job.inplace) env.clearForFile(fs, job.dst);
+      let attrsSet;
       try {
-        write(job, t);
+        attrsSet = write(job, t);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || (job.src !== undefined && !fs.existsSync(fsPath(job.src)))) throw e;
         fs.mkdirSync(fsPath(parent(job.dst)), { recursive: true });
-        write(job, t);
+        attrsSet = write(job, t);
       }
-      if (job.uid !== undefined && job.gid !== undefined) fs.chownSync(t, job.uid, job.gid);
-      if (job.mode !== undefined) fs.chmodSync(t, job.mode);
-      if (job.mtime !== undefined) {
-        // index.ts fsTime: seconds keep the sub-millisecond part, but Node turns a negative number
-        // (before 1970) into "now", so those go as a Date (floored: the same second).
-        const time = job.mtime >= 0 ? job.mtime / 1000 : new Date(Math.floor(job.mtime));
-        fs.utimesSync(t, time, time);
+      if (!attrsSet) {
+        if (job.uid !== undefined && job.gid !== undefined) fs.chownSync(t, job.uid, job.gid);
+        if (job.mode !== undefined) fs.chmodSync(t, job.mode);
+        if (job.mtime !== undefined) fs.utimesSync(t, time(job.mtime), time(job.mtime));
       }
       if (target !== job.dst) {
         try {

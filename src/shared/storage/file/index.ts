@@ -597,6 +597,74 @@ export class FileStore implements ObjectStore {
     return results;
   }
 
+  /**
+   * Small whole files read at once on the file-system threads (one message per thread), each as
+   * get() reads it: opened without blocking, refused unless a regular file. The bytes or the error
+   * per key, in order.
+   */
+  async getMany(keys: string[], options: { signal?: AbortSignal } = {}): Promise<(Buffer | Error)[]> {
+    throwIfAborted(options.signal, `read from ${this.root}`);
+    const results: (Buffer | Error)[] = new Array<Buffer | Error>(keys.length);
+    const paths: string[] = [];
+    const sent: number[] = [];
+    keys.forEach((key, i) => {
+      try {
+        this.#checkKey(key, 'read');
+        paths.push(this.root + key);
+        sent.push(i);
+      } catch (err) {
+        results[i] = err as Error;
+      }
+    });
+    const read = await this.#pool.readMany(paths);
+    read.forEach((r, j) => {
+      results[sent[j]!] = Buffer.isBuffer(r) ? r : fromSystemError(r, `read ${paths[j]!}`);
+    });
+    return results;
+  }
+
+  /**
+   * Small whole files in one round trip per file-system thread: each to a fresh temporary with its
+   * attributes (owner before mode: chown clears set-user/group-ID bits), renamed into place, as
+   * put() writes them. `ifAbsent` is not honoured here (put() it).
+   */
+  async putMany(items: { key: string; body: Buffer; options: PutOptions; owner?: { uid: number; gid: number } }[], options: { signal?: AbortSignal } = {}): Promise<(Error | undefined)[]> {
+    throwIfAborted(options.signal, `write to ${this.root}`);
+    const results: (Error | undefined)[] = new Array<Error | undefined>(items.length).fill(undefined);
+    const jobs: PlaceJob[] = [];
+    const sent: { i: number; making: boolean }[] = [];
+    const making = new Set<string>();
+    items.forEach(({ key, body, options: o, owner }, i) => {
+      try {
+        if (o.ifAbsent) throw new FatalError(`write ${this.root + key}: putMany does not create conditionally`);
+        checkDeclaredSize(body, o.size, `write ${this.root + key}`);
+        this.#checkKey(key, 'write');
+        if (key.endsWith('/')) throw new FatalError(`write ${this.root + key}: putMany writes files, not directories`);
+        const m = this.#checkWay(key, parentKey(key), true, 'write', making);
+        this.#dirs.delete(key + '/');
+        jobs.push({
+          dst: this.root + key,
+          data: body,
+          inplace: this.#inplace,
+          ...(o.mtime === undefined ? {} : { mtime: o.mtime }),
+          ...(o.mode === undefined ? {} : { mode: o.mode }),
+          ...(owner && this.features.attrs?.owner ? { uid: owner.uid, gid: owner.gid } : {}),
+        });
+        sent.push({ i, making: m });
+      } catch (err) {
+        results[i] = err as Error;
+      }
+    });
+    const errors = await this.#pool.copyMany(jobs);
+    errors.forEach((err, j) => {
+      const { i, making: m } = sent[j]!;
+      const { key } = items[i]!;
+      if (err) results[i] = this.#writeError(err, key, `write ${this.root + key}`);
+      else if (m) this.#rememberDirs(parentKey(key));
+    });
+    return results;
+  }
+
   async close(): Promise<void> {
     await this.#release();
   }
