@@ -251,7 +251,27 @@ function s3Error(status: number, code: string, message: string): Error {
   return Object.assign(new S3Error(code, message), { status, expose: true });
 }
 
-function s3Checks(secrets: Map<string, string>, writes: Map<string, number>, partWrites: Map<string, number>): Middleware {
+/**
+ * Counts what was stored: objects (a PUT of a whole object, or the completion of a multipart
+ * upload) by `bucket/key`, parts (UploadPart, UploadPartCopy) by `bucket/key#partNumber`. Counted
+ * when the request succeeded: a PUT whose client went away mid-body stored nothing.
+ */
+function countWrites(writes: Map<string, number>, partWrites: Map<string, number>): Middleware {
+  return async (ctx, next) => {
+    await next();
+    const target = pathParts(ctx);
+    if (!target?.key || ctx.status < 200 || ctx.status >= 300) return;
+    if ((ctx.method === 'PUT' && !('partNumber' in ctx.query)) || (ctx.method === 'POST' && 'uploadId' in ctx.query)) {
+      const id = `${target.bucket}/${target.key}`;
+      writes.set(id, (writes.get(id) ?? 0) + 1);
+    } else if (ctx.method === 'PUT' && 'partNumber' in ctx.query && 'uploadId' in ctx.query) {
+      const id = `${target.bucket}/${target.key}#${String(ctx.query['partNumber'])}`;
+      partWrites.set(id, (partWrites.get(id) ?? 0) + 1);
+    }
+  };
+}
+
+function s3Checks(secrets: Map<string, string>): Middleware {
   /** Keys (bucket/key) with a conditional write under way. */
   const creating = new Set<string>();
   return async (ctx, next) => {
@@ -260,16 +280,6 @@ function s3Checks(secrets: Map<string, string>, writes: Map<string, number>, par
     else if (!('X-Amz-Algorithm' in ctx.query) && ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new S3Error('AccessDenied', 'Access Denied');
 
     const target = pathParts(ctx);
-    // Objects written (a PUT of a whole object, or the completion of a multipart upload), by bucket/key.
-    if (target?.key && ((ctx.method === 'PUT' && !('partNumber' in ctx.query)) || (ctx.method === 'POST' && 'uploadId' in ctx.query))) {
-      const id = `${target.bucket}/${target.key}`;
-      writes.set(id, (writes.get(id) ?? 0) + 1);
-    }
-    // Parts uploaded (UploadPart and UploadPartCopy), by `bucket/key#partNumber`.
-    if (target?.key && ctx.method === 'PUT' && 'partNumber' in ctx.query && 'uploadId' in ctx.query) {
-      const id = `${target.bucket}/${target.key}#${String(ctx.query['partNumber'])}`;
-      partWrites.set(id, (partWrites.get(id) ?? 0) + 1);
-    }
     const copySource = ctx.get('x-amz-copy-source');
     const ifNoneMatch = ctx.get('if-none-match');
     const writesObject = (ctx.method === 'PUT' && !('partNumber' in ctx.query)) || (ctx.method === 'POST' && 'uploadId' in ctx.query);
@@ -379,7 +389,7 @@ export async function startS3Server(options: { credentials?: Record<string, stri
   // Before the router (last), after s3rver's XML encoder: thrown S3Errors become S3's XML errors.
   const writes = new Map<string, number>();
   const partWrites = new Map<string, number>();
-  server.middleware.splice(server.middleware.length - 1, 0, s3Checks(secrets, writes, partWrites));
+  server.middleware.splice(server.middleware.length - 1, 0, countWrites(writes, partWrites), s3Checks(secrets));
   const { port } = await server.run();
   return {
     endpoint: `${address}:${port}`,
