@@ -189,7 +189,7 @@ export async function readTarArchive(file: string, gzip: boolean, each: EntryCal
 
 /**
  * A file's data to the consumer: when it is all in the chunk at hand (a small file), as a copy in
- * a Readable of one chunk; else streamed from the archive through bridge (backpressure, the rest
+ * a WholeData; else streamed from the archive through bridge (backpressure, the rest
  * skipped when the consumer leaves it unread, a cut archive failing the stream).
  */
 async function handOn(e: DumpEntry, src: Source, consumer: Consumer, truncated: (why: string) => InvalidDumpError, signal?: AbortSignal): Promise<void> {
@@ -197,7 +197,7 @@ async function handOn(e: DumpEntry, src: Source, consumer: Consumer, truncated: 
   if (src.available >= size) {
     const bytes = Buffer.from(src.buf.subarray(src.pos, src.pos + size));
     src.pos += size;
-    await consumer.call(e, oneChunk(bytes));
+    await consumer.call(e, new WholeData(bytes));
     return;
   }
   const source = async function* (): AsyncGenerator<Buffer> {
@@ -212,12 +212,25 @@ async function handOn(e: DumpEntry, src: Source, consumer: Consumer, truncated: 
   await bridge(e, source(), consumer, (n, chunk) => (chunk !== undefined || n === size ? undefined : `${n} bytes of data where its header says ${size}`), signal);
 }
 
-/** A Readable of one Buffer, already ended: the least a stream can cost. */
-function oneChunk(bytes: Buffer): Readable {
-  const r = new Readable({ read() {} });
-  if (bytes.length > 0) r.push(bytes);
-  r.push(null);
-  return r;
+/**
+ * A small file's data, whole. As a Readable it pushes the bytes when first read: a stream made and
+ * ended at once (push, push(null)) cost ~5 µs an entry in nextTick work, this one ~0.3 µs. A
+ * consumer that can take the bytes at once gets them from wholeData without reading the stream.
+ */
+export class WholeData extends Readable {
+  constructor(readonly bytes: Buffer) {
+    super();
+  }
+
+  override _read(): void {
+    if (this.bytes.length > 0) this.push(this.bytes);
+    this.push(null);
+  }
+}
+
+/** The bytes of `data` when the reader had them whole (WholeData), else undefined: read the stream. */
+export function wholeData(data: Readable | undefined): Buffer | undefined {
+  return data instanceof WholeData ? data.bytes : undefined;
 }
 
 function padded(n: number): number {
