@@ -56,6 +56,13 @@ class Source {
     return b;
   }
 
+  /** Skips `n` bytes when the chunk at hand holds them (true), else does nothing (false). */
+  skipHere(n: number): boolean {
+    if (this.available < n) return false;
+    this.pos += n;
+    return true;
+  }
+
   /** Skips `n` bytes; false when the input ends first. */
   async skip(n: number): Promise<boolean> {
     while (n > 0) {
@@ -120,7 +127,8 @@ export async function readTarArchive(file: string, gzip: boolean, each: EntryCal
   try {
     for (;;) {
       signal?.throwIfAborted();
-      if (!(await src.fill(512))) {
+      // (The checks on `available` spare an await per call when the chunk at hand holds it all.)
+      if (src.available < 512 && !(await src.fill(512))) {
         throw truncated(src.available === 0 ? 'it ends without the end-of-archive marker' : 'it ends inside a header');
       }
       const at = src.total - src.available;
@@ -167,10 +175,11 @@ export async function readTarArchive(file: string, gzip: boolean, each: EntryCal
       const size = e.type === 'dir' ? 0 : raw.size;
       if (e.type === 'file' && e.linkTo === undefined) {
         if (consumer) await handOn(e, src, consumer, truncated, signal);
-        else if (!(await src.skip(size))) throw truncated('it ends inside an entry');
-        if (!(await src.skip(padded(size) - size))) throw truncated('it ends inside an entry');
+        else if (!src.skipHere(size) && !(await src.skip(size))) throw truncated('it ends inside an entry');
+        const pad = padded(size) - size;
+        if (!src.skipHere(pad) && !(await src.skip(pad))) throw truncated('it ends inside an entry');
       } else {
-        if (!(await src.skip(padded(size)))) throw truncated('it ends inside an entry');
+        if (!src.skipHere(padded(size)) && !(await src.skip(padded(size)))) throw truncated('it ends inside an entry');
         if (consumer) await consumer.call(e);
       }
     }
