@@ -25,6 +25,7 @@ import type { DumpFormat } from './dump.js';
 import type { DumpCounters, DumpEntry } from './entry.js';
 import { JsonDumpReader, type DumpHeader } from './json.js';
 import { NamespaceCheck } from './validate.js';
+import { wholeData } from './archive/tar-read.js';
 
 export interface LoadLog {
   warn(message: string): void;
@@ -727,8 +728,9 @@ class Restore {
             } else if (e.type === 'symlink') await this.#symlink(e);
             else await this.#archiveFile(e, data);
           } finally {
-            // Whatever became of the entry, the archive goes on to the next one.
-            if (data && !data.readableEnded) data.resume();
+            // Whatever became of the entry, the archive goes on to the next one (data the reader had
+            // whole is no stream to drain).
+            if (data && !data.readableEnded && wholeData(data) === undefined) data.resume();
           }
         },
         this.#signal,
@@ -783,7 +785,8 @@ class Restore {
   async #archiveSmallFile(e: DumpEntry, data: Readable | undefined, put: PutOptions): Promise<void> {
     let body: Buffer;
     try {
-      body = data ? await readBody(data, e.size, `read ${e.path} from the archive`) : Buffer.alloc(0);
+      // A tar's small file comes whole (wholeData): no stream to read.
+      body = data ? (wholeData(data) ?? (await readBody(data, e.size, `read ${e.path} from the archive`))) : Buffer.alloc(0);
       const algo = e.sha256 !== undefined ? 'sha256' : e.md5 !== undefined ? 'md5' : undefined;
       if (algo) {
         const got = createHash(algo).update(body).digest('hex');

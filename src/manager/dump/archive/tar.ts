@@ -1,21 +1,17 @@
 import { once } from 'node:events';
-import { createReadStream } from 'node:fs';
-import { Transform, type Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip } from 'node:zlib';
-import { extract as tarExtract, type Header, type Extract } from 'tar-stream';
-import { AbortedError, InvalidDumpError, SourceChangedError } from '../../../shared/errors.js';
+import { createGzip } from 'node:zlib';
+import { InvalidDumpError, SourceChangedError } from '../../../shared/errors.js';
 import type { DumpCounters, DumpEntry } from '../entry.js';
 import { NamespaceCheck } from '../validate.js';
-import { decodeName, encodeName, hasRawBytes } from './names.js';
-import { archiveError, bridge, coalesce, Consumer, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
+import { encodeName, hasRawBytes } from './names.js';
+import { coalesce, Failure, type ArchiveWriter, type EntryCallback } from './common.js';
+import { readTarArchive } from './tar-read.js';
 
 /** Files up to this size are gathered and written in one piece with their header. */
 const WHOLE_MAX = 64 * 1024;
 const ZEROS = Buffer.alloc(1024);
-
-/** tar-stream's header as it reads it (its types leave out `pax` values and `byteOffset`). */
-type PaxHeaders = Partial<Omit<Header, 'pax'>> & { name: string; pax?: Record<string, string> | null; byteOffset?: number };
 
 /**
  * A tar (or tar.gz) writer: POSIX ustar headers, with pax extended headers for what ustar cannot
@@ -239,122 +235,7 @@ function octal(h: Buffer, at: number, len: number, value: number): void {
  * out would not be the archive's namespace. GNU sparse files (type 'S', or pax GNU.sparse.*) are
  * refused too: their data is a map, not the content. Unknown types likewise.
  */
-export async function readTar(file: string, gzip: boolean, each: EntryCallback | undefined, signal?: AbortSignal, linksOutside = false): Promise<DumpCounters> {
-  const format = gzip ? 'tar.gz' : 'tar';
-  signal?.throwIfAborted();
-  const input = createReadStream(file, { highWaterMark: 1 << 20 });
-  const gunzip = gzip ? createGunzip() : undefined;
-  let total = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      total += chunk.length;
-      cb(null, chunk);
-    },
-  });
-  // latin1: a ustar or GNU long name's bytes one char each, decoded below (decodeName).
-  const extract = tarExtract({ filenameEncoding: 'latin1', allowUnknownFormat: true } as object) as Extract;
-  const stages: (Readable | Writable)[] = gunzip ? [input, gunzip, counter] : [input, counter];
-  const stop = (err: unknown): void => {
-    for (const s of stages) s.destroy();
-    extract.destroy(err as Error);
-  };
-  for (const s of stages) s.on('error', stop);
-  const onAbort = (): void => stop(new AbortedError());
-  signal?.addEventListener('abort', onAbort, { once: true });
-  const check = new NamespaceCheck(undefined, linksOutside);
-  const consumer = each && new Consumer(each);
-  let end = 0;
-  try {
-    let prev: Readable | Writable = input;
-    for (const s of stages.slice(1)) prev = (prev as Readable).pipe(s as Writable);
-    counter.pipe(extract as unknown as Writable);
-    for await (const entry of extract) {
-      signal?.throwIfAborted();
-      const header = entry.header as PaxHeaders;
-      const e = toEntry(header, check);
-      check.add(e);
-      end = (header.byteOffset ?? 0) + Math.ceil((header.size ?? 0) / 512) * 512;
-      if (e.type === 'file' && e.linkTo === undefined) {
-        if (consumer) await bridge(e, entry, consumer, (n, chunk) => (chunk !== undefined || n === e.size ? undefined : `${n} bytes of data where its header says ${e.size}`), signal);
-        else {
-          let n = 0;
-          for await (const chunk of entry) n += (chunk as Buffer).length;
-          if (n !== e.size) throw new InvalidDumpError(`${file}: ${JSON.stringify(e.path)} has ${n} bytes of data where its header says ${e.size}`);
-        }
-      } else {
-        for await (const _ of entry); // a hard link or directory may carry data; it is not used
-        if (consumer) await consumer.call(e);
-      }
-    }
-    signal?.throwIfAborted();
-    if (total - end < 1024) {
-      throw new InvalidDumpError(`${file}: the ${format} archive is truncated (it ends without the end-of-archive marker)`);
-    }
-    return check.counters;
-  } catch (err) {
-    stop(err);
-    throw archiveError(err, file, format, consumer);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
-}
-
-/** A tar header as a DumpEntry (not yet checked). */
-function toEntry(h: PaxHeaders, check: NamespaceCheck): DumpEntry {
-  const pax = h.pax ?? {};
-  // Names from ustar or GNU long-name fields come as latin1 (one char per byte, the raw bytes); pax
-  // values come decoded as UTF-8 by tar-stream.
-  const name = pax.path !== undefined ? paxName(pax.path, h.name) : decodeName(Buffer.from(h.name, 'latin1'));
-  const linkname = h.linkname == null ? undefined : pax.linkpath !== undefined ? paxName(pax.linkpath, h.name) : decodeName(Buffer.from(h.linkname, 'latin1'));
-  let path = stripDot(name);
-  const type = h.type;
-  if (type === 'directory' && path.endsWith('/')) path = path.slice(0, -1);
-  const e: DumpEntry = { path, type: 'file', size: 0, mode: (h.mode ?? 0) & 0o7777 };
-  e.mtime = pax.mtime !== undefined ? Math.round(Number.parseFloat(pax.mtime) * 1000) : (h.mtime?.getTime() ?? 0);
-  e.uid = pax.uid !== undefined ? Number(pax.uid) : (h.uid ?? 0);
-  e.gid = pax.gid !== undefined ? Number(pax.gid) : (h.gid ?? 0);
-  switch (type) {
-    case 'file':
-    case 'contiguous-file':
-      if (Object.keys(pax).some((k) => k.startsWith('GNU.sparse.'))) throw refused(path, 'a GNU sparse file, which ferry does not restore');
-      e.size = h.size ?? 0;
-      return e;
-    case 'directory':
-      e.type = 'dir';
-      return e;
-    case 'symlink':
-      e.type = 'symlink';
-      e.target = linkname ?? '';
-      return e;
-    case 'link': {
-      const to = stripDot(linkname ?? '');
-      e.linkTo = to;
-      e.size = check.sizeOf(to) ?? 0;
-      return e;
-    }
-    case 'character-device':
-    case 'block-device':
-    case 'fifo':
-      throw refused(path, `a ${type.replace('-', ' ')}, which ferry does not restore (stores hold files, directories and symlinks)`);
-    default:
-      throw refused(path, 'an entry of a type ferry does not know (GNU sparse, multi-volume or volume label?)');
-  }
-}
-
-function refused(path: string, what: string): InvalidDumpError {
-  return new InvalidDumpError(`invalid dump entry ${JSON.stringify(path)}: ${what}; remove it from the archive`);
-}
-
-/** A name from a pax header; refused when tar-stream had to replace bytes that were not UTF-8. */
-function paxName(value: string, name: string): string {
-  if (value.includes('\ufffd')) {
-    throw new InvalidDumpError(`a pax header name ${JSON.stringify(value || name)} is not valid UTF-8: its bytes cannot be read exactly, so the archive is refused`);
-  }
-  return value;
-}
-
-/** `./a/b` as `a/b`, `.` and `./` as the root: GNU tar writes `-C dir .` so. */
-function stripDot(name: string): string {
-  while (name.startsWith('./')) name = name.slice(2);
-  return name === '.' ? '' : name;
+export function readTar(file: string, gzip: boolean, each: EntryCallback | undefined, signal?: AbortSignal, linksOutside = false): Promise<DumpCounters> {
+  // The parser is ferry's own (tar-read.ts): tar-stream's extract made a stream per entry.
+  return readTarArchive(file, gzip, each, signal, linksOutside);
 }
