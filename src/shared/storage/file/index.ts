@@ -566,35 +566,13 @@ export class FileStore implements ObjectStore {
 
   /** A key that cannot be written (refused, or in the way) fails on its own; the others are copied. */
   async copyFromMany(items: { key: string; source: CopySource; options: PutOptions & { size: number } }[]): Promise<(Error | undefined)[]> {
-    const results: (Error | undefined)[] = new Array<Error | undefined>(items.length).fill(undefined);
-    const jobs: PlaceJob[] = [];
-    const sent: { i: number; making: boolean }[] = [];
-    const making = new Set<string>();
-    items.forEach(({ key, source, options }, i) => {
-      try {
-        this.#checkKey(key, 'copy to');
-        const m = this.#checkWay(key, parentKey(key), true, 'copy to', making);
-        this.#dirs.delete(key + '/');
-        jobs.push({
-          src: source.location as string,
-          dst: this.root + key,
-          inplace: this.#inplace,
-          ...(options.mtime === undefined ? {} : { mtime: options.mtime }),
-          ...(options.mode === undefined ? {} : { mode: options.mode }),
-        });
-        sent.push({ i, making: m });
-      } catch (err) {
-        results[i] = err as Error;
-      }
-    });
-    const errors = await this.#pool.copyMany(jobs);
-    errors.forEach((err, j) => {
-      const { i, making: m } = sent[j]!;
-      const { key, source } = items[i]!;
-      if (err) results[i] = this.#writeError(err, key, `copy ${String(source.location)} to ${this.root + key}`);
-      else if (m) this.#rememberDirs(parentKey(key));
-    });
-    return results;
+    return this.#placeMany(
+      items.map(({ key, source, options }) => ({ key, what: 'copy to', from: `copy ${String(source.location)} to` })),
+      (i) => {
+        const { key, source, options } = items[i]!;
+        return { src: source.location as string, dst: this.root + key, inplace: this.#inplace, ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
+      },
+    );
   }
 
   /**
@@ -630,26 +608,41 @@ export class FileStore implements ObjectStore {
    */
   async putMany(items: { key: string; body: Buffer; options: PutOptions; owner?: { uid: number; gid: number } }[], options: { signal?: AbortSignal } = {}): Promise<(Error | undefined)[]> {
     throwIfAborted(options.signal, `write to ${this.root}`);
-    const results: (Error | undefined)[] = new Array<Error | undefined>(items.length).fill(undefined);
-    const jobs: PlaceJob[] = [];
-    const sent: { i: number; making: boolean }[] = [];
-    const making = new Set<string>();
-    items.forEach(({ key, body, options: o, owner }, i) => {
-      try {
+    return this.#placeMany(
+      items.map(({ key }) => ({ key, what: 'write', from: 'write' })),
+      (i) => {
+        const { key, body, options: o, owner } = items[i]!;
         if (o.ifAbsent) throw new FatalError(`write ${this.root + key}: putMany does not create conditionally`);
         checkDeclaredSize(body, o.size, `write ${this.root + key}`);
-        this.#checkKey(key, 'write');
         if (key.endsWith('/')) throw new FatalError(`write ${this.root + key}: putMany writes files, not directories`);
-        const m = this.#checkWay(key, parentKey(key), true, 'write', making);
-        this.#dirs.delete(key + '/');
-        jobs.push({
+        return {
           dst: this.root + key,
           data: body,
           inplace: this.#inplace,
           ...(o.mtime === undefined ? {} : { mtime: o.mtime }),
           ...(o.mode === undefined ? {} : { mode: o.mode }),
           ...(owner && this.features.attrs?.owner ? { uid: owner.uid, gid: owner.gid } : {}),
-        });
+        };
+      },
+    );
+  }
+
+  /**
+   * Files placed in one batch on the file-system threads (copyFromMany, putMany): each key checked
+   * (its name, no symlink on its way) before its job is made, one result per item, in order.
+   */
+  async #placeMany(items: { key: string; what: string; from: string }[], job: (i: number) => PlaceJob): Promise<(Error | undefined)[]> {
+    const results: (Error | undefined)[] = new Array<Error | undefined>(items.length).fill(undefined);
+    const jobs: PlaceJob[] = [];
+    const sent: { i: number; making: boolean }[] = [];
+    const making = new Set<string>();
+    items.forEach(({ key, what }, i) => {
+      try {
+        const made = job(i);
+        this.#checkKey(key, what);
+        const m = this.#checkWay(key, parentKey(key), true, what, making);
+        this.#dirs.delete(key + '/');
+        jobs.push(made);
         sent.push({ i, making: m });
       } catch (err) {
         results[i] = err as Error;
@@ -658,8 +651,8 @@ export class FileStore implements ObjectStore {
     const errors = await this.#pool.copyMany(jobs);
     errors.forEach((err, j) => {
       const { i, making: m } = sent[j]!;
-      const { key } = items[i]!;
-      if (err) results[i] = this.#writeError(err, key, `write ${this.root + key}`);
+      const { key, from } = items[i]!;
+      if (err) results[i] = this.#writeError(err, key, `${from} ${this.root + key}`);
       else if (m) this.#rememberDirs(parentKey(key));
     });
     return results;
