@@ -669,7 +669,8 @@ output: 'ferry dump A | ferry load B' copies a namespace. OUT may be any address
 directory ('dir' and 'dir/' alike). Secrets read "removed" in the dump.
 
 Exit status: 0 when every key was dumped, 1 when some could not be (each is named
-on standard error), 2 for bad usage, 130 when interrupted (nothing is written).`;
+on standard error), 2 for bad usage, 130 when interrupted (nothing is written), 141
+when standard output's reader stopped reading (as 'ferry dump A | head' does).`;
 
 const LOAD_HELP = `
 IN is any address of a dump or archive, or '-' (the default) for standard input.
@@ -822,6 +823,14 @@ function exitOf(err: unknown): number {
   return err instanceof UsageError || err instanceof UnsupportedSchemeError || err instanceof NotSupportedYetError ? EXIT.usage : EXIT.failed;
 }
 
+/** A dump whose standard output's reader went away: 128 + SIGPIPE, as a shell reports such a process. */
+const EXIT_BROKEN_PIPE = 141;
+
+function isBrokenPipe(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) if (e.code === 'EPIPE') return true;
+  return false;
+}
+
 async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<number> {
   const registry = env.registry ?? defaultRegistry();
   const redactor = new Redactor();
@@ -885,6 +894,11 @@ async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<numbe
     if (run.interrupted()) {
       con.error(`interrupted: ${outAddr ? `nothing was written to ${outAddr.display}` : 'the dump on standard output is incomplete (load refuses it)'}`);
       return EXIT.interrupted;
+    }
+    if (!outAddr && isBrokenPipe(err)) {
+      // `ferry dump A | head`: the reader has what it wanted. Quiet, as a process a SIGPIPE ends.
+      con.debug('standard output was closed by its reader: the dump stops there');
+      return EXIT_BROKEN_PIPE;
     }
     con.error(messageOf(err));
     return exitOf(err);

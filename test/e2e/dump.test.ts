@@ -346,6 +346,20 @@ describe('ferry dump and load on the command line', () => {
     }
   });
 
+  it('ferry dump A | head: the reader leaving ends the dump quietly with 141, as SIGPIPE would', async () => {
+    // Regression: a dump whose standard output was closed by its reader said "ferry: error: write EPIPE" and exited 1.
+    const src = fresh('pipe-src');
+    for (let i = 0; i < 3000; i++) writeFileSync(join(src, `f${i}`), 'x');
+    const child = spawn(process.execPath, [FERRY, 'dump', src + '/'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    await new Promise<void>((r) => child.stdout.once('data', () => r()));
+    child.stdout.destroy();
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    expect(code).toBe(141);
+    expect(err).not.toMatch(/error|EPIPE/);
+  });
+
   it('says clearly which formats exist', async () => {
     const r = await ferry('dump', fresh('fmt') + '/', join(work, 'x.tar.xz'));
     expect(r.code).toBe(2);

@@ -271,7 +271,11 @@ export async function load(dst: ObjectStore, file: string, options: LoadOptions 
       throw new UsageError(`${dst.description} is not empty: an archive is restored into an empty destination; add --force to merge it into what is there`);
     }
     await new Restore(dst, report, options).archive(format, file);
-  } else await new Restore(dst, report, options).json(jsonStream(file, format === 'json.gz'), name);
+  } else {
+    const restore = new Restore(dst, report, options);
+    await restore.json(jsonStream(file, format === 'json.gz'), name);
+    if (restore.unlisted > 0) options.log?.warn(`${restore.unlisted} more files missing or different are not listed one by one (-v lists every one)`);
+  }
   return report;
 }
 
@@ -294,6 +298,9 @@ interface OpenDir {
   /** Something was restored under it (an object store needs no marker for it). */
   full: boolean;
 }
+
+/** Missing or different files named one by one at most (the rest with -v). */
+const FILES_LISTED = 100;
 
 /** An archive's files up to this size are read into memory and written in batches (Restore.#inFlight). */
 const SMALL_FILE = 1 << 20;
@@ -368,6 +375,24 @@ class Restore {
     return this.#o.log;
   }
 
+  /** Files found missing or different and not named one by one (past FILES_LISTED). */
+  unlisted = 0;
+  #listed = 0;
+
+  /**
+   * A missing or different file, named: the first FILES_LISTED at `level`, the rest only with -v
+   * (debug), so that a restore drill of a million missing files does not bury its summary.
+   */
+  #sayFile(level: 'warn' | 'info', message: string): void {
+    if (this.#listed < FILES_LISTED) {
+      this.#listed++;
+      this.#log?.[level](message);
+    } else {
+      this.unlisted++;
+      this.#log?.debug(message);
+    }
+  }
+
   #progress(): void {
     if (++this.#handled % PROGRESS_EVERY === 0) this.#o.onProgress?.(this.#handled);
   }
@@ -434,10 +459,10 @@ class Restore {
           if (supplied === undefined) {
             this.#r.restored++;
             this.#r.restoredBytes += e.size;
-            this.#log?.info(`${what}: ${e.path} (the data copy has it)`);
+            this.#sayFile('info', `${what}: ${e.path} (the data copy has it)`);
           } else {
             this.#r.unrestored++;
-            this.#log?.warn(`${what}: ${e.path}; the data copy cannot supply it: ${supplied}`);
+            this.#sayFile('warn', `${what}: ${e.path}; the data copy cannot supply it: ${supplied}`);
           }
         } else {
           this.#log?.debug(`${what}: ${e.path}; copying it from the data copy`);
@@ -445,7 +470,7 @@ class Restore {
         }
       } else {
         this.#r.unrestored++;
-        this.#log?.warn(`${what}: ${e.path}`);
+        this.#sayFile('warn', `${what}: ${e.path}`);
       }
       },
     );
