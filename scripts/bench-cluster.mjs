@@ -17,7 +17,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statS
 import { join, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { bundleHelper, cpuTotals, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
+import { bundleHelper, cpuTotals, finishedRun, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
@@ -153,38 +153,18 @@ export async function benchCluster({ work, runs, results = [], only = new Set() 
           if (partial) lines.push({ t: (performance.now() - start) / 1000, text: partial });
           const seconds = (performance.now() - start) / 1000;
           const cpu1 = cpuTotals();
-          let rss;
-          let managerCpu;
-          const timeLine = lines.findLast((l) => l.text.startsWith('TIME '));
-          if (timeLine) {
-            const [, , m, u, s] = timeLine.text.split(' ');
-            rss = Number(m) / 1024;
-            managerCpu = Number(u) + Number(s);
-          }
-          let json;
+          let run;
           try {
-            json = JSON.parse(out.trim().split('\n').pop() ?? '');
-          } catch {
-            json = undefined;
-          }
-          const stderr = lines.map((l) => l.text).join('\n');
-          if (code !== 0 || !json || json.failed > 0 || json.lost > 0) {
-            reject(new Error(`ferry ${argv.join(' ')} failed (exit ${code}):\n${stderr.slice(-3000)}`));
+            run = finishedRun({ lines, out, code, argv, seconds });
+          } catch (err) {
+            reject(err);
             return;
           }
-          const joins = lines.filter((l) => /^worker \S+ \[[^\]]+\] joined/.test(l.text)).map((l) => l.t);
-          const summary = lines.find((l) => /^Found: \d+/.test(l.text))?.t ?? seconds;
           const cores = (cpu1.total - cpu0.total) / 100 / seconds;
           resolve({
-            json,
+            ...run,
             seconds,
             lines,
-            joins,
-            summary,
-            copyPhase: joins.length ? summary - joins[0] : undefined,
-            joinSpread: joins.length ? joins[joins.length - 1] - joins[0] : undefined,
-            rss,
-            managerCpu,
             machineBusy: (cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total),
             /** CPU seconds of the whole machine in the run (all cores, everyone's). */
             machineCpu: (cpu1.busy - cpu0.busy) / 100,

@@ -73,3 +73,41 @@ export async function bundleHelper(name, out = name) {
   await build({ entryPoints: [join(root, 'scripts', `${name}.ts`)], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'error', packages: 'external' });
   return outfile;
 }
+
+/**
+ * What a timed ferry child (under /usr/bin/time, whose `TIME maxrss user sys` line ends its stderr)
+ * left behind: its peak RSS (MB) and CPU seconds, its --json summary, and when workers joined and
+ * the summary came (seconds from the start, from its timestamped stderr `lines`). Throws, with the
+ * end of its stderr, when it failed, failed a key or lost one.
+ */
+export function finishedRun({ lines, out, code, argv, seconds }) {
+  let rss;
+  let managerCpu;
+  const timeLine = lines.findLast((l) => l.text.startsWith('TIME '));
+  if (timeLine) {
+    const [, , m, u, s] = timeLine.text.split(' ');
+    rss = Number(m) / 1024;
+    managerCpu = Number(u) + Number(s);
+  }
+  let json;
+  try {
+    json = JSON.parse(out.trim().split('\n').pop() ?? '');
+  } catch {
+    json = undefined;
+  }
+  if (code !== 0 || !json || json.failed > 0 || json.lost > 0) {
+    const stderr = lines.map((l) => l.text).join('\n');
+    throw new Error(`ferry ${argv.join(' ')} failed (exit ${code}):\n${stderr.slice(-3000)}`);
+  }
+  const joins = lines.filter((l) => /^worker \S+ \[[^\]]+\] joined/.test(l.text)).map((l) => l.t);
+  const summary = lines.find((l) => /^Found: \d+/.test(l.text))?.t ?? seconds;
+  return {
+    json,
+    rss,
+    managerCpu,
+    joins,
+    summary,
+    copyPhase: joins.length ? summary - joins[0] : undefined,
+    joinSpread: joins.length ? joins[joins.length - 1] - joins[0] : undefined,
+  };
+}

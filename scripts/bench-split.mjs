@@ -22,7 +22,7 @@ import { open } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { bundleHelper, cpuTotals, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
+import { bundleHelper, cpuTotals, finishedRun, loadavg, netBytes, procCpu, snapshotBuild } from './bench-lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
@@ -243,23 +243,11 @@ export async function benchSplit({ work, runs = 3, results = [], args = [] }) {
           const seconds = (performance.now() - start) / 1000;
           if (partial) lines.push({ t: seconds, text: partial });
           const cpu1 = cpuTotals();
-          let rss;
-          let managerCpu;
-          const timeLine = lines.findLast((l) => l.text.startsWith('TIME '));
-          if (timeLine) {
-            const [, , m, u, s] = timeLine.text.split(' ');
-            rss = Number(m) / 1024;
-            managerCpu = Number(u) + Number(s);
-          }
-          let json;
+          let run;
           try {
-            json = JSON.parse(out.trim().split('\n').pop() ?? '');
-          } catch {
-            json = undefined;
-          }
-          const stderr = lines.map((l) => l.text).join('\n');
-          if (code !== 0 || !json || json.failed > 0 || json.lost > 0) {
-            reject(new Error(`ferry ${argv.join(' ')} failed (exit ${code}):\n${stderr.slice(-3000)}`));
+            run = finishedRun({ lines, out, code, argv, seconds });
+          } catch (err) {
+            reject(err);
             return;
           }
           // The workers end after the manager: wait (≤ 3 s) until the hosts run their sshd only, so their CPU is reaped.
@@ -274,18 +262,10 @@ export async function benchSplit({ work, runs = 3, results = [], args = [] }) {
             if (!extra) break;
             await new Promise((r) => setTimeout(r, 100));
           }
-          const joins = lines.filter((l) => /^worker \S+ \[[^\]]+\] joined/.test(l.text)).map((l) => l.t);
-          const summary = lines.find((l) => /^Found: \d+/.test(l.text))?.t ?? seconds;
           resolve({
-            json,
+            ...run,
             seconds,
             lines,
-            joins,
-            summary,
-            copyPhase: joins.length ? summary - joins[0] : undefined,
-            joinSpread: joins.length ? joins[joins.length - 1] - joins[0] : undefined,
-            rss,
-            managerCpu,
             workersCpu: hostCpu() - hostCpu0,
             fixtureCpu: samples[samples.length - 1].s3 - samples[0].s3,
             machineCpu: (cpu1.busy - cpu0.busy) / 100,
