@@ -104,8 +104,17 @@ interface Pending {
   e: DumpEntry;
   /** The file read ahead (its bytes, or only its hash), or why it could not be read. */
   read?: Promise<{ data?: Buffer; hash?: string } | { error: unknown }>;
-  /** To be read with others (getMany): `read` is set once its group is sent. */
+  /** To be read with others (getMany): `group` is set once its group is sent, `index` is its place there. */
   grouped?: boolean;
+  group?: GroupRead;
+  index?: number;
+}
+
+/** The read of one group of small files (getMany): a promise for the group, not one per file. */
+interface GroupRead {
+  read: Promise<unknown>;
+  /** Once read: each file's bytes, or why it could not be read. */
+  results?: (Buffer | unknown)[];
 }
 
 /**
@@ -130,7 +139,7 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
   // The sink: the JSON writer (through gzip for .json.gz), or the archive writer.
   let json: JsonDumpWriter | undefined;
   let piping: Promise<void> | undefined;
-  let addArchive: ((e: DumpEntry, data?: Readable) => Promise<void>) | undefined;
+  let addArchive: ((e: DumpEntry, data?: Readable | Buffer) => void | Promise<void>) | undefined;
   let finishArchive: (() => Promise<void>) | undefined;
   if (archive) {
     const { createArchiveWriter } = await import('./archive.js');
@@ -164,16 +173,17 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
     const g = group;
     group = [];
     groupBytes = 0;
-    const read = getMany!(
+    const read: GroupRead = { read: Promise.resolve() };
+    read.read = getMany!(
       g.map((p) => prefix + p.e.path),
-      signal ? { signal } : {},
-    ).catch((error: unknown) => g.map(() => error));
+      { ...(signal ? { signal } : {}), sizes: g.map((p) => p.e.size) },
+    ).then(
+      (rs) => void (read.results = rs),
+      (error: unknown) => void (read.results = g.map(() => error)),
+    );
     g.forEach((p, i) => {
-      p.read = read.then((rs) => {
-        const r = rs[i];
-        if (!Buffer.isBuffer(r)) return { error: r };
-        return { ...(archive ? { data: r } : {}), ...(hash ? { hash: createHash(hash).update(r).digest('hex') } : {}) };
-      });
+      p.group = read;
+      p.index = i;
     });
   };
 
@@ -183,7 +193,7 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
     countEntry(counters, e);
     options.onEntry?.(e);
     if (json) return json.add(e);
-    return addArchive!(e, data === undefined ? undefined : Buffer.isBuffer(data) ? readableOf(data) : data);
+    return addArchive!(e, data);
   };
 
   /** Write the entry at the head of the queue, waiting for its file's read. */
@@ -193,14 +203,21 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
     if (e.type !== 'file' || !needsData) return void (await write(e));
     filesQueued--;
     if (p.grouped) {
-      if (!p.read) sendGroup();
+      if (!p.group) sendGroup();
       groupedBytes -= e.size;
     }
     const key = prefix + e.path;
     // Only reading fails a key; a failure of the output fails the dump.
     let data: Readable | Buffer | undefined;
     try {
-      if (p.read) {
+      if (p.group) {
+        if (p.group.results === undefined) await p.group.read;
+        const r = p.group.results![p.index!];
+        if (!Buffer.isBuffer(r)) throw r;
+        if (r.length !== e.size) e.size = r.length; // changed since listed: the dump holds what was read
+        if (hash) e[hash] = createHash(hash).update(r).digest('hex');
+        data = archive ? r : undefined;
+      } else if (p.read) {
         const r = await p.read;
         if ('error' in r) throw r.error;
         if (r.data !== undefined && r.data.length !== e.size) e.size = r.data.length; // changed since listed: the dump holds what was read
@@ -224,21 +241,55 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
     await write(e, data);
   };
 
-  const push = async (e: DumpEntry): Promise<void> => {
+  /**
+   * writeHead without a promise when nothing has to wait: the head is no file to read, or a file
+   * whose group has been read, and the writer takes it at once (the common case for a tree of small
+   * files, where a promise or two per entry were most of the dump's garbage).
+   */
+  const writeHeadNow = (): void | Promise<void> => {
+    const p = queue[0]!;
+    const e = p.e;
+    if (e.type !== 'file' || !needsData) {
+      queue.shift();
+      return write(e);
+    }
+    const r = p.group?.results?.[p.index!];
+    if (!Buffer.isBuffer(r) || hash) return writeHead();
+    queue.shift();
+    filesQueued--;
+    groupedBytes -= e.size;
+    if (r.length !== e.size) e.size = r.length; // changed since listed: the dump holds what was read
+    return write(e, archive ? r : undefined);
+  };
+
+  /** Write entries from the head of the queue until at most `max` are queued. */
+  const drainTo = (max: number): void | Promise<void> => {
+    while (queue.length > max) {
+      const w = writeHeadNow();
+      if (w) return w.then(() => drainTo(max));
+    }
+  };
+
+  /** Queue an entry (a file to read with others, without a promise while nothing has to wait). */
+  const push = (e: DumpEntry): void | Promise<void> => {
+    if (e.type !== 'file' || !needsData || !getMany || e.size > GROUP_SIZE_MAX) return pushOther(e);
+    while (filesQueued >= GROUPED_FILES_MAX || (filesQueued > 0 && groupedBytes + e.size > GROUPED_BYTES_MAX)) {
+      const w = writeHeadNow();
+      if (w) return w.then(() => push(e));
+    }
+    const p: Pending = { e, grouped: true };
+    group.push(p);
+    groupBytes += e.size;
+    groupedBytes += e.size;
+    filesQueued++;
+    queue.push(p);
+    if (group.length >= GROUP_FILES || groupBytes >= GROUP_BYTES) sendGroup();
+    return drainTo(QUEUE_MAX);
+  };
+
+  const pushOther = async (e: DumpEntry): Promise<void> => {
     if (e.type === 'file' && needsData) {
       const p: Pending = { e };
-      if (getMany && e.size <= GROUP_SIZE_MAX) {
-        while (filesQueued >= GROUPED_FILES_MAX || (filesQueued > 0 && groupedBytes + e.size > GROUPED_BYTES_MAX)) await writeHead();
-        p.grouped = true;
-        group.push(p);
-        groupBytes += e.size;
-        groupedBytes += e.size;
-        filesQueued++;
-        queue.push(p);
-        if (group.length >= GROUP_FILES || groupBytes >= GROUP_BYTES) sendGroup();
-        while (queue.length > QUEUE_MAX) await writeHead();
-        return;
-      }
       while (filesQueued >= threads) await writeHead();
       if (!archive || e.size <= READ_AHEAD_MAX) {
         p.read = readFile(source, prefix + e.path, e.size, hash, archive, signal).then(
@@ -260,7 +311,12 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
       for (const raw of page) {
         const made = walk.take(raw);
         if (made === undefined) continue;
-        if (needsData) for (const e of made) await push(e);
+        if (needsData) {
+          for (const e of made) {
+            const w = push(e);
+            if (w) await w;
+          }
+        }
         else for (const e of made) write(e);
       }
       if (json && json.buffered > 0) await json.flush();
@@ -280,15 +336,6 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
     if (out !== process.stdout) out.destroy();
     throw err;
   }
-}
-
-/** A buffer as a stream (archive writers take streams). */
-function readableOf(data: Buffer): Readable {
-  // A bare Readable: a PassThrough costs a Transform (two buffers, write callbacks) per file.
-  const s = new Readable({ read() {} });
-  if (data.length > 0) s.push(data);
-  s.push(null);
-  return s;
 }
 
 /** Read a file: its bytes (`keep`) and/or its hash. */
@@ -311,8 +358,8 @@ async function readFile(store: ObjectStore, key: string, size: number, hash: 'md
  * and what cannot be an entry is reported. The state is the open directories, one per level.
  */
 export class DumpWalk {
-  /** Open directories below the root, outermost first, each with the names of non-directories that a later directory of the same name would clash with. */
-  readonly #open: { path: string; names: string[] }[] = [];
+  /** Open directories below the root, outermost first (`under`: the path and '/'), each with the names of non-directories that a later directory of the same name would clash with. */
+  readonly #open: { path: string; under: string; names: string[] }[] = [];
   readonly #rootNames: string[] = [];
   #rootDone = false;
   /** Everything under this key (relative, ending in '/') is left out: its directory clashed with a file. */
@@ -330,12 +377,19 @@ export class DumpWalk {
     return !this.#rootDone;
   }
 
-  /** The entries one listed key makes (its implied directories first), or undefined when it makes none. */
+  /** What take() gives, one array for every call. */
+  readonly #out: DumpEntry[] = [];
+
+  /**
+   * The entries one listed key makes (its implied directories first), or undefined when it makes
+   * none. The array is the same for every call: it holds them until the next one.
+   */
   take(raw: Entry): DumpEntry[] | undefined {
     const key = raw.key;
     if (!key.startsWith(this.prefix)) return undefined;
     let rel = key.slice(this.prefix.length);
-    const out: DumpEntry[] = [];
+    const out = this.#out;
+    out.length = 0;
     if (rel === '' || rel === '/') {
       // The dumped directory's own entry (a file store lists it): the root's attributes.
       if (!this.#rootDone && raw.isDir) {
@@ -381,7 +435,7 @@ export class DumpWalk {
     }
     // Close the directories this key is not in, then open (make) those it is in but are not open.
     const open = this.#open;
-    while (open.length > 0 && !rel.startsWith(open[open.length - 1]!.path + '/')) open.pop();
+    while (open.length > 0 && !rel.startsWith(open[open.length - 1]!.under)) open.pop();
     const slash = rel.lastIndexOf('/');
     let at = open.length === 0 ? 0 : open[open.length - 1]!.path.length + 1;
     while (at <= slash) {
@@ -389,16 +443,16 @@ export class DumpWalk {
       const dir = rel.slice(0, end);
       if (!this.#enter(key, rel.slice(at, end), dir)) return out;
       out.push({ path: dir, type: 'dir', size: 0 });
-      open.push({ path: dir, names: [] });
+      open.push({ path: dir, under: dir + '/', names: [] });
       at = end + 1;
     }
     const name = rel.slice(slash + 1);
     if (!this.#enter(key, name, isDir ? rel : undefined)) return out;
     if (isDir) {
       out.push(withAttrs({ path: rel, type: 'dir', size: 0 }, raw));
-      open.push({ path: rel, names: [] });
+      open.push({ path: rel, under: rel + '/', names: [] });
     } else if (raw.isSymlink) out.push(withAttrs({ path: rel, type: 'symlink', size: 0, target: raw.target! }, raw));
-    else out.push(withAttrs({ path: rel, type: 'file', size: raw.size }, raw));
+    else out.push(fileEntry(rel, raw));
     return out;
   }
 
@@ -419,6 +473,15 @@ export class DumpWalk {
     if (dir === undefined) names.push(name);
     return true;
   }
+}
+
+/** A file's entry. */
+function fileEntry(path: string, raw: Entry): DumpEntry {
+  // A file of a local tree has every attribute: one literal, one object shape, no property added later.
+  if (raw.mode !== undefined && raw.uid !== undefined && raw.gid !== undefined && Number.isFinite(raw.mtime)) {
+    return { path, type: 'file', size: raw.size, mtime: raw.mtime, mode: raw.mode & 0o7777, uid: raw.uid, gid: raw.gid };
+  }
+  return withAttrs({ path, type: 'file', size: raw.size }, raw);
 }
 
 function withAttrs(e: DumpEntry, raw: Entry): DumpEntry {

@@ -172,6 +172,39 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
     return { level, ...(listing.id === undefined ? {} : { id: listing.id }), ...(listing.error === undefined ? {} : { error: listing.error }) };
   };
 
+  /**
+   * Whether the walk enters sub-directory record `r` of `level` (key `key`), and with which
+   * identities on its path; undefined when it does not.
+   */
+  const entry = (level: Level, r: WalkRecord, key: string, emit: boolean): { seen: Set<string>; size?: number } | undefined => {
+    if (!isDir(r) || shallow || r.error !== undefined || !(emit || after!.startsWith(key)) || (skipDir !== undefined && skipDir(key))) return undefined;
+    const id = r.kind === 'l' ? r.follow?.id : r.id;
+    if (id !== undefined && level.seen.has(id)) return undefined;
+    const size = r.kind === 'l' ? r.follow?.size : r.size;
+    return { seen: id === undefined ? level.seen : new Set(level.seen).add(id), ...(size === undefined ? {} : { size }) };
+  };
+  /**
+   * Sub-directories read ahead: while the walk goes through one, the next one of its parent is
+   * read (a thread or a server round trip the walk need not wait for). One per level at most.
+   */
+  const ahead = new Map<string, Promise<Awaited<ReturnType<typeof open>>>>();
+  const readAhead = (level: Level): void => {
+    for (let i = level.next; i < level.records.length; i++) {
+      const r = level.records[i]!;
+      if (!isDir(r)) continue;
+      const name = r.name + '/';
+      if (level.namePrefix !== '' && !name.startsWith(level.namePrefix)) continue;
+      const key = level.dir + name;
+      if (ahead.has(key)) return;
+      const how = entry(level, r, key, after === undefined || compareKeys(key, after) > 0);
+      if (how === undefined) continue;
+      const read = open(key, '', how.seen, false, how.size);
+      read.catch(() => {}); // seen when the walk gets there
+      ahead.set(key, read);
+      return;
+    }
+  };
+
   const stack: Level[] = [];
   try {
     const top = await open(startDir, prefix.slice(slash + 1), new Set(), follow && !shallow);
@@ -201,18 +234,19 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
       const emit = after === undefined || compareKeys(key, after) > 0;
       // A directory before startAfter may still hold keys after it. One that could not be looked
       // at (an error record) is not entered; its entry carries the error.
-      const descend = dir && !shallow && r.error === undefined && (emit || after!.startsWith(key)) && !(skipDir !== undefined && skipDir(key));
-      if (!emit && !descend) continue;
+      const how = dir ? entry(level, r, key, emit) : undefined;
+      if (!emit && how === undefined) continue;
       // A directory is read before its own entry goes out, so that an unreadable one carries the error.
       let sub: Level | undefined;
       let unreadable: string | undefined;
-      if (descend) {
-        const id = r.kind === 'l' ? r.follow?.id : r.id;
-        if (id === undefined || !level.seen.has(id)) {
-          const read = await open(key, '', id === undefined ? level.seen : new Set(level.seen).add(id), false, r.kind === 'l' ? r.follow?.size : r.size);
-          sub = read.level;
-          unreadable = read.error;
-        }
+      if (how !== undefined) {
+        const early = ahead.get(key);
+        ahead.delete(key);
+        const pending = early ?? open(key, '', how.seen, false, how.size);
+        readAhead(level);
+        const read = await pending;
+        sub = read.level;
+        unreadable = read.error;
       }
       // Held on the stack before anything is yielded: a listing stopped at the yield closes it.
       if (sub) stack.push(sub);
@@ -239,7 +273,8 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
     }
     if (page.length > 0) yield page;
   } finally {
-    // Stopped early (or failed): what the open directories hold goes.
+    // Stopped early (or failed): what the open directories and those read ahead hold goes.
     for (const level of stack) await level.source?.close().catch(() => {});
+    for (const read of ahead.values()) await read.then((r) => r.level.source?.close()).catch(() => {});
   }
 }

@@ -219,17 +219,19 @@ export interface ObjectStore {
    */
   copyFromMany?(items: { key: string; source: CopySource; options: PutOptions & { size: number } }[]): Promise<(Error | undefined)[]>;
   /**
+   * Small whole files read at once, for stores where a call per key costs more than the read (local
+   * disks): the bytes of each, or why it could not be read (what get() would throw), in order.
+   * `sizes`: the sizes a listing gave the keys, which are regular files there: a store may read
+   * that much and look closer only at a file whose size differs; a key that is no longer a regular
+   * file (a symlink, a FIFO, a device, a directory) fails. Callers without it get() each.
+   */
+  getMany?(keys: string[], options?: { signal?: AbortSignal; sizes?: number[] }): Promise<(Buffer | Error)[]>;
+  /**
    * Small whole files written at once, for stores where a put() per key costs more than the write
    * (local disks): each as put() writes it (whole or not at all), `owner` set with it where
    * `features.attrs.owner` (ignored elsewhere). `ifAbsent` is refused. One result per item, in
    * order: undefined for success. Callers without it put() each.
    */
-  /**
-   * Small whole files read at once, for stores where a call per key costs more than the read (local
-   * disks): the bytes of each, or why it could not be read (what get() would throw), in order.
-   * Callers without it get() each.
-   */
-  getMany?(keys: string[], options?: { signal?: AbortSignal }): Promise<(Buffer | Error)[]>;
   putMany?(items: { key: string; body: Buffer; options: PutOptions; owner?: { uid: number; gid: number } }[], options?: { signal?: AbortSignal }): Promise<(Error | undefined)[]>;
   /** features.multipart */
   readonly multipart?: MultipartUploads;

@@ -86,4 +86,29 @@ describe('file store: many small files at once', () => {
       await store.close();
     }
   });
+
+  // With the sizes a listing gave, a file is read in one call and stat'ed only when its size differs:
+  // what changed since the listing must still come out right, and nothing but a regular file is read.
+  it('getMany with listed sizes reads grown and shrunk files whole, and refuses what is no longer a regular file', async () => {
+    const store = new FileStore(dir + '/');
+    try {
+      await mkdir(join(dir, 'd'));
+      await writeFile(join(dir, 'd/same'), 'x'.repeat(100));
+      await writeFile(join(dir, 'd/grew'), 'g'.repeat(200_000));
+      await writeFile(join(dir, 'd/shrank'), 'short');
+      await writeFile(join(dir, 'd/target'), 'outside the listing');
+      await symlink(join(dir, 'd/target'), join(dir, 'd/link'));
+      execFileSync('mkfifo', [join(dir, 'd/fifo')]);
+      await mkdir(join(dir, 'd/sub'));
+      const keys = ['d/same', 'd/grew', 'd/shrank', 'd/link', 'd/fifo', 'd/sub', 'd/missing'];
+      const r = await store.getMany(keys, { sizes: [100, 10, 5000, 19, 0, 0, 3] });
+      expect(r.map((x) => (Buffer.isBuffer(x) ? x.length : (x as { code?: string }).code))).toEqual([100, 200_000, 5, expect.any(String), 'FERRY_FATAL', expect.any(String), 'FERRY_NOT_FOUND']);
+      expect(r[1]!.toString()).toBe('g'.repeat(200_000));
+      expect(r[2]!.toString()).toBe('short');
+      // A symlink that took a listed file's place is not followed.
+      expect(Buffer.isBuffer(r[3])).toBe(false);
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -6,11 +6,12 @@ export type ArchiveFormat = 'tar' | 'tar.gz' | 'zip';
 
 export interface ArchiveWriter {
   /**
-   * Adds one entry; a file's data (not a hard link's) streams in as `data`, exactly `e.size` bytes.
-   * Resolves when the data has been consumed, so entries are added one at a time. Every entry goes
+   * Adds one entry; a file's data (not a hard link's) streams in as `data`, exactly `e.size` bytes
+   * (or is given whole, read ahead). Resolves when the data has been consumed, so entries are added
+   * one at a time; a writer may return nothing when it took the entry at once. Every entry goes
    * through a NamespaceCheck first: an archive ferry writes is one ferry load accepts.
    */
-  add(e: DumpEntry, data?: Readable): Promise<void>;
+  add(e: DumpEntry, data?: Readable | Buffer): void | Promise<void>;
   /** Ends the archive (its trailer or central directory) and waits until `out` has finished. */
   finish(): Promise<void>;
 }

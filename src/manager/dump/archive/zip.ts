@@ -76,8 +76,10 @@ export function createZipWriter(out: Writable): ArchiveWriter {
   };
 
   return {
-    async add(e: DumpEntry, data?: Readable): Promise<void> {
+    async add(e: DumpEntry, given?: Readable | Buffer): Promise<void> {
       failure.throwIfSet();
+      const whole = Buffer.isBuffer(given) ? given : undefined;
+      const data = whole === undefined ? (given as Readable | undefined) : Readable.from([whole]);
       check.add(e);
       if (e.path === '') {
         data?.resume();
@@ -113,9 +115,12 @@ export function createZipWriter(out: Writable): ArchiveWriter {
       } else if (data !== undefined) {
         m.method = 8;
         if (e.size <= WHOLE_MAX) {
-          const chunks: Buffer[] = [];
-          for await (const c of data) chunks.push(c as Buffer);
-          const raw = Buffer.concat(chunks);
+          let raw = whole;
+          if (raw === undefined) {
+            const chunks: Buffer[] = [];
+            for await (const c of data) chunks.push(c as Buffer);
+            raw = Buffer.concat(chunks);
+          }
           if (raw.length !== e.size) throw changed(e, raw.length);
           const packed = deflateRawSync(raw);
           m.crc = crc32(raw);

@@ -612,6 +612,79 @@ export function readBatchSync(env: SyncEnv, paths: string[]): (Uint8Array | Syst
   });
 }
 
+/** Files read whole into one buffer (readPackedSync): file i is bytes ends[i-1]..ends[i] of `data`, or errors[i]. */
+export interface PackedRead {
+  data: Uint8Array;
+  ends: number[];
+  errors: Record<number, SystemErrorRecord>;
+}
+
+/**
+ * readBatchSync into one buffer: a buffer per file made a thread reply carry one ArrayBuffer per
+ * file, and the main thread collect them one by one. With `sizes` (what a listing said, of regular
+ * files), a file is opened without following a symlink and read in one call of its size and a
+ * byte more: a read that comes back with exactly its size ended the file (a local file system
+ * reads short only at the end), and only a file whose size differs, or is empty, is looked at
+ * (fstat): a file still, it is read to its end; anything else fails. That spares a stat per file, a fifth of the
+ * system calls of a dump.
+ */
+export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]): PackedRead {
+  const fs = env.fs;
+  const C = fs.constants;
+  let data = new Uint8Array(64 << 10);
+  let n = 0;
+  const room = (size: number): void => {
+    if (n + size <= data.length) return;
+    const grown = new Uint8Array(Math.max(data.length * 2, n + size));
+    grown.set(data.subarray(0, n));
+    data = grown;
+  };
+  /** Whether `fd` is a regular file; else its error for `errors`. */
+  const regular = (fd: number): SystemErrorRecord | undefined => {
+    const st = fs.fstatSync(fd);
+    if (st.isDirectory()) return { code: 'EISDIR', message: 'EISDIR: it is a directory' };
+    if (!st.isFile()) return { code: 'FERRY_SPECIAL_FILE', message: `it is a ${env.specialKind(st.mode)}, not a regular file; ferry does not read FIFOs, sockets or devices` };
+    return undefined;
+  };
+  const ends: number[] = [];
+  const errors: Record<number, SystemErrorRecord> = {};
+  paths.forEach((p, i) => {
+    let fd = -1;
+    const start = n;
+    try {
+      const hint = sizes?.[i];
+      fd = fs.openSync(fsPath(p), C.O_RDONLY | C.O_NONBLOCK | (hint === undefined ? 0 : C.O_NOFOLLOW));
+      if (hint !== undefined) {
+        room(hint + 1);
+        const r = fs.readSync(fd, data, n, hint + 1, null);
+        n += r;
+        // An empty read proves nothing: a FIFO without a writer reads empty too.
+        if (r === hint && hint > 0) return;
+      }
+      const wrong = regular(fd);
+      if (wrong) {
+        errors[i] = wrong;
+        n = start;
+        return;
+      }
+      for (;;) {
+        room(64 << 10);
+        const r = fs.readSync(fd, data, n, data.length - n, null);
+        if (r === 0) break;
+        n += r;
+      }
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      errors[i] = { code: err?.code ? String(err.code) : 'EIO', message: err?.message ? String(err.message) : String(e) };
+      n = start;
+    } finally {
+      if (fd >= 0) fs.closeSync(fd);
+      ends.push(n);
+    }
+  });
+  return { data, ends, errors };
+}
+
 /** The functions above as the main thread calls them. */
 export const MAIN_THREAD: SyncEnv = {
   fs,

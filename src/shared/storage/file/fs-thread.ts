@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { TEMP_PREFIX } from '../temp.js';
 import { specialKind } from '../tree.js';
-import { clearForFileSync, placeFilesSync, readBatchSync, readDirSync, statNamesSync, type SyncEnv } from './fs-ops.js';
+import { clearForFileSync, placeFilesSync, readBatchSync, readDirSync, readPackedSync, statNamesSync, type SyncEnv } from './fs-ops.js';
 
 /** What the main thread passes to each of its file-system threads. */
 export interface ThreadData {
@@ -38,6 +38,10 @@ const ops: Record<string, (m: Message) => Reply> = {
   statNames: (m) => ({ result: statNamesSync(env, m['dir'] as string, m['keys'] as string[], m['follow'] as boolean) }),
   place: (m) => ({ result: placeFilesSync(env, m['jobs'] as Parameters<typeof placeFilesSync>[1]) }),
   readBatch: (m) => ({ result: readBatchSync(env, m['jobs'] as string[]) }),
+  readPacked: (m) => {
+    const r = readPackedSync(env, m['jobs'] as string[], m['sizes'] as number[] | undefined);
+    return { result: r, transfer: [r.data.buffer as ArrayBuffer] };
+  },
 };
 
 parentPort!.on('message', (m: Message) => {

@@ -578,23 +578,26 @@ export class FileStore implements ObjectStore {
   /**
    * Small whole files read at once on the file-system threads (one message per thread), each as
    * get() reads it: opened without blocking, refused unless a regular file. The bytes or the error
-   * per key, in order.
+   * per key, in order. With `sizes`, a symlink is refused too, and only a file whose size differs
+   * is stat'ed (readPackedSync).
    */
-  async getMany(keys: string[], options: { signal?: AbortSignal } = {}): Promise<(Buffer | Error)[]> {
+  async getMany(keys: string[], options: { signal?: AbortSignal; sizes?: number[] } = {}): Promise<(Buffer | Error)[]> {
     throwIfAborted(options.signal, `read from ${this.root}`);
     const results: (Buffer | Error)[] = new Array<Buffer | Error>(keys.length);
     const paths: string[] = [];
+    const sizes: number[] | undefined = options.sizes ? [] : undefined;
     const sent: number[] = [];
     keys.forEach((key, i) => {
       try {
         this.#checkKey(key, 'read');
         paths.push(this.root + key);
+        sizes?.push(options.sizes![i]!);
         sent.push(i);
       } catch (err) {
         results[i] = err as Error;
       }
     });
-    const read = await this.#pool.readMany(paths);
+    const read = await this.#pool.readMany(paths, sizes);
     read.forEach((r, j) => {
       results[sent[j]!] = Buffer.isBuffer(r) ? r : fromSystemError(r, `read ${paths[j]!}`);
     });

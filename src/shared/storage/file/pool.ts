@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { tempNamePrefix } from '../temp.js';
 import type { WalkRecord } from '../tree.js';
-import { decodeRecords, type DirRead, type PlaceJob, type RecordColumns, type ReadDirOptions, type SortedNames, type SystemErrorRecord, type TempFile } from './fs-ops.js';
+import { decodeRecords, type DirRead, type PackedRead, type PlaceJob, type RecordColumns, type ReadDirOptions, type SortedNames, type SystemErrorRecord, type TempFile } from './fs-ops.js';
 import type { ThreadData } from './fs-thread.js';
 import type { Spill } from './sorted-names.js';
 
@@ -202,14 +202,23 @@ export class FsPool {
     return this.#batched('place', job).then(() => undefined);
   }
 
-  /** Read small files whole in one message per thread: the bytes or the error per path, in order. */
-  async readMany(paths: string[]): Promise<(Buffer | NodeJS.ErrnoException)[]> {
+  /** Read small files whole in one message per thread: the bytes or the error per path, in order (readPackedSync). */
+  async readMany(paths: string[], sizes?: number[]): Promise<(Buffer | NodeJS.ErrnoException)[]> {
     if (paths.length === 0) return [];
     const n = Math.min(this.size, Math.ceil(paths.length / 32));
     const per = Math.ceil(paths.length / n);
-    const parts: Promise<(Uint8Array | SystemErrorRecord)[]>[] = [];
-    for (let i = 0; i < paths.length; i += per) parts.push(this.#call({ op: 'readBatch', jobs: paths.slice(i, i + per) }));
-    return (await Promise.all(parts)).flat().map((r) => (r instanceof Uint8Array ? Buffer.from(r.buffer, r.byteOffset, r.byteLength) : toSystemError(r)));
+    const parts: Promise<PackedRead>[] = [];
+    for (let i = 0; i < paths.length; i += per) parts.push(this.#call({ op: 'readPacked', jobs: paths.slice(i, i + per), ...(sizes ? { sizes: sizes.slice(i, i + per) } : {}) }));
+    const out: (Buffer | NodeJS.ErrnoException)[] = [];
+    for (const { data, ends, errors } of await Promise.all(parts)) {
+      let start = 0;
+      ends.forEach((end, i) => {
+        const err = errors[i];
+        out.push(err ? toSystemError(err) : Buffer.from(data.buffer, data.byteOffset + start, end - start));
+        start = end;
+      });
+    }
+    return out;
   }
 
   /** Read a small file whole in one round trip. */
