@@ -21,6 +21,7 @@ import type { ObjectStore } from '../../src/shared/storage/types.js';
 import { startS3Server, type S3TestServer } from '../support/s3-server.js';
 import { sshdMissing, startSshd, warnIfSshdMissing, writeClientFiles, type Sshd } from '../support/sshd.js';
 import { ferry as runFerry } from '../manager/cli-harness.js';
+import { FerryProcesses, until } from '../support/ferry-process.js';
 
 const FERRY = join(__dirname, '..', '..', 'bin', 'ferry.js');
 /** Credentials of the S3 test server that must never appear in a dump or a message. */
@@ -34,6 +35,7 @@ let registry: BackendRegistry;
 let seq = 0;
 
 const ferry = (...args: string[]) => runFerry(args, { registry });
+const processes = new FerryProcesses();
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'ferry-dump-e2e-'));
@@ -295,6 +297,39 @@ describe('ferry dump and load on the command line', () => {
     expect(merged.code).toBe(0);
     expect(readdirSync(dst).sort()).toEqual(['new.txt', 'old.txt']);
   });
+
+  // A load into an empty directory creates its files in place (no temporary, no rename): killed
+  // with SIGKILL, it may leave a file cut short. What it left must not pass for a restore.
+  it('a load killed with SIGKILL leaves its marker: the next load refuses without --force, and --force restores every file', async () => {
+    const src = fresh('killed-src');
+    const files = 40_000;
+    for (let d = 0; d < 40; d++) {
+      mkdirSync(join(src, `d${d}`));
+      for (let f = 0; f < files / 40; f++) writeFileSync(join(src, `d${d}/f${f}`), `${d}/${f} `.repeat(1 + (f % 5)));
+    }
+    const tar = join(fresh('killed'), 'a.tar');
+    expect((await ferry('dump', '-q', src + '/', tar)).code).toBe(0);
+    const dst = fresh('killed-dst');
+    const p = processes.spawn(['load', '-q', dst + '/', tar]);
+    try {
+      await until('the load to write files', () => existsSync(join(dst, '.ferry/load-incomplete')) && existsSync(join(dst, 'd0/f0')), 60_000);
+      p.child.kill('SIGKILL');
+      await p.done;
+    } finally {
+      processes.killAll();
+    }
+    expect(existsSync(join(dst, '.ferry/load-incomplete'))).toBe(true);
+    const refused = await ferry('load', dst + '/', tar);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/earlier load .* was stopped before it finished .*--force/);
+    const again = await ferry('load', '-q', '--force', dst + '/', tar);
+    expect(again.code, again.stderr).toBe(0);
+    expect(existsSync(join(dst, '.ferry/load-incomplete'))).toBe(false);
+    for (let d = 0; d < 40; d += 7) {
+      for (let f = 0; f < files / 40; f += 13) expect(readFileSync(join(dst, `d${d}/f${f}`), 'utf8')).toBe(`${d}/${f} `.repeat(1 + (f % 5)));
+    }
+    expect(readdirSync(join(dst, 'd39')).length).toBe(files / 40);
+  }, 120_000);
 
   it('a tree whose symlinks point outside it dumps whole; load refuses such links unless --outside-links, which restores them as links', async () => {
     // Regression: the archive writers refused a real tree's absolute link, and load gave no way to restore one.

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -55,6 +55,8 @@ export interface LoadOptions {
   log?: LoadLog;
   /** Each entry as it is restored (or checked). */
   onEntry?(e: DumpEntry): void;
+  /** Set by load(): the destination was empty, small files may be created in place (putMany `fresh`). */
+  fresh?: boolean;
   /** Now and then: entries handled so far (in the second pass). */
   onProgress?(entries: number): void;
 }
@@ -267,16 +269,74 @@ export async function load(dst: ObjectStore, file: string, options: LoadOptions 
   };
   for (const d of report.counterDifferences) options.log?.warn(d);
   if (archive) {
-    if (!options.verify && !options.force && !(await isEmpty(dst, signal))) {
+    const stopped = await loadMarker(dst, signal);
+    if (stopped !== undefined) {
+      const why = `an earlier load into ${dst.description} was stopped before it finished (${stopped}): files there may be cut short`;
+      if (options.verify) options.log?.warn(why);
+      else if (!options.force && !(await isEmpty(dst, signal))) throw new UsageError(`${why}; load again with --force, which writes every file of the archive anew, or empty it first`);
+    }
+    const empty = options.verify || options.force ? false : await isEmpty(dst, signal);
+    if (!options.verify && !options.force && !empty) {
       throw new UsageError(`${dst.description} is not empty: an archive is restored into an empty destination; add --force to merge it into what is there`);
     }
-    await new Restore(dst, report, options).archive(format, file);
+    if (options.verify) await new Restore(dst, report, options).archive(format, file);
+    else {
+      // Until the load ends, the marker says it has not: a load killed while it wrote leaves it.
+      // The directory the marker makes goes with it, unless it was there before.
+      const ferryDir = LOAD_MARKER.slice(0, LOAD_MARKER.indexOf('/') + 1);
+      const madeDir = dst.features.dirs && !(await exists(dst, ferryDir));
+      const marker = Buffer.from(JSON.stringify({ started: new Date().toISOString(), pid: process.pid, host: hostname() }) + '\n');
+      await dst.put(LOAD_MARKER, marker, { size: marker.length });
+      const unmark = async () => {
+        await dst.delete(LOAD_MARKER);
+        if (madeDir) await dst.delete(ferryDir).catch(() => undefined);
+      };
+      try {
+        await new Restore(dst, report, { ...options, fresh: empty }).archive(format, file);
+      } catch (err) {
+        // Stopped or failed, but every write has ended (Restore.archive waits for them): no file is cut short.
+        await unmark().catch(() => undefined);
+        throw err;
+      }
+      await unmark();
+    }
   } else {
     const restore = new Restore(dst, report, options);
     await restore.json(jsonStream(file, format === 'json.gz'), name);
     if (restore.unlisted > 0) options.log?.warn(`${restore.unlisted} more files missing or different are not listed one by one (-v lists every one)`);
   }
   return report;
+}
+
+/**
+ * Where a load of an archive says, while it runs, that it has not finished. Into an empty
+ * destination, files are created at their names without a temporary (putMany `fresh`): one being
+ * written when the process was killed stays cut short. The next load sees the marker and will not
+ * go on without --force, which writes every file anew.
+ */
+export const LOAD_MARKER = '.ferry/load-incomplete';
+
+/** When the load that left LOAD_MARKER started, or undefined when there is none. */
+async function loadMarker(store: ObjectStore, signal: AbortSignal | undefined): Promise<string | undefined> {
+  try {
+    const body = await readBody(await store.get(LOAD_MARKER, signal ? { signal } : {}), undefined, `read ${LOAD_MARKER}`);
+    const started = (JSON.parse(body.subarray(0, 4096).toString()) as { started?: unknown }).started;
+    return typeof started === 'string' ? `it started ${started}` : `${LOAD_MARKER} is there`;
+  } catch (err) {
+    if (retryClassOf(err) === 'notFound') return undefined;
+    if (err instanceof SyntaxError) return `${LOAD_MARKER} is there`;
+    throw err;
+  }
+}
+
+async function exists(store: ObjectStore, key: string): Promise<boolean> {
+  try {
+    await store.head(key);
+    return true;
+  } catch (err) {
+    if (retryClassOf(err) === 'notFound') return false;
+    throw err;
+  }
 }
 
 /** True when the store holds no key (ferry's own `.ferry/` aside). */
@@ -866,7 +926,7 @@ class Restore {
       try {
         results = await dst.putMany(
           batch.map((b) => ({ key: b.e.path, body: b.body, options: b.put, ...owner(b.e) })),
-          this.#signal ? { signal: this.#signal } : {},
+          { ...(this.#signal ? { signal: this.#signal } : {}), ...(this.#o.fresh ? { fresh: true } : {}) },
         );
       } catch (err) {
         for (const b of batch) fail(b.e, err);

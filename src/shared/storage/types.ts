@@ -231,8 +231,14 @@ export interface ObjectStore {
    * (local disks): each as put() writes it (whole or not at all), `owner` set with it where
    * `features.attrs.owner` (ignored elsewhere). `ifAbsent` is refused. One result per item, in
    * order: undefined for success. Callers without it put() each.
+   *
+   * `fresh`, for a caller that fills a destination that was empty and that nothing else writes (a
+   * restore): a store may create each file at its name, exclusively (what is there already fails
+   * that file with AlreadyExistsError), without the temporary that makes a write whole or nothing.
+   * A failed write removes what it wrote, but a killed process can leave a file cut short: the
+   * caller says so where the next run will see it (load.ts, LOAD_MARKER).
    */
-  putMany?(items: { key: string; body: Buffer; options: PutOptions; owner?: { uid: number; gid: number } }[], options?: { signal?: AbortSignal }): Promise<(Error | undefined)[]>;
+  putMany?(items: { key: string; body: Buffer; options: PutOptions; owner?: { uid: number; gid: number } }[], options?: { signal?: AbortSignal; fresh?: boolean }): Promise<(Error | undefined)[]>;
   /** features.multipart */
   readonly multipart?: MultipartUploads;
   /** Batched deletes; the caller falls back to delete() when absent. */

@@ -266,4 +266,32 @@ describe('load (archive): small files in batches', () => {
       await dst.close();
     }
   });
+
+  // Into an empty destination, files are created at their names without a temporary: a load killed
+  // mid-write can leave one cut short, and the next load must not take that tree for a restore.
+  it('marks a load until it ends: the next load of a tree a killed load left refuses without --force, which writes it all anew', async () => {
+    const root = makeTree();
+    const file = await dumpFile(new FileStore(root + '/'), 'tar');
+    const out = fresh('marked');
+    const dst = new FileStore(out + '/');
+    try {
+      // A load that ends leaves nothing of its own behind (snapshot would show .ferry/).
+      await load(dst, file, { log: quiet });
+      expect(snapshot(out)).toEqual(snapshot(root));
+      // What a killed load leaves: its marker, and a file cut short.
+      rmSync(out, { recursive: true });
+      mkdirSync(join(out, '.ferry'), { recursive: true });
+      writeFileSync(join(out, '.ferry/load-incomplete'), JSON.stringify({ started: '2026-11-30T12:00:00.000Z' }));
+      mkdirSync(join(out, 'docs'));
+      writeFileSync(join(out, 'docs/a.txt'), 'al');
+      await expect(load(dst, file, { log: quiet })).rejects.toThrow(/earlier load .* was stopped before it finished \(it started 2026-11-30T12:00:00.000Z\): files there may be cut short; load again with --force/);
+      expect(readFileSync(join(out, 'docs/a.txt'), 'utf8')).toBe('al');
+      const r = await load(dst, file, { log: quiet, force: true });
+      expect(r.failed).toBe(0);
+      expect(readFileSync(join(out, 'docs/a.txt'), 'utf8')).toBe('alpha');
+      expect(readdirSync(join(out, '.ferry'))).toEqual([]);
+    } finally {
+      await dst.close();
+    }
+  });
 });

@@ -72,6 +72,48 @@ describe('file store: many small files at once', () => {
     }
   });
 
+  // load into an empty destination creates its small files at their names (no temporary, no rename):
+  // nothing already there may be replaced or written through, and the attributes must come out as
+  // exactly as through a temporary, also where the umask or a set-group-ID directory would change them.
+  it('putMany fresh creates each file at its name, fails what is there already, and sets modes and groups exactly', async () => {
+    const store = new FileStore(dir + '/');
+    const root0 = process.getuid?.() === 0;
+    try {
+      await mkdir(join(dir, 'd'));
+      await writeFile(join(dir, 'd/old'), 'keep');
+      await writeFile(join(dir, 'outside'), 'not through a link');
+      await symlink(join(dir, 'outside'), join(dir, 'd/link'));
+      await mkdir(join(dir, 'g'));
+      if (root0) execFileSync('chown', [':4321', join(dir, 'g')]);
+      execFileSync('chmod', ['2775', join(dir, 'g')]);
+      const me = { uid: process.geteuid!(), gid: process.getegid!() };
+      const results = await store.putMany(
+        [
+          { key: 'd/old', body: Buffer.from('new'), options: { size: 3 } },
+          { key: 'd/link', body: Buffer.from('new'), options: { size: 3 } },
+          { key: 'd/wide', body: Buffer.from('w'), options: { size: 1, mode: 0o666 } },
+          { key: 'd/narrow', body: Buffer.from('n'), options: { size: 1, mode: 0o600 } },
+          { key: 'g/mine', body: Buffer.from('m'), options: { size: 1, mode: 0o644 }, owner: me },
+          { key: 'e/made', body: Buffer.from('e'), options: { size: 1 } },
+        ],
+        { fresh: true },
+      );
+      expect(results.map((r) => (r as { code?: string } | undefined)?.code)).toEqual(['FERRY_ALREADY_EXISTS', 'FERRY_ALREADY_EXISTS', undefined, undefined, undefined, undefined]);
+      expect(await readFile(join(dir, 'd/old'), 'utf8')).toBe('keep');
+      expect(await readFile(join(dir, 'outside'), 'utf8')).toBe('not through a link');
+      expect((await stat(join(dir, 'd/wide'))).mode & 0o7777).toBe(0o666);
+      expect((await stat(join(dir, 'd/narrow'))).mode & 0o7777).toBe(0o600);
+      // The directory's group would have been the file's: the owner asked for is set all the same.
+      expect((await stat(join(dir, 'g/mine'))).gid).toBe(me.gid);
+      expect(await readFile(join(dir, 'e/made'), 'utf8')).toBe('e');
+      // No temporary was made, or left.
+      expect((await readdir(join(dir, 'd'))).sort()).toEqual(['link', 'narrow', 'old', 'wide']);
+      expect(await readdir(join(dir, 'g'))).toEqual(['mine']);
+    } finally {
+      await store.close();
+    }
+  });
+
   // dump reads small files in batches on the file-system threads: each key must get its own bytes or its own error, never block on a FIFO.
   it('getMany returns the bytes of each file, and an error for a missing file and for a FIFO, in order', async () => {
     const store = new FileStore(dir + '/');

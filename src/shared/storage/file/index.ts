@@ -163,6 +163,9 @@ export class FileStore implements ObjectStore {
         return new InTheWayError(`${this.root}${key}/ is a directory with content where ${kind} ${key} must go`, { cause: err });
       case 'FERRY_UNSAFE_PATH':
         return new UnsafePathError(`${what}: ${this.root}${key} is a symlink: ${LINKS} (--inplace writes the file itself)`, { cause: err });
+      case 'EEXIST':
+        // Only a file created exclusively (putMany `fresh`) meets one: something is there already.
+        return new AlreadyExistsError(`${what}: ${JSON.stringify(key)} exists already`, { cause: err });
       default:
         return fromSystemError(err, what);
     }
@@ -607,9 +610,10 @@ export class FileStore implements ObjectStore {
   /**
    * Small whole files in one round trip per file-system thread: each to a fresh temporary with its
    * attributes (owner before mode: chown clears set-user/group-ID bits), renamed into place, as
-   * put() writes them. `ifAbsent` is not honoured here (put() it).
+   * put() writes them. `ifAbsent` is not honoured here (put() it). `fresh`: each file is created
+   * at its name, exclusively, without a temporary and a rename (placeFilesSync `exclusive`).
    */
-  async putMany(items: { key: string; body: Buffer; options: PutOptions; owner?: { uid: number; gid: number } }[], options: { signal?: AbortSignal } = {}): Promise<(Error | undefined)[]> {
+  async putMany(items: { key: string; body: Buffer; options: PutOptions; owner?: { uid: number; gid: number } }[], options: { signal?: AbortSignal; fresh?: boolean } = {}): Promise<(Error | undefined)[]> {
     throwIfAborted(options.signal, `write to ${this.root}`);
     return this.#placeMany(
       items.map(({ key }) => ({ key, what: 'write', from: 'write' })),
@@ -622,6 +626,7 @@ export class FileStore implements ObjectStore {
           dst: this.root + key,
           data: body,
           inplace: this.#inplace,
+          ...(options.fresh ? { exclusive: true } : {}),
           ...(o.mtime === undefined ? {} : { mtime: o.mtime }),
           ...(o.mode === undefined ? {} : { mode: o.mode }),
           ...(owner && this.features.attrs?.owner ? { uid: owner.uid, gid: owner.gid } : {}),
