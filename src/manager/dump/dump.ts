@@ -47,16 +47,16 @@ export interface DumpResult {
 const RESERVED = '.ferry/';
 /** Files up to this size are read ahead whole (archives, --hash); larger ones stream when their turn comes. */
 const READ_AHEAD_MAX = 4 << 20;
-/** Entries waiting for a file read ahead of them, at most. */
-const QUEUE_MAX = 4096;
 /** Where the store reads many files at once (getMany): files up to this size are read in groups... */
 const GROUP_SIZE_MAX = 1 << 20;
-/** ...of this many files or bytes... */
-const GROUP_FILES = 256;
+/** ...of this many files or bytes (a reply per thread per group)... */
+const GROUP_FILES = 512;
 const GROUP_BYTES = 8 << 20;
-/** ...up to this many files and bytes of them read ahead. */
-const GROUPED_FILES_MAX = 4 * GROUP_FILES;
+/** ...up to this many files and bytes of them read ahead (8 groups: the threads never wait for the next). */
+const GROUPED_FILES_MAX = 8 * GROUP_FILES;
 const GROUPED_BYTES_MAX = 64 << 20;
+/** Entries waiting for a file read ahead of them, at most. */
+const QUEUE_MAX = 2 * GROUPED_FILES_MAX;
 
 /**
  * The format a dump is written in: `override` (--format) when given, else by OUT's name. Names
