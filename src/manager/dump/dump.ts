@@ -308,16 +308,18 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
     const listing = source.list({ prefix, followSymlinks: false, ...(signal ? { signal } : {}) });
     for await (const page of listing) {
       signal?.throwIfAborted();
-      for (const raw of page) {
-        const made = walk.take(raw);
+      // Indexed loops: an iterator result per entry was a tenth of the dump's garbage.
+      for (let i = 0; i < page.length; i++) {
+        const made = walk.take(page[i]!);
         if (made === undefined) continue;
-        if (needsData) {
-          for (const e of made) {
-            const w = push(e);
-            if (w) await w;
+        for (let j = 0; j < made.length; j++) {
+          if (!needsData) {
+            write(made[j]!);
+            continue;
           }
+          const w = push(made[j]!);
+          if (w) await w;
         }
-        else for (const e of made) write(e);
       }
       if (json && json.buffered > 0) await json.flush();
       options.onProgress?.(counters);
