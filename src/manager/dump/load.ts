@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Transform, type Readable } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants as zc, createGunzip, gunzipSync } from 'node:zlib';
 import { ChecksumMismatchError, InvalidDumpError, NotFoundError, UsageError, fromWire, retryClassOf } from '../../shared/errors.js';
@@ -25,7 +25,6 @@ import type { DumpFormat } from './dump.js';
 import type { DumpCounters, DumpEntry } from './entry.js';
 import { JsonDumpReader, type DumpHeader } from './json.js';
 import { NamespaceCheck } from './validate.js';
-import { wholeData } from './archive/tar-read.js';
 
 export interface LoadLog {
   warn(message: string): void;
@@ -355,6 +354,8 @@ async function isEmpty(store: ObjectStore, signal: AbortSignal | undefined): Pro
 /** A directory open in the walk of the second pass: its attributes wait until everything under it is written. */
 interface OpenDir {
   e: DumpEntry;
+  /** Its path and '/': what the paths below it start with. */
+  under: string;
   /** Something was restored under it (an object store needs no marker for it). */
   full: boolean;
 }
@@ -472,7 +473,7 @@ class Restore {
         if (e.type === 'dir') {
           await this.#dir(e);
           this.#markParent();
-          this.#open.push({ e, full: false });
+          this.#open.push({ e, under: e.path + '/', full: false });
         } else if (e.type === 'symlink') {
           this.#markParent();
           await this.#symlink(e);
@@ -651,7 +652,7 @@ class Restore {
   /** Close the open directories `path` is not in (their attributes are set by `closes`' owner). */
   #closeTo(path: string, closes: OpenDir[]): void {
     const open = this.#open;
-    while (open.length > 0 && !path.startsWith(open[open.length - 1]!.e.path + '/')) closes.push(open.pop()!);
+    while (open.length > 0 && !path.startsWith(open[open.length - 1]!.under)) closes.push(open.pop()!);
   }
 
   #markParent(): void {
@@ -792,34 +793,34 @@ class Restore {
       await extractArchive(
         format,
         file,
-        async (e, data) => {
-          try {
-            if (e.path === '') return;
-            this.#closeTo(e.path, closes);
-            await finish();
-            if (this.#inFlightKeys.has(e.path)) await this.#settle();
-            // Depth-first order puts an entry right below the innermost open directory; another order
-            // (an archive made by another tool) leaves the directories' attributes to a pass of their own.
-            const slash = e.path.lastIndexOf('/');
-            const parent = slash < 0 ? '' : e.path.slice(0, slash);
-            const top = this.#open[this.#open.length - 1];
-            if (parent !== (top ? top.e.path : '')) this.#dirPass = true;
-            this.#o.onEntry?.(e);
-            this.#progress();
-            this.#markParent();
-            if (e.type === 'dir') {
-              await this.#dir(e);
-              this.#open.push({ e, full: false });
-            } else if (e.type === 'symlink') await this.#symlink(e);
-            else await this.#archiveFile(e, data);
-          } finally {
-            // Whatever became of the entry, the archive goes on to the next one (data the reader had
-            // whole is no stream to drain).
-            if (data && !data.readableEnded && wholeData(data) === undefined) data.resume();
+        (e, data) => {
+          if (e.path === '') return;
+          this.#closeTo(e.path, closes);
+          // A small file given whole, with nothing to wait for first, joins the batch at once: no
+          // promise per entry (most entries of a tree of small files).
+          if (Buffer.isBuffer(data) && closes.length === 0 && !this.#inFlightKeys.has(e.path) && e.type === 'file' && e.linkTo === undefined && e.size <= SMALL_FILE && !this.#verify) {
+            this.#entered(e);
+            return this.#archiveSmallFile(e, data, this.#putOptions(e));
           }
+          return (async () => {
+            try {
+              await finish();
+              if (this.#inFlightKeys.has(e.path)) await this.#settle();
+              this.#entered(e);
+              if (e.type === 'dir') {
+                await this.#dir(e);
+                this.#open.push({ e, under: e.path + '/', full: false });
+              } else if (e.type === 'symlink') await this.#symlink(e);
+              else await this.#archiveFile(e, data);
+            } finally {
+              // Whatever became of the entry, the archive goes on to the next one (data the reader
+              // had whole is no stream to drain).
+              if (data && !Buffer.isBuffer(data) && !data.readableEnded) data.resume();
+            }
+          })();
         },
         this.#signal,
-        { linksOutside: this.#o.linksOutside ?? false },
+        { linksOutside: this.#o.linksOutside ?? false, entries: this.#entries },
       );
     } catch (err) {
       // Nothing may still be writing when the load ends (its store is closed next); what was read is written.
@@ -836,11 +837,11 @@ class Restore {
         format,
         file,
         async (e, data) => {
-          data?.resume();
+          if (data && !Buffer.isBuffer(data)) data.resume();
           if (e.type === 'dir' && e.path !== '') await this.#dirAttrs(e);
         },
         this.#signal,
-        { linksOutside: this.#o.linksOutside ?? false },
+        { linksOutside: this.#o.linksOutside ?? false, entries: this.#entries },
       );
     }
     this.#o.onProgress?.(this.#handled);
@@ -867,11 +868,17 @@ class Restore {
    * batch (ObjectStore.putMany where the store has it). Up to IN_FLIGHT_BATCHES batches and
    * IN_FLIGHT_BYTES in memory; failures are counted per entry as ever.
    */
-  async #archiveSmallFile(e: DumpEntry, data: Readable | undefined, put: PutOptions): Promise<void> {
-    let body: Buffer;
+  #archiveSmallFile(e: DumpEntry, data: Readable | Buffer | undefined, put: PutOptions): void | Promise<void> {
+    // A tar's small file comes whole: no stream to read, and nothing to wait for unless the batch goes out.
+    if (data === undefined || Buffer.isBuffer(data)) return this.#batchSmallFile(e, data ?? Buffer.alloc(0), put);
+    return readBody(data, e.size, `read ${e.path} from the archive`).then(
+      (body) => this.#batchSmallFile(e, body, put),
+      (err: unknown) => this.#fail(e, err),
+    );
+  }
+
+  #batchSmallFile(e: DumpEntry, body: Buffer, put: PutOptions): void | Promise<void> {
     try {
-      // A tar's small file comes whole (wholeData): no stream to read.
-      body = data ? (wholeData(data) ?? (await readBody(data, e.size, `read ${e.path} from the archive`))) : Buffer.alloc(0);
       const algo = e.sha256 !== undefined ? 'sha256' : e.md5 !== undefined ? 'md5' : undefined;
       if (algo) {
         const got = createHash(algo).update(body).digest('hex');
@@ -885,7 +892,7 @@ class Restore {
     this.#batch.push({ e, body, put });
     this.#batchBytes += body.length;
     this.#inFlightKeys.add(e.path);
-    if (this.#batch.length >= BATCH_FILES || this.#batchBytes >= BATCH_BYTES) await this.#sendBatch();
+    if (this.#batch.length >= BATCH_FILES || this.#batchBytes >= BATCH_BYTES) return this.#sendBatch();
   }
 
   /** Write the batch of small files without waiting for it, once fewer than IN_FLIGHT_BATCHES (and IN_FLIGHT_BYTES) are. */
@@ -948,16 +955,38 @@ class Restore {
     );
   }
 
-  async #archiveFile(e: DumpEntry, data: Readable | undefined): Promise<void> {
+  /** Entries the first pass counted in the input. */
+  get #entries(): number {
+    const c = this.#r.counters;
+    return c.files + c.dirs + c.symlinks;
+  }
+
+  /** An archive's entry is under way: the walk's bookkeeping before it is written. */
+  #entered(e: DumpEntry): void {
+    // Depth-first order puts an entry right below the innermost open directory; another order
+    // (an archive made by another tool) leaves the directories' attributes to a pass of their own.
+    const slash = e.path.lastIndexOf('/');
+    const top = this.#open[this.#open.length - 1];
+    if (top ? slash !== top.e.path.length || !e.path.startsWith(top.under) : slash >= 0) this.#dirPass = true;
+    this.#o.onEntry?.(e);
+    this.#progress();
+    this.#markParent();
+  }
+
+  /** How an archive's file is put: its size, and the mtime and mode where DST keeps them. */
+  #putOptions(e: DumpEntry): PutOptions & { size: number } {
+    const f = this.#dst.features.attrs;
+    const put: PutOptions & { size: number } = { size: e.size };
+    if (f?.mtime && e.mtime !== undefined) put.mtime = e.mtime;
+    if (f?.mode && e.mode !== undefined) put.mode = e.mode;
+    if (this.#signal) put.signal = this.#signal;
+    return put;
+  }
+
+  async #archiveFile(e: DumpEntry, data: Readable | Buffer | undefined): Promise<void> {
     const dst = this.#dst;
     if (this.#verify) return;
-    const f = dst.features.attrs;
-    const put = {
-      size: e.size,
-      ...(f?.mtime && e.mtime !== undefined ? { mtime: e.mtime } : {}),
-      ...(f?.mode && e.mode !== undefined ? { mode: e.mode } : {}),
-      ...(this.#signal ? { signal: this.#signal } : {}),
-    };
+    const put = this.#putOptions(e);
     if (e.linkTo === undefined && e.size <= SMALL_FILE) return this.#archiveSmallFile(e, data, put);
     // A hard link's target may be in flight; so may a small file this one replaces.
     await this.#settle();
@@ -969,7 +998,7 @@ class Restore {
       } else {
         const algo = e.sha256 !== undefined ? 'sha256' : e.md5 !== undefined ? 'md5' : undefined;
         const hash = algo ? createHash(algo) : undefined;
-        let body: Readable = data ?? emptyStream();
+        let body: Readable = data === undefined ? emptyStream() : Buffer.isBuffer(data) ? Readable.from([data]) : data;
         if (hash) body = body.pipe(new Transform({ transform: (c: Buffer, _e, cb) => (hash.update(c), cb(null, c)) }));
         await dst.put(e.path, body, put);
         if (hash) {

@@ -51,6 +51,15 @@ export class NamespaceCheck {
     this.mask = cap - 1;
   }
 
+  /**
+   * A table size for about `entries` entries (and as many directories they imply), so that it need
+   * not grow on the way (each growth rehashes every slot): at most 2^19 slots (8 MiB) from a guess.
+   */
+  static slotsFor(entries: number, guess = false): number {
+    const slots = Math.ceil((entries * 1.2) / 0.7) + 1;
+    return guess ? Math.min(slots, 1 << 19) : slots;
+  }
+
   /** Bytes the table holds (its memory, whatever the names' lengths). */
   get tableBytes(): number {
     return this.slots.byteLength;

@@ -16,7 +16,11 @@ export interface ArchiveWriter {
   finish(): Promise<void>;
 }
 
-export type EntryCallback = (e: DumpEntry, data?: Readable) => Promise<void>;
+/**
+ * What a reader hands each entry to: a file's data as a stream, or whole as a Buffer when the
+ * reader had it at hand (a small file of a tar). It may return nothing when it took the entry at once.
+ */
+export type EntryCallback = (e: DumpEntry, data?: Readable | Buffer) => void | Promise<void>;
 
 /**
  * The caller's callback with its errors marked, so that a reader lets them through untouched (an
@@ -26,16 +30,23 @@ export class Consumer {
   private readonly failures = new WeakSet<object>();
   constructor(private readonly each: EntryCallback) {}
 
-  async call(e: DumpEntry, data?: Readable): Promise<void> {
+  /** The callback, its errors marked; nothing to wait for when it took the entry at once. */
+  call(e: DumpEntry, data?: Readable | Buffer): void | Promise<void> {
+    let r: void | Promise<void>;
     try {
-      await this.each(e, data);
+      r = this.each(e, data);
     } catch (err) {
       throw this.mark(err);
+    }
+    if (r) {
+      return r.catch((err: unknown) => {
+        throw this.mark(err);
+      });
     }
   }
 
   /** Runs the callback without marking its errors (bridge decides whose an error is). */
-  callUnmarked(e: DumpEntry, data: Readable): Promise<void> {
+  callUnmarked(e: DumpEntry, data: Readable): void | Promise<void> {
     return this.each(e, data);
   }
 

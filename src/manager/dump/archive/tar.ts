@@ -343,7 +343,7 @@ function octal(h: Buffer, at: number, len: number, value: number): void {
  * out would not be the archive's namespace. GNU sparse files (type 'S', or pax GNU.sparse.*) are
  * refused too: their data is a map, not the content. Unknown types likewise.
  */
-export function readTar(file: string, gzip: boolean, each: EntryCallback | undefined, signal?: AbortSignal, linksOutside = false): Promise<DumpCounters> {
+export function readTar(file: string, gzip: boolean, each: EntryCallback | undefined, signal?: AbortSignal, linksOutside = false, entries?: number): Promise<DumpCounters> {
   // The parser is ferry's own (tar-read.ts): tar-stream's extract made a stream per entry.
-  return readTarArchive(file, gzip, each, signal, linksOutside);
+  return readTarArchive(file, gzip, each, signal, linksOutside, entries);
 }
