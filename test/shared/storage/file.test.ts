@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,6 +151,34 @@ describe('file store: many small files at once', () => {
       // A symlink that took a listed file's place is not followed.
       expect(Buffer.isBuffer(r[3])).toBe(false);
     } finally {
+      await store.close();
+    }
+  });
+
+  it('getMany with listed sizes neither takes a FIFO holding exactly the listed bytes for a file nor drains one holding fewer', async () => {
+    // Bug: readPackedSync read size+1 bytes before any fstat, so a FIFO that took a listed file's place was read: its bytes (exactly the listed size) went into the dump as the file's, or (fewer) were taken from the pipe's reader.
+    const store = new FileStore(dir + '/');
+    const writers: number[] = [];
+    try {
+      await mkdir(join(dir, 'd'));
+      const pending: Record<string, string> = { 'd/exact': 'FIFO!', 'd/fewer': 'ab' };
+      for (const [key, bytes] of Object.entries(pending)) {
+        execFileSync('mkfifo', [join(dir, key)]);
+        // A writer holds the pipe open with bytes in it (O_RDWR: a FIFO opened so does not block).
+        const w = openSync(join(dir, key), fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+        writers.push(w);
+        writeSync(w, bytes);
+      }
+      const r = await store.getMany(['d/exact', 'd/fewer'], { sizes: [5, 5] });
+      expect(r.map((x) => (Buffer.isBuffer(x) ? `data ${x.toString()}` : 'refused'))).toEqual(['refused', 'refused']);
+      // What the pipes held is still there for their reader.
+      const left = writers.map((w) => {
+        const b = Buffer.alloc(16);
+        return b.subarray(0, readSync(w, b, 0, 16, null)).toString();
+      });
+      expect(left).toEqual(['FIFO!', 'ab']);
+    } finally {
+      for (const w of writers) closeSync(w);
       await store.close();
     }
   });
