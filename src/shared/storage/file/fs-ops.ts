@@ -689,7 +689,14 @@ export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]):
       fd = fs.openSync(fsPath(p), C.O_RDONLY | C.O_NONBLOCK | (hint === undefined ? 0 : C.O_NOFOLLOW));
       if (hint !== undefined) {
         room(hint + 1);
-        const r = fs.readSync(fd, data, n, hint + 1, null);
+        // At offset 0 (pread): a FIFO or socket fails it (ESPIPE) before a byte is taken from it,
+        // where a read would take the pipe's bytes (all of them the listed size: taken for the file's).
+        let r = 0;
+        try {
+          r = fs.readSync(fd, data, n, hint + 1, 0);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ESPIPE') throw e;
+        }
         n += r;
         // An empty read proves nothing: a FIFO without a writer reads empty too.
         if (r === hint && hint > 0) return;
@@ -702,7 +709,8 @@ export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]):
       }
       for (;;) {
         room(64 << 10);
-        const r = fs.readSync(fd, data, n, data.length - n, null);
+        // At the offset read so far: a pread above left the file's position where it was.
+        const r = fs.readSync(fd, data, n, data.length - n, n - start);
         if (r === 0) break;
         n += r;
       }
