@@ -287,6 +287,13 @@ export async function load(dst: ObjectStore, file: string, options: LoadOptions 
       const marker = Buffer.from(JSON.stringify({ started: new Date().toISOString(), pid: process.pid, host: hostname() }) + '\n');
       await dst.put(LOAD_MARKER, marker, { size: marker.length });
       const unmark = async () => {
+        // Only the marker this load wrote goes: an archive may hold a file of that name (a tar of a
+        // tree a killed load left), restored over it, which is the archive's to keep.
+        const there = await readBody(await dst.get(LOAD_MARKER), undefined, `read ${LOAD_MARKER}`).catch((err: unknown) => {
+          if (retryClassOf(err) === 'notFound') return undefined;
+          throw err;
+        });
+        if (there === undefined || !there.equals(marker)) return;
         await dst.delete(LOAD_MARKER);
         if (madeDir) await dst.delete(ferryDir).catch(() => undefined);
       };
