@@ -315,4 +315,25 @@ describe('load (archive): small files in batches', () => {
       await dst.close();
     }
   });
+  it('leaves a file or symlink of the destination named .ferry as it is in a load with --force', async () => {
+    // Bug: the load marker's put replaced a file named .ferry (not in the archive) with the marker's directory, and the load's end removed that directory: the file was gone, the load said nothing.
+    const file = await dumpFile(new FileStore(makeTree() + '/'), 'tar');
+    for (const kind of ['file', 'symlink'] as const) {
+      const out = fresh(`dot-ferry-${kind}`);
+      const elsewhere = fresh('elsewhere');
+      if (kind === 'file') writeFileSync(join(out, '.ferry'), 'the user\'s own');
+      else symlinkSync(elsewhere, join(out, '.ferry'));
+      const dst = new FileStore(out + '/');
+      try {
+        const r = await load(dst, file, { log: quiet, force: true });
+        expect(r.failed).toBe(0);
+        expect(readFileSync(join(out, 'docs/a.txt'), 'utf8')).toBe('alpha');
+        if (kind === 'file') expect(readFileSync(join(out, '.ferry'), 'utf8')).toBe("the user's own");
+        else expect(readlinkSync(join(out, '.ferry'))).toBe(elsewhere);
+        expect(readdirSync(elsewhere)).toEqual([]);
+      } finally {
+        await dst.close();
+      }
+    }
+  });
 });
