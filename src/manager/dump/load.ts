@@ -283,10 +283,23 @@ export async function load(dst: ObjectStore, file: string, options: LoadOptions 
       // Until the load ends, the marker says it has not: a load killed while it wrote leaves it.
       // The directory the marker makes goes with it, unless it was there before.
       const ferryDir = LOAD_MARKER.slice(0, LOAD_MARKER.indexOf('/') + 1);
-      const madeDir = dst.features.dirs && !(await exists(dst, ferryDir));
+      // What is at .ferry itself (a symlink not followed). A file or symlink of that name is the
+      // destination's own, not the marker's place. Only a merge (--force) meets one (it makes DST
+      // non-empty), and a merge writes every file whole: no marker then.
+      const at = dst.features.dirs ? await entryAt(dst, ferryDir.slice(0, -1)) : undefined;
+      const madeDir = dst.features.dirs && at === undefined;
+      const inTheWay = at !== undefined && !at.isDir;
       const marker = Buffer.from(JSON.stringify({ started: new Date().toISOString(), pid: process.pid, host: hostname() }) + '\n');
-      await dst.put(LOAD_MARKER, marker, { size: marker.length });
+      if (!inTheWay) await dst.put(LOAD_MARKER, marker, { size: marker.length });
       const unmark = async () => {
+        if (inTheWay) return;
+        // Only the marker this load wrote goes: an archive may hold a file of that name (a tar of a
+        // tree a killed load left), restored over it, which is the archive's to keep.
+        const there = await readBody(await dst.get(LOAD_MARKER), undefined, `read ${LOAD_MARKER}`).catch((err: unknown) => {
+          if (retryClassOf(err) === 'notFound') return undefined;
+          throw err;
+        });
+        if (there === undefined || !there.equals(marker)) return;
         await dst.delete(LOAD_MARKER);
         if (madeDir) await dst.delete(ferryDir).catch(() => undefined);
       };
@@ -328,12 +341,12 @@ async function loadMarker(store: ObjectStore, signal: AbortSignal | undefined): 
   }
 }
 
-async function exists(store: ObjectStore, key: string): Promise<boolean> {
+/** What is at `key`, a symlink not followed, or undefined when nothing is. */
+async function entryAt(store: ObjectStore, key: string): Promise<Entry | undefined> {
   try {
-    await store.head(key);
-    return true;
+    return await store.head(key);
   } catch (err) {
-    if (retryClassOf(err) === 'notFound') return false;
+    if (retryClassOf(err) === 'notFound') return undefined;
     throw err;
   }
 }

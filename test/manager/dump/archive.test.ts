@@ -216,6 +216,21 @@ describe('archives: round trip', () => {
     expect(execFileSync('tar', ['-tf', file]).toString()).toBe(`${dirName}/\n${dirName}/short.txt\n`);
   });
 
+  it('leaves nothing of an entry it refuses in the tar: the next entry keeps its own name', async () => {
+    // Bug: add() wrote an entry's pax or GNU long-name record before it checked the data's length, so a refused entry left its record behind and the next entry took its name.
+    const file = tmp('refused.tar');
+    const out = createWriteStream(file);
+    const closed = new Promise<void>((r) => out.on('close', () => r()));
+    const w = createArchiveWriter('tar', out);
+    const long = 'l'.repeat(300);
+    const refused = Promise.resolve().then(() => w.add({ path: long, type: 'file', size: 5, mode: 0o644, mtime: T, uid: 0, gid: 0 }, Buffer.from('abc')));
+    await expect(refused).rejects.toMatchObject({ code: 'FERRY_SOURCE_CHANGED' });
+    await w.add({ path: 'next', type: 'file', size: 2, mode: 0o644, mtime: T, uid: 0, gid: 0 }, Buffer.from('ok'));
+    await w.finish();
+    await closed;
+    expect(execFileSync('tar', ['-tf', file]).toString()).toBe('next\n');
+  });
+
   it('keeps names that are not UTF-8 byte for byte in tar (GNU long-name records)', async () => {
     const rawDir = `r\udcff-${'x'.repeat(120)}`; // long too: no ustar field would hold it
     const entries: DumpEntry[] = [

@@ -4,7 +4,8 @@
  * --data copies exactly what is missing or different, --verify writes nothing and finds a missing,
  * a truncated and a changed file, and an invalid input writes nothing at all.
  */
-import { createWriteStream, cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync, chmodSync, chownSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createWriteStream, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync, chmodSync, chownSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -292,6 +293,47 @@ describe('load (archive): small files in batches', () => {
       expect(readdirSync(join(out, '.ferry'))).toEqual([]);
     } finally {
       await dst.close();
+    }
+  });
+  it('does not count a file of the archive at the load marker as restored while the marker that replaced it is removed', async () => {
+    // Bug: an archive holding .ferry/load-incomplete (a tar of a tree a killed load left) restored that file over the running load's marker with --force, and the load's end deleted it: counted as restored, gone from DST.
+    const root = fresh('marked-src');
+    mkdirSync(join(root, '.ferry'));
+    writeFileSync(join(root, '.ferry/load-incomplete'), 'archived');
+    writeFileSync(join(root, 'a'), 'alpha');
+    const file = join(fresh('gnu'), 'x.tar');
+    execFileSync('tar', ['-cf', file, '-C', root, '.ferry', 'a']);
+    const out = fresh('marked-dst');
+    writeFileSync(join(out, 'other'), 'there before');
+    const dst = new FileStore(out + '/');
+    try {
+      const r = await load(dst, file, { log: quiet, force: true });
+      const kept = existsSync(join(out, '.ferry/load-incomplete')) && readFileSync(join(out, '.ferry/load-incomplete'), 'utf8') === 'archived';
+      // Restored as the archive has it, or said not to be: never counted and gone.
+      expect({ kept, failed: r.failed > 0 }).not.toEqual({ kept: false, failed: false });
+    } finally {
+      await dst.close();
+    }
+  });
+  it('leaves a file or symlink of the destination named .ferry as it is in a load with --force', async () => {
+    // Bug: the load marker's put replaced a file named .ferry (not in the archive) with the marker's directory, and the load's end removed that directory: the file was gone, the load said nothing.
+    const file = await dumpFile(new FileStore(makeTree() + '/'), 'tar');
+    for (const kind of ['file', 'symlink'] as const) {
+      const out = fresh(`dot-ferry-${kind}`);
+      const elsewhere = fresh('elsewhere');
+      if (kind === 'file') writeFileSync(join(out, '.ferry'), 'the user\'s own');
+      else symlinkSync(elsewhere, join(out, '.ferry'));
+      const dst = new FileStore(out + '/');
+      try {
+        const r = await load(dst, file, { log: quiet, force: true });
+        expect(r.failed).toBe(0);
+        expect(readFileSync(join(out, 'docs/a.txt'), 'utf8')).toBe('alpha');
+        if (kind === 'file') expect(readFileSync(join(out, '.ferry'), 'utf8')).toBe("the user's own");
+        else expect(readlinkSync(join(out, '.ferry'))).toBe(elsewhere);
+        expect(readdirSync(elsewhere)).toEqual([]);
+      } finally {
+        await dst.close();
+      }
     }
   });
 });

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -114,6 +115,24 @@ describe('file store: many small files at once', () => {
     }
   });
 
+  it('putMany sets the mode asked for in a directory with a default ACL, where the umask does not decide the bits of a new file', async () => {
+    // Bug: placeFilesSync left out the fchmod of a file it created when the umask kept the mode's bits, but a directory's default ACL, not the umask, masks them: 0o644 came out 0o640.
+    const store = new FileStore(dir + '/');
+    try {
+      await mkdir(join(dir, 'acl'));
+      // default ACL u::rwx g::r-x o::--- (posix_acl_xattr: version 2, then tag, perm, id per entry); no setfacl here.
+      const acl = "import os,struct\ne=lambda t,p: struct.pack('<HHI',t,p,0xffffffff)\nos.setxattr(os.sys.argv[1],'system.posix_acl_default',struct.pack('<I',2)+e(1,7)+e(4,5)+e(0x20,0))";
+      execFileSync('python3', ['-c', acl, join(dir, 'acl')]);
+      const results = await store.putMany([{ key: 'acl/through-temp', body: Buffer.from('t'), options: { size: 1, mode: 0o644 } }]);
+      const fresh = await store.putMany([{ key: 'acl/fresh', body: Buffer.from('f'), options: { size: 1, mode: 0o644 } }], { fresh: true });
+      expect([...results, ...fresh]).toEqual([undefined, undefined]);
+      expect((await stat(join(dir, 'acl/through-temp'))).mode & 0o7777).toBe(0o644);
+      expect((await stat(join(dir, 'acl/fresh'))).mode & 0o7777).toBe(0o644);
+    } finally {
+      await store.close();
+    }
+  });
+
   // dump reads small files in batches on the file-system threads: each key must get its own bytes or its own error, never block on a FIFO.
   it('getMany returns the bytes of each file, and an error for a missing file and for a FIFO, in order', async () => {
     const store = new FileStore(dir + '/');
@@ -150,6 +169,34 @@ describe('file store: many small files at once', () => {
       // A symlink that took a listed file's place is not followed.
       expect(Buffer.isBuffer(r[3])).toBe(false);
     } finally {
+      await store.close();
+    }
+  });
+
+  it('getMany with listed sizes neither takes a FIFO holding exactly the listed bytes for a file nor drains one holding fewer', async () => {
+    // Bug: readPackedSync read size+1 bytes before any fstat, so a FIFO that took a listed file's place was read: its bytes (exactly the listed size) went into the dump as the file's, or (fewer) were taken from the pipe's reader.
+    const store = new FileStore(dir + '/');
+    const writers: number[] = [];
+    try {
+      await mkdir(join(dir, 'd'));
+      const pending: Record<string, string> = { 'd/exact': 'FIFO!', 'd/fewer': 'ab' };
+      for (const [key, bytes] of Object.entries(pending)) {
+        execFileSync('mkfifo', [join(dir, key)]);
+        // A writer holds the pipe open with bytes in it (O_RDWR: a FIFO opened so does not block).
+        const w = openSync(join(dir, key), fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+        writers.push(w);
+        writeSync(w, bytes);
+      }
+      const r = await store.getMany(['d/exact', 'd/fewer'], { sizes: [5, 5] });
+      expect(r.map((x) => (Buffer.isBuffer(x) ? `data ${x.toString()}` : 'refused'))).toEqual(['refused', 'refused']);
+      // What the pipes held is still there for their reader.
+      const left = writers.map((w) => {
+        const b = Buffer.alloc(16);
+        return b.subarray(0, readSync(w, b, 0, 16, null)).toString();
+      });
+      expect(left).toEqual(['FIFO!', 'ab']);
+    } finally {
+      for (const w of writers) closeSync(w);
       await store.close();
     }
   });

@@ -37,16 +37,18 @@ export function createTarWriter(out: Writable, gzip: boolean): ArchiveWriter {
 
   /** What add() does when the fast path does not apply: records before the header, streams, a full buffer. */
   const addSlow = async (e: DumpEntry, header: Block, isData: boolean, data?: Readable | Buffer): Promise<void> => {
-    if (header.before !== undefined) await o.write(header.before);
+    // Refused before anything of the entry is written: a record left before the next header would be its.
     if (!isData || data === undefined) {
       if (data !== undefined && !Buffer.isBuffer(data)) data.resume();
       if (isData && e.size !== 0) throw new InvalidDumpError(`${JSON.stringify(e.path)}: a file of ${e.size} bytes without its data`);
+    } else if (Buffer.isBuffer(data) && data.length !== e.size) throw changed(e, data.length);
+    if (header.before !== undefined) await o.write(header.before);
+    if (!isData || data === undefined) {
       await o.room(512);
       o.header(header);
       return;
     }
     if (Buffer.isBuffer(data)) {
-      if (data.length !== e.size) throw changed(e, data.length);
       await o.room(512);
       o.header(header);
       await o.write(data);

@@ -536,7 +536,6 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
   const time = (mtime: number) => (mtime >= 0 ? mtime / 1000 : new Date(Math.floor(mtime)));
   /** The job whose file write() opened last. */
   let opened: PlaceJob | undefined;
-  const umask = env.umask;
   const euid = process.geteuid?.() ?? -1;
   const egid = process.getegid?.() ?? -1;
   const groups = new Map<string, number>();
@@ -557,8 +556,9 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
       return false;
     }
     const fresh = !job.inplace || job.exclusive === true;
-    // A file this open creates (O_EXCL) gets its permission bits from it, where the umask keeps
-    // them all: no fchmod then (a fifth of the system calls of writing a small file).
+    // A file this open creates (O_EXCL) is created with the mode's permission bits, but it keeps
+    // them only where neither the umask nor the directory's default ACL (which replaces the umask,
+    // and which no call here can see) takes some away: the fchmod below is never left out.
     const bits = job.mode === undefined ? 0o666 : job.mode & 0o777;
     const fd = fs.openSync(target, fresh ? 'wx' : C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW | C.O_NONBLOCK, bits);
     opened = job;
@@ -567,7 +567,7 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
       // chown before chmod: chown clears set-user/group-ID bits. A file this open created is the
       // process's already, in its directory's group or the process's: no chown when that is the owner.
       if (job.uid !== undefined && job.gid !== undefined && !(fresh && job.uid === euid && job.gid === newGroup(parent(job.dst)))) fs.fchownSync(fd, job.uid, job.gid);
-      if (job.mode !== undefined && !(fresh && job.mode === bits && (bits & umask) === 0)) fs.fchmodSync(fd, job.mode);
+      if (job.mode !== undefined) fs.fchmodSync(fd, job.mode);
       if (job.mtime !== undefined) fs.futimesSync(fd, time(job.mtime), time(job.mtime));
     } finally {
       fs.closeSync(fd);
@@ -689,7 +689,14 @@ export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]):
       fd = fs.openSync(fsPath(p), C.O_RDONLY | C.O_NONBLOCK | (hint === undefined ? 0 : C.O_NOFOLLOW));
       if (hint !== undefined) {
         room(hint + 1);
-        const r = fs.readSync(fd, data, n, hint + 1, null);
+        // At offset 0 (pread): a FIFO or socket fails it (ESPIPE) before a byte is taken from it,
+        // where a read would take the pipe's bytes (all of them the listed size: taken for the file's).
+        let r = 0;
+        try {
+          r = fs.readSync(fd, data, n, hint + 1, 0);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ESPIPE') throw e;
+        }
         n += r;
         // An empty read proves nothing: a FIFO without a writer reads empty too.
         if (r === hint && hint > 0) return;
@@ -702,7 +709,8 @@ export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]):
       }
       for (;;) {
         room(64 << 10);
-        const r = fs.readSync(fd, data, n, data.length - n, null);
+        // At the offset read so far: a pread above left the file's position where it was.
+        const r = fs.readSync(fd, data, n, data.length - n, n - start);
         if (r === 0) break;
         n += r;
       }
