@@ -23,8 +23,6 @@ export interface SyncEnv {
   tmpPath: (dst: string) => string;
   /** clearForFileSync, for the functions that need it. */
   clearForFile: (fs: Fs, path: string) => void;
-  /** The process's umask, which the threads cannot set (placeFilesSync: when a created file needs no chmod). */
-  umask: number;
 }
 
 /** A temporary file of some writer, which listings hide and may reclaim (temp.ts isAbandoned). */
@@ -527,6 +525,9 @@ export interface PlaceJob {
  * through a symlink, never into a FIFO), or, exclusive, as a new file at the final path. An error
  * per job, or null.
  */
+/** Linux file systems on which a new file is its creator's (statfs f_type): tmpfs, ext2-4, xfs, btrfs, zfs, f2fs. */
+const OWNED_BY_CREATOR = new Set([0x01021994, 0xef53, 0x58465342, 0x9123683e, 0x2fc12fc1, 0xf2f52010]);
+
 export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorRecord | null)[] {
   const fs = env.fs;
   const C = fs.constants;
@@ -538,16 +539,21 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
   let opened: PlaceJob | undefined;
   const euid = process.geteuid?.() ?? -1;
   const egid = process.getegid?.() ?? -1;
-  const groups = new Map<string, number>();
-  /** The group a file created in directory `dir` gets: the directory's when it is set-group-ID, else the process's. */
-  const newGroup = (dir: string): number => {
-    let g = groups.get(dir);
-    if (g === undefined) {
-      const st = fs.statSync(fsPath(dir));
-      g = (st.mode & 0o2000) !== 0 ? st.gid : egid;
-      groups.set(dir, g);
+  const mine = new Map<string, boolean>();
+  /**
+   * Whether a file created in directory `dir` is the process's user's and group's already: the
+   * directory is in the process's group (a new file gets the process's group or, set-group-ID or
+   * mounted grpid, the directory's: the same one), on a local file system that keeps the creator
+   * as owner (no NFS root squash, no FUSE rules).
+   */
+  const createdMine = (dir: string): boolean => {
+    let m = mine.get(dir);
+    if (m === undefined) {
+      const p = fsPath(dir);
+      m = fs.statSync(p).gid === egid && OWNED_BY_CREATOR.has(fs.statfsSync(p).type);
+      mine.set(dir, m);
     }
-    return g;
+    return m;
   };
   /** Write the file; its attributes too when it is written here (through its descriptor: no path looked up again). True when they are set. */
   const write = (job: PlaceJob, target: string | Buffer): boolean => {
@@ -564,9 +570,9 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
     opened = job;
     try {
       fs.writeFileSync(fd, job.data!);
-      // chown before chmod: chown clears set-user/group-ID bits. A file this open created is the
-      // process's already, in its directory's group or the process's: no chown when that is the owner.
-      if (job.uid !== undefined && job.gid !== undefined && !(fresh && job.uid === euid && job.gid === newGroup(parent(job.dst)))) fs.fchownSync(fd, job.uid, job.gid);
+      // chown before chmod: chown clears set-user/group-ID bits. No chown for a file this open
+      // created when the owner asked for is the process's and the file is the process's already.
+      if (job.uid !== undefined && job.gid !== undefined && !(fresh && job.uid === euid && job.gid === egid && createdMine(parent(job.dst)))) fs.fchownSync(fd, job.uid, job.gid);
       if (job.mode !== undefined) fs.fchmodSync(fd, job.mode);
       if (job.mtime !== undefined) fs.futimesSync(fd, time(job.mtime), time(job.mtime));
     } finally {
@@ -733,15 +739,7 @@ export const MAIN_THREAD: SyncEnv = {
   tempPrefix: TEMP_PREFIX,
   tmpPath: (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + tempName(),
   clearForFile: clearForFileSync,
-  get umask() {
-    return processUmask();
-  },
 };
-
-/** The umask, read without changing it (process.umask() with no argument; a thread can read it too). */
-export function processUmask(): number {
-  return process.umask();
-}
 
 export interface ReadDirOptions extends SortNamesOptions {
   /** Directories of up to this many names are read whole (listDirSync), larger ones sorted by name (sortNamesSync). */

@@ -12,11 +12,9 @@ import { clearForFileSync, placeFilesSync, readBatchSync, readDirSync, readPacke
 export interface ThreadData {
   /** temp.ts tempNamePrefix() of the main thread. */
   tempNamePrefix: string;
-  /** The process's umask when the thread started. */
-  umask: number;
 }
 
-const { tempNamePrefix, umask } = workerData as ThreadData;
+const { tempNamePrefix } = workerData as ThreadData;
 let seq = 0;
 // Threads share the process id: the temporaries of every thread carry the main thread's prefix, so
 // that another run sees them as this process's, with the thread's id and a sequence number to keep
@@ -27,7 +25,6 @@ const env: SyncEnv = {
   tempPrefix: TEMP_PREFIX,
   tmpPath: (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + tempNamePrefix + threadId.toString(36) + '-' + (seq++).toString(36) + '-' + Math.random().toString(36).slice(2, 8),
   clearForFile: clearForFileSync,
-  umask,
 };
 
 type Message = { id: number; op: string } & Record<string, unknown>;

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { tempNamePrefix } from '../temp.js';
 import type { WalkRecord } from '../tree.js';
-import { decodeRecords, processUmask, type DirRead, type PackedRead, type PlaceJob, type RecordColumns, type ReadDirOptions, type SortedNames, type SystemErrorRecord, type TempFile } from './fs-ops.js';
+import { decodeRecords, type DirRead, type PackedRead, type PlaceJob, type RecordColumns, type ReadDirOptions, type SortedNames, type SystemErrorRecord, type TempFile } from './fs-ops.js';
 import type { ThreadData } from './fs-thread.js';
 import type { Spill } from './sorted-names.js';
 
@@ -67,7 +67,7 @@ class PoolThread {
   readonly worker: Worker;
   readonly pending = new Map<number, Pending>();
   constructor(onExit: (t: PoolThread, err: Error) => void) {
-    const workerData: ThreadData = { tempNamePrefix: tempNamePrefix(), umask: processUmask() };
+    const workerData: ThreadData = { tempNamePrefix: tempNamePrefix() };
     // A thread allocates fast and keeps little (a stat result is garbage once sent): a small young
     // generation keeps what it holds at ~15 MB instead of ~45, at no measurable cost in time.
     this.worker = new Worker(threadModule(), { workerData, resourceLimits: { maxYoungGenerationSizeMb: THREAD_YOUNG_MB } });
