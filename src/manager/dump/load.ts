@@ -279,39 +279,7 @@ export async function load(dst: ObjectStore, file: string, options: LoadOptions 
       throw new UsageError(`${dst.description} is not empty: an archive is restored into an empty destination; add --force to merge it into what is there`);
     }
     if (options.verify) await new Restore(dst, report, options).archive(format, file);
-    else {
-      // Until the load ends, the marker says it has not: a load killed while it wrote leaves it.
-      // The directory the marker makes goes with it, unless it was there before.
-      const ferryDir = LOAD_MARKER.slice(0, LOAD_MARKER.indexOf('/') + 1);
-      // What is at .ferry itself (a symlink not followed). A file or symlink of that name is the
-      // destination's own, not the marker's place. Only a merge (--force) meets one (it makes DST
-      // non-empty), and a merge writes every file whole: no marker then.
-      const at = dst.features.dirs ? await entryAt(dst, ferryDir.slice(0, -1)) : undefined;
-      const madeDir = dst.features.dirs && at === undefined;
-      const inTheWay = at !== undefined && !at.isDir;
-      const marker = Buffer.from(JSON.stringify({ started: new Date().toISOString(), pid: process.pid, host: hostname() }) + '\n');
-      if (!inTheWay) await dst.put(LOAD_MARKER, marker, { size: marker.length });
-      const unmark = async () => {
-        if (inTheWay) return;
-        // Only the marker this load wrote goes: an archive may hold a file of that name (a tar of a
-        // tree a killed load left), restored over it, which is the archive's to keep.
-        const there = await readBody(await dst.get(LOAD_MARKER), undefined, `read ${LOAD_MARKER}`).catch((err: unknown) => {
-          if (retryClassOf(err) === 'notFound') return undefined;
-          throw err;
-        });
-        if (there === undefined || !there.equals(marker)) return;
-        await dst.delete(LOAD_MARKER);
-        if (madeDir) await dst.delete(ferryDir).catch(() => undefined);
-      };
-      try {
-        await new Restore(dst, report, { ...options, fresh: empty }).archive(format, file);
-      } catch (err) {
-        // Stopped or failed, but every write has ended (Restore.archive waits for them): no file is cut short.
-        await unmark().catch(() => undefined);
-        throw err;
-      }
-      await unmark();
-    }
+    else await whileMarked(dst, () => new Restore(dst, report, { ...options, fresh: empty }).archive(format, file));
   } else {
     const restore = new Restore(dst, report, options);
     await restore.json(jsonStream(file, format === 'json.gz'), name);
@@ -327,6 +295,47 @@ export async function load(dst: ObjectStore, file: string, options: LoadOptions 
  * go on without --force, which writes every file anew.
  */
 export const LOAD_MARKER = '.ferry/load-incomplete';
+
+/**
+ * Runs `restore` with LOAD_MARKER in `dst`: written before, removed after, also when it fails or is
+ * stopped (every write has ended then). A load killed meanwhile leaves it.
+ */
+async function whileMarked(dst: ObjectStore, restore: () => Promise<void>): Promise<void> {
+  // Until the load ends, the marker says it has not: a load killed while it wrote leaves it.
+  // The directory the marker makes goes with it, unless it was there before.
+  const ferryDir = LOAD_MARKER.slice(0, LOAD_MARKER.indexOf('/') + 1);
+  // What is at .ferry itself (a symlink not followed). A file or symlink of that name is the
+  // destination's own, not the marker's place. Only a merge (--force) meets one (it makes DST
+  // non-empty), and a merge writes every file whole: no marker then.
+  const at = dst.features.dirs ? await entryAt(dst, ferryDir.slice(0, -1)) : undefined;
+  const madeDir = dst.features.dirs && at === undefined;
+  const inTheWay = at !== undefined && !at.isDir;
+  const marker = Buffer.from(JSON.stringify({ started: new Date().toISOString(), pid: process.pid, host: hostname() }) + '\n');
+  if (!inTheWay) await dst.put(LOAD_MARKER, marker, { size: marker.length });
+  const unmark = async () => {
+    if (inTheWay) return;
+    // Only the marker this load wrote goes: an archive may hold a file of that name (a tar of a
+    // tree a killed load left), restored over it, which is the archive's to keep.
+    let there: Buffer;
+    try {
+      there = await readBody(await dst.get(LOAD_MARKER), undefined, `read ${LOAD_MARKER}`);
+    } catch (err) {
+      if (retryClassOf(err) === 'notFound') return;
+      throw err;
+    }
+    if (!there.equals(marker)) return;
+    await dst.delete(LOAD_MARKER);
+    if (madeDir) await dst.delete(ferryDir).catch(() => undefined);
+  };
+  try {
+    await restore();
+  } catch (err) {
+    // Stopped or failed, but every write has ended (Restore.archive waits for them): no file is cut short.
+    await unmark().catch(() => undefined);
+    throw err;
+  }
+  await unmark();
+}
 
 /** When the load that left LOAD_MARKER started, or undefined when there is none. */
 async function loadMarker(store: ObjectStore, signal: AbortSignal | undefined): Promise<string | undefined> {

@@ -519,15 +519,15 @@ export interface PlaceJob {
   gid?: number;
 }
 
+/** Linux file systems on which a new file is its creator's (statfs f_type): tmpfs, ext2-4, xfs, btrfs, zfs, f2fs. */
+const OWNED_BY_CREATOR = new Set([0x01021994, 0xef53, 0x58465342, 0x9123683e, 0x2fc12fc1, 0xf2f52010]);
+
 /**
  * Copy or write files, each to a fresh temporary name (O_EXCL: never through anything already
  * there) renamed into place, or, inplace, into the final path itself after clearForFileSync (never
  * through a symlink, never into a FIFO), or, exclusive, as a new file at the final path. An error
  * per job, or null.
  */
-/** Linux file systems on which a new file is its creator's (statfs f_type): tmpfs, ext2-4, xfs, btrfs, zfs, f2fs. */
-const OWNED_BY_CREATOR = new Set([0x01021994, 0xef53, 0x58465342, 0x9123683e, 0x2fc12fc1, 0xf2f52010]);
-
 export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorRecord | null)[] {
   const fs = env.fs;
   const C = fs.constants;
@@ -661,11 +661,11 @@ export interface PackedRead {
 /**
  * readBatchSync into one buffer: a buffer per file made a thread reply carry one ArrayBuffer per
  * file, and the main thread collect them one by one. With `sizes` (what a listing said, of regular
- * files), a file is opened without following a symlink and read in one call of its size and a
- * byte more: a read that comes back with exactly its size ended the file (a local file system
- * reads short only at the end), and only a file whose size differs, or is empty, is looked at
- * (fstat): a file still, it is read to its end; anything else fails. That spares a stat per file, a fifth of the
- * system calls of a dump.
+ * files), a file is opened without following a symlink and read in one call (a pread) of its
+ * size and a byte more: a read that comes back with exactly its size ended the file (a local file
+ * system reads short only at the end), and only a file whose size differs, or is empty, is looked
+ * at (fstat): a file still, it is read to its end; anything else fails. That spares a stat per
+ * file, a fifth of the system calls of a dump.
  */
 export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]): PackedRead {
   const fs = env.fs;
@@ -722,7 +722,10 @@ export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]):
       }
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      errors[i] = { code: err?.code ? String(err.code) : 'EIO', message: err?.message ? String(err.message) : String(e) };
+      const code = err?.code ? String(err.code) : 'EIO';
+      // O_NOFOLLOW's answer, in the user's words.
+      const message = code === 'ELOOP' && sizes !== undefined ? 'ELOOP: it became a symlink after it was listed, and ferry does not follow it' : err?.message ? String(err.message) : String(e);
+      errors[i] = { code, message };
       n = start;
     } finally {
       if (fd >= 0) fs.closeSync(fd);
