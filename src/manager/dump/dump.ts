@@ -173,14 +173,15 @@ export async function writeDump(source: ObjectStore, out: Writable, options: Dum
     const g = group;
     group = [];
     groupBytes = 0;
-    const read: GroupRead = { read: Promise.resolve() };
-    read.read = getMany!(
-      g.map((p) => prefix + p.e.path),
-      { ...(signal ? { signal } : {}), sizes: g.map((p) => p.e.size) },
-    ).then(
-      (rs) => void (read.results = rs),
-      (error: unknown) => void (read.results = g.map(() => error)),
-    );
+    const read: GroupRead = {
+      read: getMany!(
+        g.map((p) => prefix + p.e.path),
+        { ...(signal ? { signal } : {}), sizes: g.map((p) => p.e.size) },
+      ).then(
+        (rs) => void (read.results = rs),
+        (error: unknown) => void (read.results = g.map(() => error)),
+      ),
+    };
     g.forEach((p, i) => {
       p.group = read;
       p.index = i;
