@@ -763,7 +763,7 @@ function buildLoadCommand(onParsed: (p: ParsedLoad) => void): Command {
     .argument('<DST>', 'the storage address to restore into')
     .argument('[IN]', "the dump: any address, or '-' for standard input (the default)")
     .helpOption('-h, --help', 'show this help')
-    .option('--force', 'restore an archive into a DST that is not empty (files of the archive replace those of DST)')
+    .option('--force', 'restore an archive into a DST that is not empty, or over what a killed load left (files of the archive replace those of DST)')
     .option('--data <ADDRESS>', 'JSON dumps: copy files missing on DST (or different) from this data copy')
     .option('--verify', 'the restore drill: check everything, write nothing, report what a restore would miss')
     .option('--outside-links', 'restore symlinks whose target is absolute or leaves DST, as links (nothing is ever written through a symlink); without, such a link refuses the input')
