@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -33,6 +33,9 @@ describeTreeSafety('file', async () => {
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 });
+
+/** setfacl (package acl) for the default-ACL case. */
+const hasSetfacl = spawnSync('setfacl', ['--version']).status === 0;
 
 describe('file store: many small files at once', () => {
   let dir: string;
@@ -115,14 +118,13 @@ describe('file store: many small files at once', () => {
     }
   });
 
-  it('putMany sets the mode asked for in a directory with a default ACL, where the umask does not decide the bits of a new file', async () => {
+  it('putMany sets the mode asked for in a directory with a default ACL, where the umask does not decide the bits of a new file', async (ctx) => {
     // Bug: placeFilesSync left out the fchmod of a file it created when the umask kept the mode's bits, but a directory's default ACL, not the umask, masks them: 0o644 came out 0o640.
+    if (!hasSetfacl) return ctx.skip('setfacl (Debian package acl, which .ci/run installs) is missing: the default-ACL case is not tested');
     const store = new FileStore(dir + '/');
     try {
       await mkdir(join(dir, 'acl'));
-      // default ACL u::rwx g::r-x o::--- (posix_acl_xattr: version 2, then tag, perm, id per entry); no setfacl here.
-      const acl = "import os,struct\ne=lambda t,p: struct.pack('<HHI',t,p,0xffffffff)\nos.setxattr(os.sys.argv[1],'system.posix_acl_default',struct.pack('<I',2)+e(1,7)+e(4,5)+e(0x20,0))";
-      execFileSync('python3', ['-c', acl, join(dir, 'acl')]);
+      execFileSync('setfacl', ['-d', '-m', 'u::rwx,g::r-x,o::---', join(dir, 'acl')]);
       const results = await store.putMany([{ key: 'acl/through-temp', body: Buffer.from('t'), options: { size: 1, mode: 0o644 } }]);
       const fresh = await store.putMany([{ key: 'acl/fresh', body: Buffer.from('f'), options: { size: 1, mode: 0o644 } }], { fresh: true });
       expect([...results, ...fresh]).toEqual([undefined, undefined]);
