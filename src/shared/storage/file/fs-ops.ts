@@ -621,33 +621,17 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
 }
 
 /**
- * Read small files whole: the bytes, or an error, per path. Opened without blocking and checked
- * before reading: a FIFO would block the read for ever, a device would never end.
+ * Read small files whole: the bytes, or an error, per path (readPackedSync, each file a view of
+ * the one buffer). Opened without blocking and checked before reading: a FIFO would block the read
+ * for ever, a device would never end.
  */
 export function readBatchSync(env: SyncEnv, paths: string[]): (Uint8Array | SystemErrorRecord)[] {
-  const fs = env.fs;
-  const C = fs.constants;
-  return paths.map((p) => {
-    let fd = -1;
-    try {
-      fd = fs.openSync(fsPath(p), C.O_RDONLY | C.O_NONBLOCK);
-      const st = fs.fstatSync(fd);
-      if (st.isDirectory()) return { code: 'EISDIR', message: 'EISDIR: it is a directory' };
-      if (!st.isFile()) return { code: 'FERRY_SPECIAL_FILE', message: `it is a ${env.specialKind(st.mode)}, not a regular file; ferry does not read FIFOs, sockets or devices` };
-      const buf = Buffer.allocUnsafe(st.size);
-      let n = 0;
-      while (n < buf.length) {
-        const r = fs.readSync(fd, buf, n, buf.length - n, null);
-        if (r === 0) break;
-        n += r;
-      }
-      return n === buf.length ? buf : buf.subarray(0, n);
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      return { code: err?.code ? String(err.code) : 'EIO', message: err?.message ? String(err.message) : String(e) };
-    } finally {
-      if (fd >= 0) fs.closeSync(fd);
-    }
+  const { data, ends, errors } = readPackedSync(env, paths);
+  let start = 0;
+  return ends.map((end, i) => {
+    const r = errors[i] ?? data.subarray(start, end);
+    start = end;
+    return r;
   });
 }
 
@@ -670,20 +654,21 @@ export interface PackedRead {
 export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]): PackedRead {
   const fs = env.fs;
   const C = fs.constants;
-  let data = new Uint8Array(64 << 10);
+  // Sized for the listed sizes, else grown as files come (a single small file: no 64 KiB buffer).
+  let data = new Uint8Array(sizes ? sizes.reduce((a, b) => a + b + 1, 0) : 4096);
   let n = 0;
   const room = (size: number): void => {
     if (n + size <= data.length) return;
-    const grown = new Uint8Array(Math.max(data.length * 2, n + size));
+    const grown = new Uint8Array(Math.max(data.length * 2, n + size, 4096));
     grown.set(data.subarray(0, n));
     data = grown;
   };
-  /** Whether `fd` is a regular file; else its error for `errors`. */
-  const regular = (fd: number): SystemErrorRecord | undefined => {
+  /** The size of `fd` when it is a regular file; else its error for `errors`. */
+  const regular = (fd: number): number | SystemErrorRecord => {
     const st = fs.fstatSync(fd);
     if (st.isDirectory()) return { code: 'EISDIR', message: 'EISDIR: it is a directory' };
     if (!st.isFile()) return { code: 'FERRY_SPECIAL_FILE', message: `it is a ${env.specialKind(st.mode)}, not a regular file; ferry does not read FIFOs, sockets or devices` };
-    return undefined;
+    return st.size;
   };
   const ends: number[] = [];
   const errors: Record<number, SystemErrorRecord> = {};
@@ -707,14 +692,16 @@ export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]):
         // An empty read proves nothing: a FIFO without a writer reads empty too.
         if (r === hint && hint > 0) return;
       }
-      const wrong = regular(fd);
-      if (wrong) {
-        errors[i] = wrong;
+      const size = regular(fd);
+      if (typeof size !== 'number') {
+        errors[i] = size;
         n = start;
         return;
       }
+      // Room for the rest of its size and a byte (its end seen in the same read), more if it grew.
+      room(Math.max(0, size - (n - start)) + 1);
       for (;;) {
-        room(64 << 10);
+        if (n === data.length) room(64 << 10);
         // At the offset read so far: a pread above left the file's position where it was.
         const r = fs.readSync(fd, data, n, data.length - n, n - start);
         if (r === 0) break;
