@@ -69,7 +69,7 @@ function report(workload, rows, unitCount, unitName) {
     console.log(`  ${r.name.padEnd(8)} ${r.seconds.toFixed(3).padStart(8)} s${rate}${r.rss ? `  peak RSS ${r.rss.toFixed(0)} MB` : ''}`);
   }
   const f = byName.ferry;
-  for (const peer of ['rclone', 'cp', 'rsync']) {
+  for (const peer of ['rclone', 'cp', 'rsync', 'node']) {
     if (f && byName[peer]) console.log(`  ferry/${peer} = ${(f.seconds / byName[peer].seconds).toFixed(2)}`);
   }
   results.push({ workload, rows });
@@ -128,7 +128,9 @@ try {
       const rows = [measure('ferry', none, 'node', [ferry, 'sync', '-q', small + '/', dst + '/'])];
       if (peers.rclone) rows.push(measure('rclone', none, 'rclone', ['sync', '--transfers', '10', small, dst]));
       if (peers.rsync) rows.push(measure('rsync', none, 'rsync', ['-a', small + '/', dst + '/']));
-      report('(b) no-op re-sync of the same 10,000 files', rows, 10000, 'files');
+      // What no Node.js program gets under: start, and read both trees' attributes (bench-floor.mjs).
+      rows.push(measure('node', none, 'node', [join(root, 'scripts', 'bench-floor.mjs'), small, dst]));
+      report('(b) no-op re-sync of the same 10,000 files ("node": Node.js starting and reading both trees, nothing more)', rows, 10000, 'files');
     }
   }
   if (only.has('e')) {

@@ -28,8 +28,10 @@ import type { KeptUpload } from './sync/ledger.js';
 import { formatBytes, SyncStats } from './sync/stats.js';
 import type { ObjectStore } from '../shared/storage/types.js';
 import { describeCounters, emptyCounters, plural, type DumpCounters, type DumpEntry } from './dump/entry.js';
-import { formatOf, writeDump, type DumpFormat, type DumpOptions, type DumpResult } from './dump/dump.js';
-import { load, openLoadInput, type LoadInput, type LoadOptions, type LoadReport } from './dump/load.js';
+// The dump writer and the loader (archives, zlib) are loaded by their own commands.
+import type { DumpOptions, DumpResult } from './dump/dump.js';
+import { formatOf, type DumpFormat } from './dump/format.js';
+import type { LoadInput, LoadOptions, LoadReport } from './dump/load.js';
 
 declare const FERRY_VERSION: string | undefined;
 const VERSION = typeof FERRY_VERSION === 'string' ? FERRY_VERSION : '0.0.0-dev';
@@ -873,6 +875,7 @@ async function runDumpCommand(p: ParsedDump, env: CliEnvironment): Promise<numbe
       onWarning: (m) => con.warn(m),
       ...(p.verbosity === 'verbose' ? { onEntry: (e: DumpEntry) => con.info(e.path === '' ? '/' : e.type === 'dir' ? e.path + '/' : e.path) } : {}),
     };
+    const { writeDump } = await import('./dump/dump.js');
     let result: DumpResult;
     if (!outAddr) {
       result = await writeDump(source, env.stdout, options);
@@ -946,6 +949,7 @@ async function runLoadCommand(p: ParsedLoad, env: CliEnvironment): Promise<numbe
     if (p.input === '-' && (stdin as { isTTY?: boolean }).isTTY) throw new UsageError('no IN given and standard input is a terminal: name the dump, or pipe one in (ferry dump SRC | ferry load DST)');
     dst = await registry.open(dstAddr, { noHttps: p.noHttps, concurrency: p.threads });
     if (dataAddr) data = await registry.open(dataAddr, { noHttps: p.noHttps, concurrency: p.threads });
+    const { load, openLoadInput } = await import('./dump/load.js');
     input = await openLoadInput(p.input, registry, stdin as Readable, run.signal);
     let handled = 0;
     if (p.verbosity !== 'quiet') {

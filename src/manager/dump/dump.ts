@@ -8,15 +8,15 @@ import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { NotSupportedYetError, UsageError } from '../../shared/errors.js';
+import { UsageError } from '../../shared/errors.js';
 import { treeKeyProblem } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { countEntry, emptyCounters, type DumpCounters, type DumpEntry } from './entry.js';
 import { JsonDumpWriter } from './json.js';
 
-export type DumpFormat = 'json' | 'json.gz' | 'tar' | 'tar.gz' | 'zip';
+import type { DumpFormat } from './format.js';
 
-export const DUMP_FORMATS: readonly DumpFormat[] = ['json', 'json.gz', 'tar', 'tar.gz', 'zip'];
+export { formatOf, type DumpFormat } from './format.js';
 
 export interface DumpOptions {
   format: DumpFormat;
@@ -57,37 +57,6 @@ const GROUPED_FILES_MAX = 8 * GROUP_FILES;
 const GROUPED_BYTES_MAX = 64 << 20;
 /** Entries waiting for a file read ahead of them, at most. */
 const QUEUE_MAX = 2 * GROUPED_FILES_MAX;
-
-/**
- * The format a dump is written in: `override` (--format) when given, else by OUT's name. Names
- * without a known ending are refused: a dump's format must not depend on a guess.
- */
-export function formatOf(name: string, override?: string): DumpFormat {
-  const supported = `supported: .json, .json.gz, .tar, .tar.gz (.tgz) and .zip`;
-  const pick = (what: string, from: string): DumpFormat | undefined => {
-    const n = what.toLowerCase();
-    if (n === 'json' || n.endsWith('.json')) return 'json';
-    if (n === 'json.gz' || n.endsWith('.json.gz')) return 'json.gz';
-    if (n === 'tar' || n.endsWith('.tar')) return 'tar';
-    if (n === 'tar.gz' || n === 'tgz' || n.endsWith('.tar.gz') || n.endsWith('.tgz')) return 'tar.gz';
-    if (n === 'zip' || n.endsWith('.zip')) return 'zip';
-    for (const later of ['tar.bz2', 'tbz2', 'tbz', 'tar.xz', 'txz', 'tar.zst', 'tzst']) {
-      if (n === later || n.endsWith('.' + later)) {
-        throw new NotSupportedYetError(`${from} ${JSON.stringify(what)}: .${later} archives are not supported yet in this version of ferry (no well-kept library for Node); ${supported}`);
-      }
-    }
-    return undefined;
-  };
-  if (override !== undefined) {
-    const f = pick(override, '--format');
-    if (!f) throw new UsageError(`--format ${JSON.stringify(override)} is not a dump format; ${supported}`);
-    return f;
-  }
-  if (name === '' || name === '-') return 'json';
-  const f = pick(name, 'the output');
-  if (!f) throw new UsageError(`cannot tell the dump format from the name ${JSON.stringify(name)}; name it .json, .json.gz, .tar, .tar.gz, .tgz or .zip, or give --format`);
-  return f;
-}
 
 /** `--subdir`: 'a/b' (no leading or trailing '/'), checked. */
 export function normalizeSubdir(subdir: string | undefined): string {

@@ -1,5 +1,4 @@
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { FerryError, isAbortError, NotFoundError } from '../../shared/errors.js';
 import { compareKeys, hasRawBytes } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
@@ -254,6 +253,7 @@ export async function plan(c: PlanContext): Promise<void> {
  * twice. Lines are held in memory (as rclone does); the keys they name are streamed.
  */
 async function readKeyLines(path: string): Promise<string[]> {
+  const { createInterface } = await import('node:readline');
   const rl = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
   const lines: string[] = [];
   let first = true;

@@ -105,6 +105,8 @@ export class FsPool {
   readonly #spills = new Set<string>();
   readonly #spillName = randomBytes(4).toString('hex');
   #spillSeq = 0;
+  /** os.tmpdir(), read at the first spill directory named. */
+  #spillRoot: string | undefined;
 
   constructor(readonly size: number) {}
 
@@ -152,7 +154,9 @@ export class FsPool {
     signal?.addEventListener('abort', onAbort, { once: true });
     // Named here, made by the thread only if it spills: whatever happens to the thread, this pool
     // knows what to remove.
-    const spillDir = join(tmpdir(), `ferry-list-${process.pid}-${this.#spillName}-${(++this.#spillSeq).toString(36)}`);
+    // tmpdir() reads three environment variables, each read five system calls in Node 20: once a pool.
+    this.#spillRoot ??= tmpdir();
+    const spillDir = join(this.#spillRoot, `ferry-list-${process.pid}-${this.#spillName}-${(++this.#spillSeq).toString(36)}`);
     this.#spills.add(spillDir);
     let r: { columns: RecordColumns; temps?: TempFile[] } | { sorted: SortedNames };
     try {
