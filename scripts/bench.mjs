@@ -23,6 +23,12 @@ const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
 const ferry = join(root, 'bin', 'ferry.js');
 if (!existsSync(join(root, 'dist', 'cli.js'))) execFileSync('node', ['scripts/build.mjs'], { cwd: root, stdio: 'inherit' });
 
+// Node.js 20 reads and parses every certificate of NODE_EXTRA_CA_CERTS when it starts, before any
+// of a program's code runs: with a whole system bundle (some sandboxes and company machines set
+// one) that is tens of milliseconds on each start. No workload here uses TLS: it is left out, and
+// what it would have cost is said.
+const extraCa = process.env.NODE_EXTRA_CA_CERTS;
+delete process.env.NODE_EXTRA_CA_CERTS;
 // rclone 1.60 refuses every S3 remote when AWS_CA_BUNDLE is set (PITFALLS.md).
 const env = { ...process.env };
 delete env.AWS_CA_BUNDLE;
@@ -60,6 +66,24 @@ function measure(name, setup, cmd, argv, opts, count = runs) {
   return { name, seconds: median(times), rss };
 }
 
+/**
+ * The tools of one workload in turn (ferry, rclone, ..., ferry, rclone, ...), `runs` rounds: each
+ * row carries, besides its median, its times, so that report() takes ferry's ratio to each peer
+ * round by round (the median of those), which the machine's speed drifting does not move.
+ */
+function rounds(setup, tools) {
+  const rows = tools.map(([name]) => ({ name, times: [], rss: 0 }));
+  for (let i = 0; i < runs; i++) {
+    tools.forEach(([, cmd, argv, opts], t) => {
+      setup();
+      const r = timed(cmd, argv, opts);
+      rows[t].times.push(r.seconds);
+      rows[t].rss = Math.max(rows[t].rss, r.rss ?? 0);
+    });
+  }
+  return rows.map((r) => ({ ...r, seconds: median(r.times) }));
+}
+
 const results = [];
 function report(workload, rows, unitCount, unitName) {
   const byName = Object.fromEntries(rows.map((r) => [r.name, r]));
@@ -70,9 +94,12 @@ function report(workload, rows, unitCount, unitName) {
   }
   const f = byName.ferry;
   for (const peer of ['rclone', 'cp', 'rsync', 'node']) {
-    if (f && byName[peer]) console.log(`  ferry/${peer} = ${(f.seconds / byName[peer].seconds).toFixed(2)}`);
+    const p = byName[peer];
+    if (!f || !p) continue;
+    const paired = f.times && p.times ? median(f.times.map((t, i) => t / p.times[i])) : undefined;
+    console.log(`  ferry/${peer} = ${(paired ?? f.seconds / p.seconds).toFixed(2)}${paired === undefined ? '' : ' (median of the rounds\' ratios)'}`);
   }
-  results.push({ workload, rows });
+  results.push({ workload, rows: rows.map(({ times: _times, ...r }) => r) });
 }
 
 function makeTree(dir, dirs, perDir, size) {
@@ -106,6 +133,12 @@ function makeBig(path, bytes) {
 
 const peers = { rclone: have('rclone'), cp: have('cp'), rsync: have('rsync') };
 console.log(`ferry benchmark in ${work} (${base === '/dev/shm' ? 'tmpfs' : 'disk'}), ${runs} runs each, medians`);
+{
+  const start = (extra) => median(Array.from({ length: 5 }, () => timed('node', ['-e', '0'], { env: extra ? { NODE_EXTRA_CA_CERTS: extra } : {} }).seconds));
+  const plain = start();
+  const note = extraCa ? `; with this environment's NODE_EXTRA_CA_CERTS (${extraCa}) ${start(extraCa).toFixed(3)} s, which every Node.js run below is spared` : '';
+  console.log(`Node.js ${process.version} starts and exits in ${plain.toFixed(3)} s${note}`);
+}
 console.log(`peers: ${Object.entries(peers).map(([k, v]) => `${k}${v ? '' : ' (missing)'}`).join(', ')}`);
 mkdirSync(work, { recursive: true });
 try {
@@ -124,19 +157,18 @@ try {
     if (only.has('b')) {
       clean();
       execFileSync('cp', ['-a', small + '/.', dst + '/']);
-      const none = () => {};
-      const rows = [measure('ferry', none, 'node', [ferry, 'sync', '-q', small + '/', dst + '/'])];
-      if (peers.rclone) rows.push(measure('rclone', none, 'rclone', ['sync', '--transfers', '10', small, dst]));
-      if (peers.rsync) rows.push(measure('rsync', none, 'rsync', ['-a', small + '/', dst + '/']));
+      const tools = [['ferry', 'node', [ferry, 'sync', '-q', small + '/', dst + '/']]];
+      if (peers.rclone) tools.push(['rclone', 'rclone', ['sync', '--transfers', '10', small, dst]]);
+      if (peers.rsync) tools.push(['rsync', 'rsync', ['-a', small + '/', dst + '/']]);
       // What no Node.js program gets under: start, and read both trees' attributes (bench-floor.mjs).
-      rows.push(measure('node', none, 'node', [join(root, 'scripts', 'bench-floor.mjs'), small, dst]));
+      tools.push(['node', 'node', [join(root, 'scripts', 'bench-floor.mjs'), small, dst]]);
+      const rows = rounds(() => {}, tools);
       report('(b) no-op re-sync of the same 10,000 files ("node": Node.js starting and reading both trees, nothing more)', rows, 10000, 'files');
     }
   }
   if (only.has('e')) {
     // Listing at scale: a no-op re-sync of 200,000 files, once in one flat directory (the case that
     // holds a whole directory while it is sorted) and once as 200 directories of 1,000.
-    const none = () => {};
     for (const [label, dirs] of [['one flat directory', 1], ['200 directories × 1,000', 200]]) {
       const src = join(work, 'many');
       const copy = join(work, 'many-dst');
@@ -144,8 +176,9 @@ try {
       rmSync(copy, { recursive: true, force: true });
       makeMany(src, dirs, 200_000, 100);
       execFileSync('cp', ['-a', src + '/.', copy + '/']);
-      const rows = [measure('ferry', none, 'node', [ferry, 'sync', '-q', src + '/', copy + '/'])];
-      if (peers.rclone) rows.push(measure('rclone', none, 'rclone', ['sync', '--transfers', '10', src, copy]));
+      const tools = [['ferry', 'node', [ferry, 'sync', '-q', src + '/', copy + '/']]];
+      if (peers.rclone) tools.push(['rclone', 'rclone', ['sync', '--transfers', '10', src, copy]]);
+      const rows = rounds(() => {}, tools);
       report(`(e) no-op re-sync of 200,000 files, ${label}`, rows, 200_000, 'files');
       rmSync(src, { recursive: true, force: true });
       rmSync(copy, { recursive: true, force: true });
