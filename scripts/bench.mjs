@@ -71,11 +71,10 @@ function measure(name, setup, cmd, argv, opts, count = runs) {
  * row carries, besides its median, its times, so that report() takes ferry's ratio to each peer
  * round by round (the median of those), which the machine's speed drifting does not move.
  */
-function rounds(setup, tools) {
+function rounds(tools) {
   const rows = tools.map(([name]) => ({ name, times: [], rss: 0 }));
   for (let i = 0; i < runs; i++) {
     tools.forEach(([, cmd, argv, opts], t) => {
-      setup();
       const r = timed(cmd, argv, opts);
       rows[t].times.push(r.seconds);
       rows[t].rss = Math.max(rows[t].rss, r.rss ?? 0);
@@ -162,7 +161,7 @@ try {
       if (peers.rsync) tools.push(['rsync', 'rsync', ['-a', small + '/', dst + '/']]);
       // What no Node.js program gets under: start, and read both trees' attributes (bench-floor.mjs).
       tools.push(['node', 'node', [join(root, 'scripts', 'bench-floor.mjs'), small, dst]]);
-      const rows = rounds(() => {}, tools);
+      const rows = rounds(tools);
       report('(b) no-op re-sync of the same 10,000 files ("node": Node.js starting and reading both trees, nothing more)', rows, 10000, 'files');
     }
   }
@@ -178,7 +177,7 @@ try {
       execFileSync('cp', ['-a', src + '/.', copy + '/']);
       const tools = [['ferry', 'node', [ferry, 'sync', '-q', src + '/', copy + '/']]];
       if (peers.rclone) tools.push(['rclone', 'rclone', ['sync', '--transfers', '10', src, copy]]);
-      const rows = rounds(() => {}, tools);
+      const rows = rounds(tools);
       report(`(e) no-op re-sync of 200,000 files, ${label}`, rows, 200_000, 'files');
       rmSync(src, { recursive: true, force: true });
       rmSync(copy, { recursive: true, force: true });

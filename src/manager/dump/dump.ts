@@ -12,11 +12,8 @@ import { UsageError } from '../../shared/errors.js';
 import { treeKeyProblem } from '../../shared/storage/keys.js';
 import type { Entry, ObjectStore } from '../../shared/storage/types.js';
 import { countEntry, emptyCounters, type DumpCounters, type DumpEntry } from './entry.js';
-import { JsonDumpWriter } from './json.js';
-
 import type { DumpFormat } from './format.js';
-
-export { formatOf, type DumpFormat } from './format.js';
+import { JsonDumpWriter } from './json.js';
 
 export interface DumpOptions {
   format: DumpFormat;

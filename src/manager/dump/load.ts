@@ -21,7 +21,7 @@ import type { Attrs, Entry, ObjectStore, PutOptions } from '../../shared/storage
 import { readBody } from '../../shared/storage/body.js';
 import { Transfer } from '../../shared/transfer/copy.js';
 import type { Task, TaskBatch, TaskResult } from '../../shared/transfer/task.js';
-import type { DumpFormat } from './dump.js';
+import type { DumpFormat } from './format.js';
 import type { DumpCounters, DumpEntry } from './entry.js';
 import { JsonDumpReader, type DumpHeader } from './json.js';
 import { NamespaceCheck } from './validate.js';
