@@ -156,6 +156,17 @@ export class FileStore implements ObjectStore {
     return false;
   }
 
+  /** Is a directory on the way to `key`, up to and including directory key `upTo`, a symlink? */
+  #linkOnWay(key: string, upTo: string): boolean {
+    try {
+      this.#checkWay(key, upTo, false, 'look at');
+      return false;
+    } catch (err) {
+      // Anything else (no permission to look) is for the operation itself to report.
+      return err instanceof UnsafePathError;
+    }
+  }
+
   /** A write's failure as users should see it: errors of pool.ts's clearForFileSync get their class. */
   #writeError(err: unknown, key: string, what: string, kind = 'file'): FerryError {
     switch ((err as NodeJS.ErrnoException | null)?.code) {
@@ -174,6 +185,10 @@ export class FileStore implements ObjectStore {
   async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
     // Only the directory part names a path: prefix '..' lists the names that start with '..'.
     for (const k of [options.prefix, options.startAfter]) if (k !== undefined) this.#checkKey(k, 'list', k.slice(0, k.lastIndexOf('/') + 1));
+    // Without following links, a symlinked directory is one entry with nothing under it, as the
+    // walk from the root sees it: a prefix below it names no keys (the system would follow it).
+    const startDir = (options.prefix ?? '').slice(0, (options.prefix ?? '').lastIndexOf('/') + 1);
+    if (!options.followSymlinks && this.#linkOnWay(startDir, startDir)) return;
     // What this listing may still read on the calling thread (a small listing never waits for a
     // thread), and what it read since it last let the event loop turn.
     const budget = { names: MAIN_LIST_BUDGET, sinceTurn: 0 };
@@ -256,6 +271,8 @@ export class FileStore implements ObjectStore {
   async head(key: string, options: { followSymlinks?: boolean } = {}): Promise<Entry> {
     this.#checkKey(key, 'head');
     const p = this.root + key;
+    // Without following links, what lies beyond a symlinked directory is not in this store (the listing's view).
+    if (!options.followSymlinks && this.#linkOnWay(key, parentKey(key))) throw new NotFoundError(`stat ${p}: a symlink on its way is not followed`);
     let st;
     try {
       st = options.followSymlinks ? await fsp.stat(fsPath(p)) : await fsp.lstat(fsPath(p));
