@@ -231,9 +231,8 @@ export async function plan(c: PlanContext): Promise<void> {
     await planListings(listSide(src, srcSide), listDst ? listSide(dst, dstSide) : empty);
     return;
   }
-  for (const line of await readKeyLines(o.filesFrom)) {
-    if (c.signal.aborted) return;
-    const [s, t] = await Promise.all([selected(src, line, srcSide), listDst ? selected(dst, line, dstSide) : { pages: empty }]);
+  type Selection = Awaited<ReturnType<typeof selected>>;
+  const planLine = async (line: string, s: Selection, t: Selection): Promise<boolean> => {
     if ('missing' in s) {
       // rsync: exit 23. The line's destination keys are left alone: nothing was seen to replace them.
       ledger.reach(line);
@@ -241,10 +240,35 @@ export async function plan(c: PlanContext): Promise<void> {
       stats.handled++;
       stats.failed++;
       log.error(`--files-from names ${JSON.stringify(line)}, which ${s.missing}`);
+      return true;
+    }
+    return planListings(s.pages, 'missing' in t ? empty : t.pages);
+  };
+  /**
+   * Lines without '/' that name a directory, planned where their key ('x/') falls in key order:
+   * after a line 'x-y' that sorts before it, so that the ledger reaches keys in order.
+   */
+  const dirLines: { key: string; s: Selection; t: Selection }[] = [];
+  const planDirLinesUpTo = async (line: string | undefined): Promise<boolean> => {
+    while (dirLines.length > 0 && (line === undefined || compareKeys(dirLines[0]!.key, line) <= 0)) {
+      const d = dirLines.shift()!;
+      if (c.signal.aborted || !(await planLine(d.key, d.s, d.t))) return false;
+    }
+    return true;
+  };
+  for (const line of await readKeyLines(o.filesFrom)) {
+    if (c.signal.aborted) return;
+    if (!(await planDirLinesUpTo(line))) return;
+    const [s, t] = await Promise.all([selected(src, line, srcSide), listDst ? selected(dst, line, dstSide) : { pages: empty }]);
+    if ('dirKey' in s && s.dirKey !== undefined) {
+      const key = s.dirKey;
+      const at = dirLines.findIndex((d) => compareKeys(d.key, key) > 0);
+      dirLines.splice(at < 0 ? dirLines.length : at, 0, { key, s, t });
       continue;
     }
-    if (!(await planListings(s.pages, 'missing' in t ? empty : t.pages))) return;
+    if (!(await planLine(line, s, t))) return;
   }
+  await planDirLinesUpTo(undefined);
 }
 
 /**
@@ -278,7 +302,7 @@ async function readKeyLines(path: string): Promise<string[]> {
  * The keys one --files-from line names: a 'dir/' prefix is listed, a plain key is looked up. A
  * line that names nothing on the source says why (`missing`), so it is reported, never ignored.
  */
-async function selected(store: ObjectStore, line: string, o: ListSideOptions): Promise<{ pages: AsyncIterable<Entry[]> } | { missing: string }> {
+async function selected(store: ObjectStore, line: string, o: ListSideOptions): Promise<{ pages: AsyncIterable<Entry[]>; dirKey?: string } | { missing: string }> {
   if (line.startsWith(RESERVED_PREFIX)) return { missing: `is ferry's own ${RESERVED_PREFIX} directory` };
   const follow = o.followSymlinks;
   if (line.endsWith('/')) {
@@ -313,11 +337,14 @@ async function selected(store: ObjectStore, line: string, o: ListSideOptions): P
     };
   }
   try {
-    const e = await store.head(line, { followSymlinks: follow });
+    const found = await store.head(line, { followSymlinks: follow });
+    // A directory's key ends in '/', as a listing gives it (a tree store's head() keeps the name as asked).
+    const e = found.isDir && !found.key.endsWith('/') ? { ...found, key: found.key + '/' } : found;
     return {
       pages: (async function* () {
         yield [e];
       })(),
+      ...(e === found ? {} : { dirKey: e.key }),
     };
   } catch (err) {
     if (err instanceof NotFoundError) return { missing: `is not on ${store.description}` };
