@@ -105,6 +105,8 @@ export async function plan(c: PlanContext): Promise<void> {
         }
         return true;
       }
+      // Kept itself, but nothing under it is ('logs/**'): its sub-tree was not read, and counts once.
+      if (d.src.isDir && c.skipDir?.(d.src.key)) stats.excluded++;
     } else if (c.filter && !c.filter(d.dst)) return true;
 
     if (d.kind === 'both' && d.dst.error !== undefined) shield(d.dst, dst, d.dst.error);
