@@ -1,4 +1,4 @@
-import { NotFoundError } from '../../shared/errors.js';
+import { FerryError, isAbortError, NotFoundError } from '../../shared/errors.js';
 import { compareKeys } from '../../shared/storage/keys.js';
 import type { Entry, ListOptions, ObjectStore } from '../../shared/storage/types.js';
 
@@ -98,7 +98,17 @@ async function* sequentialPages(store: ObjectStore, o: ListSideOptions): AsyncIt
   });
 }
 
-type Unit = { entry: Entry } | { prefix: string };
+/** A sub-tree comes with its directory's own entry (stores with real directories): see subtreePages. */
+type Unit = { entry: Entry } | { prefix: string; dir?: Entry };
+
+/**
+ * A directory that cannot be read (permission denied, a name the system refuses): its sub-tree
+ * fails, not the listing, as the walk of one tree does (tree.ts). Transient failures were retried
+ * already and stopping is not a failure: those end the listing.
+ */
+function unreadable(err: unknown, o: ListSideOptions): boolean {
+  return err instanceof FerryError && err.retry !== 'transient' && err.retry !== 'throttled' && !isAbortError(err) && !o.signal?.aborted;
+}
 
 /** The keys of the top levels and the sub-trees below them, in order. */
 async function* units(store: ObjectStore, prefix: string, depth: number, o: ListSideOptions): AsyncIterable<Unit> {
@@ -117,15 +127,58 @@ async function* units(store: ObjectStore, prefix: string, depth: number, o: List
       if (e.isDir && e.key.endsWith('/')) {
         // Stores with real directories report them here with their attributes; on object stores a
         // common prefix is not an object (a directory marker, if any, is listed in the sub-tree).
-        if (store.features.dirs && (o.start === undefined || compareKeys(e.key, o.start) > 0)) yield { entry: e };
+        const own = store.features.dirs && (o.start === undefined || compareKeys(e.key, o.start) > 0) ? e : undefined;
         // Nothing under it is wanted: not listed at all. Only where the directory is an entry of
         // its own; an object store's directory marker would be listed in the sub-tree.
-        if (store.features.dirs && o.skipDir?.(e.key)) continue;
-        if (depth > 1) yield* units(store, e.key, depth - 1, o);
-        else yield { prefix: e.key };
+        if (store.features.dirs && o.skipDir?.(e.key)) {
+          if (own) yield { entry: own };
+          continue;
+        }
+        if (depth > 1) yield* deeper(store, e.key, own, depth - 1, o);
+        else yield own ? { prefix: e.key, dir: own } : { prefix: e.key };
       } else yield { entry: e };
     }
   }
+}
+
+/**
+ * The units below directory `key`, after its own entry: an entry marked with the error when the
+ * directory cannot be read, so that the planner protects what lies under it.
+ */
+async function* deeper(store: ObjectStore, key: string, own: Entry | undefined, depth: number, o: ListSideOptions): AsyncIterable<Unit> {
+  const it = units(store, key, depth, o)[Symbol.asyncIterator]();
+  let first: IteratorResult<Unit>;
+  try {
+    first = await it.next();
+  } catch (err) {
+    if (!own || !unreadable(err, o)) throw err;
+    yield { entry: { ...own, error: (err as Error).message } };
+    return;
+  }
+  if (own) yield { entry: own };
+  if (first.done) return;
+  yield first.value;
+  for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+}
+
+/**
+ * A sub-tree listed ahead, after its directory's own entry; the entry marked with the error when
+ * the sub-tree cannot be read at all.
+ */
+async function* subtreePages(sub: Prefetch, o: ListSideOptions): AsyncIterable<Entry[]> {
+  let started = false;
+  try {
+    for await (const p of sub.drain()) {
+      if (!started && sub.dir) yield [sub.dir];
+      started = true;
+      yield p;
+    }
+  } catch (err) {
+    if (started || !sub.dir || !unreadable(err, o)) throw err;
+    yield [{ ...sub.dir, error: (err as Error).message }];
+    return;
+  }
+  if (!started && sub.dir) yield [sub.dir];
 }
 
 /**
@@ -140,6 +193,8 @@ class Prefetch {
   #error: unknown;
   #wake: (() => void) | undefined;
   #space: (() => void) | undefined;
+  /** A sub-tree's directory entry, given before its pages (parallelPages). */
+  dir: Entry | undefined;
 
   constructor(source: AsyncIterable<Entry[]>, readonly max: number) {
     void this.#run(source);
@@ -212,7 +267,7 @@ async function* parallelPages(store: ObjectStore, o: ListSideOptions): AsyncIter
           yield batch;
           batch = [];
         }
-        for await (const p of head.drain()) yield p;
+        for await (const p of subtreePages(head, o)) yield p;
         active--;
       } else {
         queued--;
@@ -232,7 +287,9 @@ async function* parallelPages(store: ObjectStore, o: ListSideOptions): AsyncIter
         queued++;
       } else {
         if (o.start !== undefined && compareKeys(u.prefix, o.start) < 0 && !o.start.startsWith(u.prefix)) continue;
-        queue.push(new Prefetch(subtree(u.prefix), ahead));
+        const sub = new Prefetch(subtree(u.prefix), ahead);
+        sub.dir = u.dir;
+        queue.push(sub);
         active++;
       }
       yield* flush(false);
