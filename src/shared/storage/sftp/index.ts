@@ -352,6 +352,17 @@ export class SftpStore implements ObjectStore {
     return 'ok';
   }
 
+  /** Is a directory on the way to directory key `dir`, or `dir` itself, a symlink? */
+  async #linkOnWay(sftp: SFTPWrapper, dir: string): Promise<boolean> {
+    try {
+      await this.#checkDir(sftp, dir);
+      return false;
+    } catch (err) {
+      // Anything else is for the operation itself to report.
+      return err instanceof UnsafePathError;
+    }
+  }
+
   /**
    * Make directory `dir` (a key ending in '/') and its missing parents. A file where a directory
    * must go is removed (the name is a directory on the source now); a link there is refused. The
@@ -575,6 +586,10 @@ export class SftpStore implements ObjectStore {
   async *list(options: ListOptions = {}): AsyncIterable<Entry[]> {
     if (options.prefix !== undefined) this.#refuse('list', dirPart(options.prefix));
     if (options.startAfter !== undefined) this.#refuse('list', dirPart(options.startAfter));
+    // Without following links, a symlinked directory is one entry with nothing under it, as the
+    // walk from the root sees it: a prefix below it names no keys (the server would follow it).
+    const start = dirPart(options.prefix ?? '');
+    if (!options.followSymlinks && start !== '' && (await this.#run('list', start, (sftp) => this.#linkOnWay(sftp, start), options.signal))) return;
     const pages = listTree(options, PAGE, (req, follow) =>
       this.#run('list', req.read, (sftp, path) => this.#readDir(sftp, req.read, path, follow, options.reclaim), options.signal),
     );
@@ -587,6 +602,8 @@ export class SftpStore implements ObjectStore {
       key,
       async (sftp, path) => {
         const p = bare(path);
+        // Without following links, what lies beyond a symlinked directory is not in this store (the listing's view).
+        if (!options.followSymlinks && (await this.#linkOnWay(sftp, parentKey(key)))) throw new NotFoundError(`${this.#what('stat', path)}: a symlink on its way is not followed`);
         const st = await call<Stats>(sftp, (done) => (options.followSymlinks ? sftp.stat(p, done) : sftp.lstat(p, done)));
         const kind = kindOf(st.mode);
         if (key.endsWith('/') && kind !== 'd') throw new NotFoundError(`${this.#what('stat', path)}: not a directory`);
