@@ -41,4 +41,16 @@ describe('--files-from naming a directory without a trailing slash', () => {
     expect(statSync(join(dst, 'a')).mtime.toISOString()).toBe('2001-01-01T00:00:00.000Z');
     expect(r.code).toBe(0);
   });
+
+  it("a line '.ferry' (ferry's reserved directory, without '/') is refused like '.ferry/'", async () => {
+    const src = join(work, 'src3');
+    const dst = join(work, 'dst3');
+    mkdirSync(join(src, '.ferry'), { recursive: true });
+    mkdirSync(dst, { recursive: true });
+    writeFileSync(join(src, '.ferry', 'meta'), 'm');
+    writeFileSync(join(work, 'list3'), '.ferry\n');
+    const r = await ferry(['sync', '--dirs', '--json', '--files-from', join(work, 'list3'), src + '/', dst + '/']);
+    expect(existsSync(join(dst, '.ferry'))).toBe(false);
+    expect(r.json).toMatchObject({ failed: 1, copied: 0 });
+  });
 });
