@@ -305,7 +305,7 @@ async function readKeyLines(path: string): Promise<string[]> {
  * line that names nothing on the source says why (`missing`), so it is reported, never ignored.
  */
 async function selected(store: ObjectStore, line: string, o: ListSideOptions): Promise<{ pages: AsyncIterable<Entry[]>; dirKey?: string } | { missing: string }> {
-  if (line.startsWith(RESERVED_PREFIX)) return { missing: `is ferry's own ${RESERVED_PREFIX} directory` };
+  if (line.startsWith(RESERVED_PREFIX) || line + '/' === RESERVED_PREFIX) return { missing: `is ferry's own ${RESERVED_PREFIX} directory` };
   const follow = o.followSymlinks;
   if (line.endsWith('/')) {
     const it = store
