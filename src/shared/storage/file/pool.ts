@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -93,6 +93,37 @@ export function toSystemError(r: SystemErrorRecord): NodeJS.ErrnoException {
 
 type BatchOp = 'place' | 'readBatch';
 
+/** The spill directory of a listing (FsPool.readDir): `ferry-list-PID-POOL-SEQ`. */
+const SPILL_NAME = /^ferry-list-(\d+)-[0-9a-f]{8}-[0-9a-z]+$/;
+
+/**
+ * Remove the spill directories in `root` of ferry processes that no longer run (killed while they
+ * sorted a large directory on disk: SIGKILL, the OOM killer, SIGHUP): they hold a whole directory's
+ * names. A live process's, whoever runs it, are left alone. Never throws.
+ */
+async function reclaimSpills(root: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch {
+    return;
+  }
+  await Promise.all(
+    names.map(async (name) => {
+      const pid = Number(SPILL_NAME.exec(name)?.[1]);
+      if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return;
+      try {
+        process.kill(pid, 0);
+        return; // it runs
+      } catch (err) {
+        // EPERM: it runs, as another user.
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') return;
+      }
+      await rm(join(root, name), { recursive: true, force: true }).catch(() => {});
+    }),
+  );
+}
+
 export class FsPool {
   readonly #threads: PoolThread[] = [];
   #next = 0;
@@ -107,6 +138,8 @@ export class FsPool {
   #spillSeq = 0;
   /** os.tmpdir(), read at the first spill directory named. */
   #spillRoot: string | undefined;
+  /** The spill directories of processes that are gone, being removed (once a pool). */
+  #reclaimed: Promise<void> | undefined;
 
   constructor(readonly size: number) {}
 
@@ -156,6 +189,7 @@ export class FsPool {
     // knows what to remove.
     // tmpdir() reads three environment variables, each read five system calls in Node 20: once a pool.
     this.#spillRoot ??= tmpdir();
+    await (this.#reclaimed ??= reclaimSpills(this.#spillRoot));
     const spillDir = join(this.#spillRoot, `ferry-list-${process.pid}-${this.#spillName}-${(++this.#spillSeq).toString(36)}`);
     this.#spills.add(spillDir);
     let r: { columns: RecordColumns; temps?: TempFile[] } | { sorted: SortedNames };
