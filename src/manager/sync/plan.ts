@@ -236,6 +236,8 @@ export async function plan(c: PlanContext): Promise<void> {
   type Selection = Awaited<ReturnType<typeof selected>>;
   const planLine = async (line: string, s: Selection, t: Selection): Promise<boolean> => {
     if ('missing' in s) {
+      // The destination's listing of the line is not read: let go of it now (a large directory's spill).
+      if ('release' in t) await t.release?.();
       // rsync: exit 23. The line's destination keys are left alone: nothing was seen to replace them.
       ledger.reach(line);
       stats.found++;
@@ -304,7 +306,7 @@ async function readKeyLines(path: string): Promise<string[]> {
  * The keys one --files-from line names: a 'dir/' prefix is listed, a plain key is looked up. A
  * line that names nothing on the source says why (`missing`), so it is reported, never ignored.
  */
-async function selected(store: ObjectStore, line: string, o: ListSideOptions): Promise<{ pages: AsyncIterable<Entry[]>; dirKey?: string } | { missing: string }> {
+async function selected(store: ObjectStore, line: string, o: ListSideOptions): Promise<{ pages: AsyncIterable<Entry[]>; dirKey?: string; release?: () => Promise<void> } | { missing: string }> {
   if (line.startsWith(RESERVED_PREFIX) || line + '/' === RESERVED_PREFIX) return { missing: `is ferry's own ${RESERVED_PREFIX} directory` };
   const follow = o.followSymlinks;
   if (line.endsWith('/')) {
@@ -327,6 +329,10 @@ async function selected(store: ObjectStore, line: string, o: ListSideOptions): P
     }
     if (first.done) return { missing: `has no keys on ${store.description}` };
     return {
+      // For pages never read: stopping them does not run their `finally`.
+      release: async () => {
+        await it.return?.();
+      },
       pages: (async function* () {
         try {
           yield first.value;
