@@ -183,6 +183,11 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
     const size = r.kind === 'l' ? r.follow?.size : r.size;
     return { seen: id === undefined ? level.seen : new Set(level.seen).add(id), ...(size === undefined ? {} : { size }) };
   };
+  /** Is directory record `r` one already on the walk's path (a symlink, or a bind mount, leading back up)? */
+  const leadsBack = (level: Level, r: WalkRecord): boolean => {
+    const id = r.kind === 'l' ? r.follow?.id : r.id;
+    return id !== undefined && level.seen.has(id);
+  };
   /**
    * Sub-directories read ahead: while the walk goes through one, the next one of its parent is
    * read (a thread or a server round trip the walk need not wait for). One per level at most.
@@ -236,6 +241,8 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
       // at (an error record) is not entered; its entry carries the error.
       const how = dir ? entry(level, r, key, emit) : undefined;
       if (!emit && how === undefined) continue;
+      // A directory that leads back to one above it is not entered: what lies under it was not listed.
+      const looped = dir && how === undefined && !shallow && r.error === undefined && !(skipDir !== undefined && skipDir(key)) && leadsBack(level, r);
       // A directory is read before its own entry goes out, so that an unreadable one carries the error.
       let sub: Level | undefined;
       let unreadable: string | undefined;
@@ -262,7 +269,7 @@ export async function* listTree(options: ListOptions, pageSize: number, readDir:
           e.target = r.target ?? '';
         }
         if (a.kind === 'o') e.special = a.special ?? 'special file';
-        const error = r.error ?? unreadable;
+        const error = r.error ?? unreadable ?? (looped ? 'it leads back to a directory above it (a symlink loop), so what lies under it is not listed' : undefined);
         if (error !== undefined) e.error = error;
         page.push(e);
         if (page.length >= pageSize) {
