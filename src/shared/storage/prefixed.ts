@@ -36,7 +36,7 @@ export function withPrefix(inner: ObjectStore, prefix: string): ObjectStore {
   if (inner.mkdir) view.mkdir = (key, o) => inner.mkdir!(prefix + key, o);
   if (inner.symlink) view.symlink = (key, target) => inner.symlink!(prefix + key, target);
   if (inner.setAttrs) view.setAttrs = (key, attrs, o) => inner.setAttrs!(prefix + key, attrs, o);
-  if (inner.copySource) view.copySource = (key): CopySource => inner.copySource!(prefix + key);
+  if (inner.copySource) view.copySource = (key, options): CopySource => inner.copySource!(prefix + key, options);
   if (inner.copyFrom) view.copyFrom = (key, source, o) => inner.copyFrom!(prefix + key, source, o);
   if (inner.copyFromMany) view.copyFromMany = (items) => inner.copyFromMany!(items.map((i) => ({ ...i, key: prefix + i.key })));
   if (inner.deleteMany) view.deleteMany = (keys, o) => inner.deleteMany!(keys.map((k) => prefix + k), o);

@@ -65,6 +65,11 @@ export interface GetOptions {
   /** The size the caller expects (from the listing): sizes read buffers, never limits the read. */
   sizeHint?: number;
   signal?: AbortSignal;
+  /**
+   * False (a sync with --links, which copies links as links): a name that is a symlink now, though
+   * it was listed as a file (it was swapped since), is refused, never read through. Default true.
+   */
+  followSymlinks?: boolean;
 }
 
 export interface PutOptions {
@@ -101,6 +106,8 @@ export interface Attrs {
 export interface CopySource {
   scope: string;
   location: unknown;
+  /** As GetOptions.followSymlinks false: the copy refuses a source name that is a symlink now. */
+  noFollow?: boolean;
 }
 
 /**
@@ -210,7 +217,7 @@ export interface ObjectStore {
   /** features.attrs */
   setAttrs?(key: string, attrs: Attrs, options?: { isSymlink?: boolean }): Promise<void>;
   /** features.copy: where a server-side copy of `key` would read from. */
-  copySource?(key: string): CopySource;
+  copySource?(key: string, options?: { followSymlinks?: boolean }): CopySource;
   /** features.copy: copy from a store of the same scope without moving the bytes through ferry. */
   copyFrom?(key: string, source: CopySource, options?: PutOptions & { size: number }): Promise<void>;
   /**

@@ -49,6 +49,8 @@ export class Transfer {
   readonly #mtime: boolean;
   /** Compare contents after each copy: --check-new, and --delete-src-after (a source key is deleted only once its copy is proven). */
   readonly #verify: boolean;
+  /** With --links, the source is read without following a link that was swapped in after the listing. */
+  readonly #reading: { followSymlinks?: boolean };
 
   constructor(
     readonly src: ObjectStore,
@@ -56,6 +58,7 @@ export class Transfer {
     readonly o: TransferOptions,
   ) {
     this.#perms = o.perms && Boolean(dst.features.attrs?.mode) && Boolean(dst.setAttrs);
+    this.#reading = o.links ? { followSymlinks: false } : {};
     this.#owner = o.perms && Boolean(dst.features.attrs?.owner && src.features.attrs?.owner);
     this.#mtime = Boolean(dst.features.attrs?.mtime);
     this.#verify = o.checkNew || o.deleteSrcAfter;
@@ -88,7 +91,7 @@ export class Transfer {
       const options: PutOptions & { size: number } = { size: e.size };
       if (this.#mtime) options.mtime = e.mtime;
       if (this.#perms && e.mode !== undefined) options.mode = e.mode;
-      return { key: e.key, source: this.src.copySource!(e.key), options };
+      return { key: e.key, source: this.src.copySource!(e.key, this.#reading), options };
     });
     const results = await this.dst.copyFromMany!(items);
     const out: (Outcome | { error: unknown })[] = new Array(entries.length);
@@ -254,7 +257,7 @@ export class Transfer {
     // The manager splits no copy in a dry run; a part is never "pretend" uploaded.
     if (this.o.dry) throw new FatalError(`a dry run uploads no parts (part ${t.part} of ${t.entry.key})`);
     const size = t.last - t.first + 1;
-    const body = await this.src.get(t.entry.key, { offset: t.first, length: size, signal: this.o.signal, sizeHint: size });
+    const body = await this.src.get(t.entry.key, { offset: t.first, length: size, signal: this.o.signal, sizeHint: size, ...this.#reading });
     const { result: part, read } = await this.#pipe(body, false, (data) => multipart.uploadPart(t.upload, t.part, { body: data, size }, { signal: this.o.signal }));
     if (read !== size) {
       throw new SourceChangedError(`${this.src.description}${t.entry.key} changed during the copy: bytes ${t.first}-${t.last} (part ${t.part}) read ${read} bytes`);
@@ -301,14 +304,14 @@ export class Transfer {
           }
         };
       }
-      await this.dst.copyFrom!(e.key, this.src.copySource!(e.key), put);
+      await this.dst.copyFrom!(e.key, this.src.copySource!(e.key, this.#reading), put);
       onBytes?.(Math.max(0, e.size - reported));
     } else if (e.size <= WHOLE) {
       // A small object travels as one buffer: no stream machinery on either side, and stores send
       // a buffer in one write (S3: one request body with its length).
       // Charged before it is read: the download, not only the upload, keeps to --bwlimit.
       if (this.o.limiter) await this.o.limiter.take(e.size, this.o.signal);
-      const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size });
+      const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size, ...this.#reading });
       const data = await readUpTo(body, e.size + 1, this.o.signal);
       if (data.length !== e.size) {
         throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy: listed ${e.size} bytes, read ${data.length}${data.length > e.size ? ' or more' : ''}`);
@@ -317,7 +320,7 @@ export class Transfer {
       if (verify) srcDigest = createHash('md5').update(data).digest('hex');
       await this.dst.put(e.key, data, put);
     } else {
-      const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size });
+      const body = await this.src.get(e.key, { signal: this.o.signal, sizeHint: e.size, ...this.#reading });
       const { read, digest } = await this.#pipe(body, verify, (data) => this.dst.put(e.key, data, put));
       if (read !== e.size) {
         throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy: listed ${e.size} bytes, read ${read}`);

@@ -503,6 +503,8 @@ export interface PlaceJob {
   dst: string;
   /** Copy this file, or write `data`. */
   src?: string;
+  /** Refuse `src` if it is a symlink now (CopySource.noFollow): ELOOP. */
+  srcNoFollow?: boolean;
   data?: Uint8Array;
   inplace?: boolean;
   /**
@@ -558,7 +560,19 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
   /** Write the file; its attributes too when it is written here (through its descriptor: no path looked up again). True when they are set. */
   const write = (job: PlaceJob, target: string | Buffer): boolean => {
     if (job.src !== undefined) {
-      fs.copyFileSync(fsPath(job.src), target, job.inplace ? 0 : C.COPYFILE_EXCL);
+      if (!job.srcNoFollow) {
+        fs.copyFileSync(fsPath(job.src), target, job.inplace ? 0 : C.COPYFILE_EXCL);
+        return false;
+      }
+      // The file opened without following a link at its name is the one copied: on Linux through
+      // its descriptor's /proc name; elsewhere the open at least refuses a link there now.
+      const fd = fs.openSync(fsPath(job.src), C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW);
+      try {
+        if (!fs.fstatSync(fd).isFile()) throw Object.assign(new Error(`EISDIR: ${job.src} is not a regular file`), { code: 'EISDIR' });
+        fs.copyFileSync(process.platform === 'linux' ? `/proc/self/fd/${fd}` : fsPath(job.src), target, job.inplace ? 0 : C.COPYFILE_EXCL);
+      } finally {
+        fs.closeSync(fd);
+      }
       return false;
     }
     const fresh = !job.inplace || job.exclusive === true;

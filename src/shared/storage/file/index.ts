@@ -174,6 +174,10 @@ export class FileStore implements ObjectStore {
         return new InTheWayError(`${this.root}${key}/ is a directory with content where ${kind} ${key} must go`, { cause: err });
       case 'FERRY_UNSAFE_PATH':
         return new UnsafePathError(`${what}: ${this.root}${key} is a symlink: ${LINKS} (--inplace writes the file itself)`, { cause: err });
+      case 'ELOOP':
+        // A name opened without following links is a symlink: a copy's source that became one
+        // after it was listed (CopySource.noFollow), or an --inplace destination.
+        return new UnsafePathError(`${what}: a symlink where ferry follows none (a source that became one after it was listed, with --links)`, { cause: err });
       case 'EEXIST':
         // Only a file created exclusively (putMany `fresh`) meets one: something is there already.
         return new AlreadyExistsError(`${what}: ${JSON.stringify(key)} exists already`, { cause: err });
@@ -296,10 +300,11 @@ export class FileStore implements ObjectStore {
     this.#checkKey(key, 'read');
     const p = this.root + key;
     throwIfAborted(options.signal, `read ${p}`);
+    const noFollow = options.followSymlinks === false;
     // A small whole file is read at once: right here up to INLINE (tens of microseconds), else in
     // one round trip to a file-system thread instead of four. Either way it is opened without
     // blocking and refused unless it is a regular file (readBatchSync).
-    if (options.offset === undefined && options.length === undefined && options.sizeHint !== undefined && options.sizeHint <= SMALL) {
+    if (!noFollow && options.offset === undefined && options.length === undefined && options.sizeHint !== undefined && options.sizeHint <= SMALL) {
       let data;
       if (options.sizeHint <= INLINE) {
         const [r] = readBatchSync(MAIN_THREAD, [p]);
@@ -316,7 +321,7 @@ export class FileStore implements ObjectStore {
     }
     let fh;
     try {
-      fh = await fsp.open(fsPath(p), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      fh = await fsp.open(fsPath(p), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | (noFollow ? fs.constants.O_NOFOLLOW : 0));
       const st = await fh.stat();
       if (!st.isFile()) {
         const what = st.isDirectory() ? 'a directory' : `a ${specialKind(st.mode)}`;
@@ -324,6 +329,7 @@ export class FileStore implements ObjectStore {
       }
     } catch (err) {
       await fh?.close();
+      if (noFollow && (err as NodeJS.ErrnoException).code === 'ELOOP') throw new UnsafePathError(`read ${p}: it became a symlink after it was listed, and ferry does not follow it (--links)`, { cause: err });
       throw fromSystemError(err, `open ${p}`);
     }
     const start = options.offset ?? 0;
@@ -543,9 +549,9 @@ export class FileStore implements ObjectStore {
     }
   }
 
-  copySource(key: string): CopySource {
+  copySource(key: string, options: { followSymlinks?: boolean } = {}): CopySource {
     this.#checkKey(key, 'copy');
-    return { scope: SCOPE, location: this.root + key };
+    return options.followSymlinks === false ? { scope: SCOPE, location: this.root + key, noFollow: true } : { scope: SCOPE, location: this.root + key };
   }
 
   /** Disk-to-disk copy: copy_file_range through the kernel, batched on the file-system threads. */
@@ -570,6 +576,7 @@ export class FileStore implements ObjectStore {
     try {
       await this.#pool.copy({
         src: source.location as string,
+        ...(source.noFollow ? { srcNoFollow: true } : {}),
         dst,
         inplace: this.#inplace,
         ...(watch && !this.#inplace ? { tmp: watch } : {}),
@@ -590,7 +597,7 @@ export class FileStore implements ObjectStore {
       items.map(({ key, source, options }) => ({ key, what: 'copy to', from: `copy ${String(source.location)} to` })),
       (i) => {
         const { key, source, options } = items[i]!;
-        return { src: source.location as string, dst: this.root + key, inplace: this.#inplace, ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
+        return { src: source.location as string, ...(source.noFollow ? { srcNoFollow: true } : {}), dst: this.root + key, inplace: this.#inplace, ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
       },
     );
   }
