@@ -57,3 +57,28 @@ for (const to of ['file', 'mem'] as const) {
     });
   }
 }
+
+describe('--links, a source directory swapped for a symlink to outside SRC after listing (file to file)', () => {
+  // O_NOFOLLOW guards the last component only: the opened file's /proc name must be where the key is.
+  it('copies nothing from outside SRC', async () => {
+    const root = join(work, `t${++seq}`);
+    const src = join(root, 'src');
+    mkdirSync(join(src, 'd'), { recursive: true });
+    mkdirSync(join(root, 'outside'), { recursive: true });
+    writeFileSync(join(root, 'outside', 'shadow'), SECRET);
+    writeFileSync(join(src, 'd', 'shadow'), 'x'.repeat(SECRET.length));
+    const s = new FileStore(src + '/');
+    const d = new FileStore(join(root, 'dst') + '/');
+    stores.push(s, d);
+    const filter = (e: Entry): boolean => {
+      if (e.key === 'd/shadow' && !lstatSync(join(src, 'd')).isSymbolicLink()) {
+        rmSync(join(src, 'd'), { recursive: true });
+        symlinkSync(join(root, 'outside'), join(src, 'd'));
+      }
+      return true;
+    };
+    await runSync(s, d, { ...SYNC_OPTIONS, links: true }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: quiet, filter });
+    const copied = existsSync(join(root, 'dst', 'd', 'shadow')) ? readFileSync(join(root, 'dst', 'd', 'shadow'), 'utf8') : undefined;
+    expect(copied?.includes('secret')).not.toBe(true);
+  });
+});

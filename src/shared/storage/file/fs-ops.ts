@@ -503,8 +503,11 @@ export interface PlaceJob {
   dst: string;
   /** Copy this file, or write `data`. */
   src?: string;
-  /** Refuse `src` if it is a symlink now (CopySource.noFollow): ELOOP. */
-  srcNoFollow?: boolean;
+  /**
+   * Refuse `src` if it is a symlink now, or (Linux) if what opens is not the file at `srcNoFollow`,
+   * the real path the source must have: a directory on its way became a symlink (CopySource.noFollow): ELOOP.
+   */
+  srcNoFollow?: string;
   data?: Uint8Array;
   inplace?: boolean;
   /**
@@ -519,6 +522,22 @@ export interface PlaceJob {
   mode?: number;
   uid?: number;
   gid?: number;
+}
+
+/**
+ * Is the file open at `fd` the one at real path `real` (no symlink on the way was followed)? On
+ * Linux, from the descriptor's /proc name; elsewhere it cannot be told, and O_NOFOLLOW alone guards.
+ */
+export function openedAt(fs: Fs, fd: number, real: string): boolean {
+  if (process.platform !== 'linux') return true;
+  let at: Buffer;
+  try {
+    at = fs.readlinkSync(`/proc/self/fd/${fd}`, { encoding: 'buffer' });
+  } catch {
+    return true; // no /proc
+  }
+  const want = fsPath(real);
+  return at.equals(typeof want === 'string' ? Buffer.from(want) : want);
 }
 
 /** Linux file systems on which a new file is its creator's (statfs f_type): tmpfs, ext2-4, xfs, btrfs, zfs, f2fs. */
@@ -569,6 +588,7 @@ export function placeFilesSync(env: SyncEnv, jobs: PlaceJob[]): (SystemErrorReco
       const fd = fs.openSync(fsPath(job.src), C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW);
       try {
         if (!fs.fstatSync(fd).isFile()) throw Object.assign(new Error(`EISDIR: ${job.src} is not a regular file`), { code: 'EISDIR' });
+        if (!openedAt(fs, fd, job.srcNoFollow)) throw Object.assign(new Error(`ELOOP: a directory on the way to ${job.src} is a symlink now`), { code: 'ELOOP' });
         fs.copyFileSync(process.platform === 'linux' ? `/proc/self/fd/${fd}` : fsPath(job.src), target, job.inplace ? 0 : C.COPYFILE_EXCL);
       } finally {
         fs.closeSync(fd);

@@ -11,7 +11,7 @@ import { isAbandoned } from '../temp.js';
 import type { Attrs, CopySource, Entry, Features, GetOptions, ListOptions, ObjectStore, PutOptions } from '../types.js';
 import { inOrder, listTree, specialKind, type DirListing, type ReadRequest, type SortedListing, type WalkRecord } from '../tree.js';
 import type { DirRead, SortedNames, TempFile } from './fs-ops.js';
-import { clearForFileSync, FsPool, fsPath, listDirSync, MAIN_THREAD, placeFilesSync, type PlaceJob, readBatchSync, toSystemError } from './pool.js';
+import { clearForFileSync, FsPool, fsPath, listDirSync, MAIN_THREAD, openedAt, placeFilesSync, type PlaceJob, readBatchSync, toSystemError } from './pool.js';
 import { SortedDir } from './sorted-dir.js';
 import { PackedKeys, SpilledKeys, type KeySource } from './sorted-names.js';
 
@@ -58,6 +58,8 @@ export class FileStore implements ObjectStore {
   readonly features: Features;
   readonly #pool: FsPool;
   readonly #inplace: boolean;
+  /** The root's real path (symlinks resolved), for reads that follow no link (--links): read at the first. */
+  #realRoot: string | undefined;
   /**
    * Directory keys ('a/b/') found to be real directories, every one above them too. A write looks
    * up its parent here instead of lstat()ing each ancestor; cleared when full, so memory does not
@@ -323,6 +325,7 @@ export class FileStore implements ObjectStore {
     try {
       fh = await fsp.open(fsPath(p), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | (noFollow ? fs.constants.O_NOFOLLOW : 0));
       const st = await fh.stat();
+      if (noFollow && !openedAt(fs, fh.fd, this.#real(key))) throw Object.assign(new Error('ELOOP: a directory on its way is a symlink now'), { code: 'ELOOP' });
       if (!st.isFile()) {
         const what = st.isDirectory() ? 'a directory' : `a ${specialKind(st.mode)}`;
         throw new FatalError(`read ${p}: it is ${what}, not a regular file; ferry does not read FIFOs, sockets or devices`);
@@ -551,7 +554,17 @@ export class FileStore implements ObjectStore {
 
   copySource(key: string, options: { followSymlinks?: boolean } = {}): CopySource {
     this.#checkKey(key, 'copy');
-    return options.followSymlinks === false ? { scope: SCOPE, location: this.root + key, noFollow: true } : { scope: SCOPE, location: this.root + key };
+    if (options.followSymlinks !== false) return { scope: SCOPE, location: this.root + key };
+    // `real`: where the file must be (file stores only), checked once it is opened.
+    const source: CopySource & { real: string } = { scope: SCOPE, location: this.root + key, noFollow: true, real: this.#real(key) };
+    return source;
+  }
+
+  /** Where `key` really is: the root's real path and the key (a read that follows no link must open that file). */
+  #real(key: string): string {
+    // As a key holds a name: its bytes, those that are not UTF-8 as lone surrogates (keys.ts).
+    this.#realRoot ??= decodeKey(fs.realpathSync(fsPath(this.root.slice(0, -1)), { encoding: 'buffer' })) + '/';
+    return this.#realRoot + key;
   }
 
   /** Disk-to-disk copy: copy_file_range through the kernel, batched on the file-system threads. */
@@ -576,7 +589,7 @@ export class FileStore implements ObjectStore {
     try {
       await this.#pool.copy({
         src: source.location as string,
-        ...(source.noFollow ? { srcNoFollow: true } : {}),
+        ...(source.noFollow ? { srcNoFollow: (source as CopySource & { real: string }).real } : {}),
         dst,
         inplace: this.#inplace,
         ...(watch && !this.#inplace ? { tmp: watch } : {}),
@@ -597,7 +610,7 @@ export class FileStore implements ObjectStore {
       items.map(({ key, source, options }) => ({ key, what: 'copy to', from: `copy ${String(source.location)} to` })),
       (i) => {
         const { key, source, options } = items[i]!;
-        return { src: source.location as string, ...(source.noFollow ? { srcNoFollow: true } : {}), dst: this.root + key, inplace: this.#inplace, ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
+        return { src: source.location as string, ...(source.noFollow ? { srcNoFollow: (source as CopySource & { real: string }).real } : {}), dst: this.root + key, inplace: this.#inplace, ...(options.mtime === undefined ? {} : { mtime: options.mtime }), ...(options.mode === undefined ? {} : { mode: options.mode }) };
       },
     );
   }

@@ -13,7 +13,7 @@ import type { ThreadData } from './fs-thread.js';
 import type { Spill } from './sorted-names.js';
 
 // What the store's writes and reads take from here (defined in fs-ops.ts, which the threads run too).
-export { clearForFileSync, fsPath, listDirSync, MAIN_THREAD, placeFilesSync, readBatchSync, type DirRead, type PlaceJob, type SyncEnv, type SystemErrorRecord, type TempFile } from './fs-ops.js';
+export { clearForFileSync, fsPath, listDirSync, MAIN_THREAD, openedAt, placeFilesSync, readBatchSync, type DirRead, type PlaceJob, type SyncEnv, type SystemErrorRecord, type TempFile } from './fs-ops.js';
 
 /**
  * Synchronous file-system calls on worker threads (fs-thread.ts running fs-ops.ts). Listing a
