@@ -6,10 +6,11 @@
  * their temporary files.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { thisHost } from '../../src/shared/storage/temp.js';
 
 const work = mkdtempSync(join(tmpdir(), 'ferry-review7-killed-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -42,4 +43,30 @@ describe('spill directories of killed runs', () => {
       expect(left).toEqual([]);
     }, 60_000);
   }
+
+  it("of another host sharing the directory (a container's) are left alone until a day unchanged; this host's live ones always", async () => {
+    // Process numbers of another host (or PID namespace) say nothing here: such a spill directory
+    // goes by its age, as another host's temporary files do (temp.ts isAbandoned).
+    const gone = 2 ** 22 + 777; // above Linux's pid_max: no such process here
+    const dirs = {
+      otherOld: `ferry-list-${gone}-0a0b0c0d-1.elsewhere-host`,
+      otherFresh: `ferry-list-${gone}-0a0b0c0d-2.elsewhere-host`,
+      liveHere: `ferry-list-${process.pid}-0a0b0c0d-3.${thisHost()}`,
+    };
+    for (const d of Object.values(dirs)) mkdirSync(join(tmpdir(), d, 'runs'), { recursive: true });
+    const old = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+    utimesSync(join(tmpdir(), dirs.otherOld), old, old);
+    try {
+      const src = join(work, 'src-hosts');
+      mkdirSync(join(src, 'big'), { recursive: true });
+      for (let i = 0; i < 3000; i++) writeFileSync(join(src, 'big', `f${i}`), 'x');
+      const next = start(['sync', '--list-cutoff', '10', src + '/', join(work, 'dst-hosts') + '/']);
+      await new Promise((r) => next.once('exit', r));
+      expect(existsSync(join(tmpdir(), dirs.otherOld))).toBe(false);
+      expect(existsSync(join(tmpdir(), dirs.otherFresh))).toBe(true);
+      expect(existsSync(join(tmpdir(), dirs.liveHere))).toBe(true);
+    } finally {
+      for (const d of Object.values(dirs)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -25,13 +25,24 @@ export function tempName(): string {
   return tempNamePrefix() + randomBytes(5).toString('hex');
 }
 
+/**
+ * Is `name` a temporary file's, in the one form ferry writes (tempName)? A user's own file that
+ * merely starts with the prefix ('.ferry-tmp-notes') is not: it is listed, copied and never
+ * reclaimed.
+ */
 export function isTempName(name: string): boolean {
-  return name.startsWith(TEMP_PREFIX);
+  return name.startsWith(TEMP_PREFIX) && TEMP_NAME.test(name);
+}
+const TEMP_NAME = /^\.ferry-tmp-[A-Za-z0-9.-]{1,64}_[0-9a-z]{1,11}_[0-9a-f]{8}_[0-9a-f]{10}$/;
+
+/** This host's name as temporary names (and spill directories, file/pool.ts) carry it. */
+export function thisHost(): string {
+  return HOST;
 }
 
 /**
  * A temporary left behind by a writer that is gone: on this host, its process no longer runs; from
- * another host (or in an older form that names no host), it has not changed for TEMP_MAX_AGE_MS.
+ * another host, it has not changed for TEMP_MAX_AGE_MS.
  * A live concurrent run's temporaries are never abandoned.
  */
 export function isAbandoned(name: string, mtimeMs: number, now = Date.now()): boolean {
@@ -45,7 +56,8 @@ export function isAbandoned(name: string, mtimeMs: number, now = Date.now()): bo
   return now - mtimeMs > TEMP_MAX_AGE_MS;
 }
 
-function processRuns(pid: number): boolean {
+/** Does process `pid` of this host run (whoever runs it)? */
+export function processRuns(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -55,7 +55,7 @@ describe('file store: large directories', () => {
     mkfifo(big + 'pipe');
     keys.push('pipe');
     // Hidden: a temporary file of a writer.
-    await fsp.writeFile(big + TEMP_PREFIX + 'other_1_0a0b0c0d_x', 'temp');
+    await fsp.writeFile(big + TEMP_PREFIX + 'other_1_0a0b0c0d_0000000001', 'temp');
     want = keys.map((k) => 'big/' + k).sort(compareKeys);
     s = new FileStore(root);
   });

@@ -141,7 +141,7 @@ describe('hdfs backend', () => {
       `datanode CREATE ${root}tmp/b`,
     ]);
     // Temporary names of other writers never show in listings.
-    await inplace.client.create(`${root}tmp/.ferry-tmp-other`, Buffer.from('partial'));
+    await inplace.client.create(`${root}tmp/.ferry-tmp-elsewhere_2_0a0b0c0d_0000000002`, Buffer.from('partial'));
     await inplace.close();
     expect((await listAll(s, { prefix: 'tmp/' })).map((e) => e.key)).toEqual(['tmp/a', 'tmp/b']);
   });
@@ -589,8 +589,8 @@ describe('hdfs store safety', () => {
     const host = tempNamePrefix().slice(TEMP_PREFIX.length).split('_')[0]!;
     const dead = `${TEMP_PREFIX}${host}_${child.pid!.toString(36)}_0badc0de_0123456789`;
     const live = tempName();
-    const foreignOld = `${TEMP_PREFIX}otherhost_1_cafe_0001`;
-    const foreignNew = `${TEMP_PREFIX}otherhost_1_cafe_0002`;
+    const foreignOld = `${TEMP_PREFIX}otherhost_1_0000cafe_0000000001`;
+    const foreignNew = `${TEMP_PREFIX}otherhost_1_0000cafe_0000000002`;
     for (const name of [dead, live, foreignOld, foreignNew]) await store.client.create(`${root}/tmp/${name}`, Buffer.from(`partial ${name}`));
     await store.client.setTimes(`${root}/tmp/${foreignOld}`, { mtime: Date.now() - 48 * 3600 * 1000 });
 

@@ -90,7 +90,7 @@ describe.skipIf(sshdMissing !== undefined)('sftp backend', () => {
       await store.put('tmp/a', Buffer.from('one'));
       expect(await fsp.readdir(join(dir, 'tmp'))).toEqual(['a']);
       // A temporary file left by a crashed run is not listed.
-      await fsp.writeFile(join(dir, 'tmp', '.ferry-tmp-dead-1'), 'x');
+      await fsp.writeFile(join(dir, 'tmp', '.ferry-tmp-elsewhere_1_0a0b0c0d_0000000001'), 'x');
       expect((await listAll(store, { prefix: 'tmp/' })).map((e) => e.key)).toEqual(['tmp/a']);
       const inplace = await openStore(s, client, dir, { inplace: true });
       try {

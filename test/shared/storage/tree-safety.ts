@@ -505,9 +505,9 @@ export function describeTreeSafety(name: string, open: () => Promise<TreeSafetyT
         const [host] = tempNamePrefix().slice(TEMP_PREFIX.length).split('_');
         const gonePid = (2 ** 22 + 12345).toString(36); // above Linux's pid_max: no such process
         const names = {
-          otherHostOld: `${TEMP_PREFIX}elsewhere_1_0a0b0c0d_x`,
-          thisHostGone: `${TEMP_PREFIX}${host}_${gonePid}_0a0b0c0d_y`,
-          otherHostFresh: `${TEMP_PREFIX}elsewhere_2_0a0b0c0d_z`,
+          otherHostOld: `${TEMP_PREFIX}elsewhere_1_0a0b0c0d_00000000a1`,
+          thisHostGone: `${TEMP_PREFIX}${host}_${gonePid}_0a0b0c0d_00000000a2`,
+          otherHostFresh: `${TEMP_PREFIX}elsewhere_2_0a0b0c0d_00000000a3`,
           live: tempName(),
         };
         await fsp.mkdir(local('reclaim/sub/'), { recursive: true });
@@ -518,8 +518,8 @@ export function describeTreeSafety(name: string, open: () => Promise<TreeSafetyT
         await fsp.writeFile(local('reclaim/' + names.live), 'd');
         await fsp.writeFile(local('reclaim/keep.txt'), 'user file');
         await fsp.utimes(local('reclaim/keep.txt'), new Date(Date.now() - 30 * DAY), new Date(Date.now() - 30 * DAY));
-        await fsp.mkdir(local(`reclaim/${TEMP_PREFIX}elsewhere_3_0a0b0c0d_dir`));
-        await fsp.utimes(local(`reclaim/${TEMP_PREFIX}elsewhere_3_0a0b0c0d_dir`), new Date(Date.now() - 2 * DAY), new Date(Date.now() - 2 * DAY));
+        await fsp.mkdir(local(`reclaim/${TEMP_PREFIX}elsewhere_3_0a0b0c0d_00000000d1`));
+        await fsp.utimes(local(`reclaim/${TEMP_PREFIX}elsewhere_3_0a0b0c0d_00000000d1`), new Date(Date.now() - 2 * DAY), new Date(Date.now() - 2 * DAY));
         const before = async () => [...(await fsp.readdir(local('reclaim/'))), ...(await fsp.readdir(local('reclaim/sub/')))].sort();
         const all = await before();
 
@@ -541,7 +541,7 @@ export function describeTreeSafety(name: string, open: () => Promise<TreeSafetyT
         expect(await kindAt(local('reclaim/' + names.otherHostOld))).toBe('missing');
         expect(await kindAt(local('reclaim/sub/' + names.thisHostGone))).toBe('missing');
         for (const n of [names.otherHostFresh, names.live, 'keep.txt']) expect(await kindAt(local('reclaim/' + n)), n).toBe('file');
-        expect(await kindAt(local(`reclaim/${TEMP_PREFIX}elsewhere_3_0a0b0c0d_dir`))).toBe('dir');
+        expect(await kindAt(local(`reclaim/${TEMP_PREFIX}elsewhere_3_0a0b0c0d_00000000d1`))).toBe('dir');
       });
     });
   });

@@ -1,7 +1,7 @@
 import fs, { type Dirent } from 'node:fs';
 import { join } from 'node:path';
 import { compareKeys, decodeKey, encodeKey, hasRawBytes } from '../keys.js';
-import { TEMP_PREFIX, tempName } from '../temp.js';
+import { isTempName, tempName } from '../temp.js';
 import { specialKind, type NodeKind, type WalkRecord } from '../tree.js';
 import { KeyPacker, sortKeys, type Spill } from './sorted-names.js';
 
@@ -17,8 +17,6 @@ export interface SyncEnv {
   fs: Fs;
   /** tree.ts specialKind. */
   specialKind: (mode: number) => string;
-  /** temp.ts TEMP_PREFIX: names starting with it are temporary files, never listed. */
-  tempPrefix: string;
   /** A fresh temporary path (temp.ts) in the directory of `dst`. */
   tmpPath: (dst: string) => string;
   /** clearForFileSync, for the functions that need it. */
@@ -164,7 +162,8 @@ function listInto(env: SyncEnv, dir: string, o: { follow: boolean; names?: strin
       raw = true;
       continue;
     }
-    if (name.startsWith(env.tempPrefix)) {
+    // Temporary files (temp.ts) are never listed: only names of the form ferry writes.
+    if (isTempName(name)) {
       if (o.temps) noteTemp(fs, dir, name, temps);
       continue;
     }
@@ -264,7 +263,7 @@ export function sortNamesSync(env: SyncEnv, dir: string, o: SortNamesOptions): S
   };
   const stopped = () => o.stop !== undefined && Atomics.load(o.stop, 0) !== 0;
   const consider = (name: string, d: Dirent) => {
-    if (name.startsWith(env.tempPrefix)) {
+    if (isTempName(name)) {
       if (o.temps) noteTemp(fs, dir, name, temps);
       return;
     }
@@ -760,7 +759,6 @@ export function readPackedSync(env: SyncEnv, paths: string[], sizes?: number[]):
 export const MAIN_THREAD: SyncEnv = {
   fs,
   specialKind,
-  tempPrefix: TEMP_PREFIX,
   tmpPath: (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + tempName(),
   clearForFile: clearForFileSync,
 };

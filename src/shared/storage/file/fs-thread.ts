@@ -4,7 +4,6 @@
  */
 import fs from 'node:fs';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { TEMP_PREFIX } from '../temp.js';
 import { specialKind } from '../tree.js';
 import { clearForFileSync, placeFilesSync, readBatchSync, readDirSync, readPackedSync, statNamesSync, type SyncEnv } from './fs-ops.js';
 
@@ -22,7 +21,6 @@ let seq = 0;
 const env: SyncEnv = {
   fs,
   specialKind,
-  tempPrefix: TEMP_PREFIX,
   tmpPath: (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + tempNamePrefix + threadId.toString(36) + '-' + (seq++).toString(36) + '-' + Math.random().toString(36).slice(2, 8),
   clearForFile: clearForFileSync,
 };

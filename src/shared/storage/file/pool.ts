@@ -1,12 +1,12 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { tempNamePrefix } from '../temp.js';
+import { processRuns, TEMP_MAX_AGE_MS, tempNamePrefix, thisHost } from '../temp.js';
 import type { WalkRecord } from '../tree.js';
 import { decodeRecords, type DirRead, type PackedRead, type PlaceJob, type RecordColumns, type ReadDirOptions, type SortedNames, type SystemErrorRecord, type TempFile } from './fs-ops.js';
 import type { ThreadData } from './fs-thread.js';
@@ -93,13 +93,15 @@ export function toSystemError(r: SystemErrorRecord): NodeJS.ErrnoException {
 
 type BatchOp = 'place' | 'readBatch';
 
-/** The spill directory of a listing (FsPool.readDir): `ferry-list-PID-POOL-SEQ`. */
-const SPILL_NAME = /^ferry-list-(\d+)-[0-9a-f]{8}-[0-9a-z]+$/;
+/** The spill directory of a listing (FsPool.readDir): `ferry-list-PID-POOL-SEQ.HOST`. */
+const SPILL_NAME = /^ferry-list-(\d+)-[0-9a-f]{8}-[0-9a-z]+\.([A-Za-z0-9.-]+)$/;
 
 /**
- * Remove the spill directories in `root` of ferry processes that no longer run (killed while they
+ * Remove the spill directories in `root` of ferry processes that are gone (killed while they
  * sorted a large directory on disk: SIGKILL, the OOM killer, SIGHUP): they hold a whole directory's
- * names. A live process's, whoever runs it, are left alone. Never throws.
+ * names. The rule of temporary files (temp.ts isAbandoned): one of this host whose process no
+ * longer runs; one of another host sharing the directory (a container, whose process numbers are
+ * not this host's) once unchanged for TEMP_MAX_AGE_MS. Never throws.
  */
 async function reclaimSpills(root: string): Promise<void> {
   let names: string[];
@@ -110,16 +112,17 @@ async function reclaimSpills(root: string): Promise<void> {
   }
   await Promise.all(
     names.map(async (name) => {
-      const pid = Number(SPILL_NAME.exec(name)?.[1]);
-      if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return;
-      try {
-        process.kill(pid, 0);
-        return; // it runs
-      } catch (err) {
-        // EPERM: it runs, as another user.
-        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') return;
+      const m = SPILL_NAME.exec(name);
+      if (!m) return;
+      const pid = Number(m[1]);
+      const path = join(root, name);
+      if (m[2] === thisHost()) {
+        if (pid === process.pid || processRuns(pid)) return;
+      } else {
+        const st = await stat(path).catch(() => undefined);
+        if (!st || Date.now() - st.mtimeMs <= TEMP_MAX_AGE_MS) return;
       }
-      await rm(join(root, name), { recursive: true, force: true }).catch(() => {});
+      await rm(path, { recursive: true, force: true }).catch(() => {});
     }),
   );
 }
@@ -190,7 +193,7 @@ export class FsPool {
     // tmpdir() reads three environment variables, each read five system calls in Node 20: once a pool.
     this.#spillRoot ??= tmpdir();
     await (this.#reclaimed ??= reclaimSpills(this.#spillRoot));
-    const spillDir = join(this.#spillRoot, `ferry-list-${process.pid}-${this.#spillName}-${(++this.#spillSeq).toString(36)}`);
+    const spillDir = join(this.#spillRoot, `ferry-list-${process.pid}-${this.#spillName}-${(++this.#spillSeq).toString(36)}.${thisHost()}`);
     this.#spills.add(spillDir);
     let r: { columns: RecordColumns; temps?: TempFile[] } | { sorted: SortedNames };
     try {
