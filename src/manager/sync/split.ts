@@ -92,7 +92,8 @@ export class SplitUploads implements SplitSteps {
     const e = task.entry;
     this.#refuseWhenClosed(e.key);
     if (this.o.checkChange) {
-      const now = await withRetry(() => this.src.head(e.key, { signal: this.signal }), this.#retry());
+      // Looked at as it was listed: links followed unless --links.
+      const now = await withRetry(() => this.src.head(e.key, { signal: this.signal, followSymlinks: !this.o.links }), this.#retry());
       if (now.size !== e.size || Math.floor(now.mtime / 1000) !== Math.floor(e.mtime / 1000)) {
         throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy (size ${e.size} → ${now.size})`);
       }

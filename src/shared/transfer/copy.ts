@@ -184,7 +184,7 @@ export class Transfer {
       else outcome = await this.#copyFile(e, verify);
     } catch (err) {
       // The source key went away after it was listed: nothing is lost by not copying it.
-      if (retryClassOf(err) === 'notFound' && !(await this.#exists(this.src, e.key))) {
+      if (retryClassOf(err) === 'notFound' && !(await this.#exists(this.src, e.key, { followSymlinks: !this.o.links }))) {
         return { result: 'skipped', bytes: 0, checked: false, warning: `${e.key} vanished from the source before it was copied` };
       }
       throw err;
@@ -197,9 +197,10 @@ export class Transfer {
     return outcome;
   }
 
-  async #exists(store: ObjectStore, key: string): Promise<boolean> {
+  /** `how`: a source is looked at as it was listed (links followed unless --links). */
+  async #exists(store: ObjectStore, key: string, how: { followSymlinks?: boolean } = {}): Promise<boolean> {
     try {
-      await store.head(key);
+      await store.head(key, how);
       return true;
     } catch (err) {
       if (err instanceof NotFoundError || retryClassOf(err) === 'notFound') return false;
@@ -331,7 +332,7 @@ export class Transfer {
       await this.dst.setAttrs!(e.key, { uid: e.uid, gid: e.gid, ...(e.mode === undefined ? {} : { mode: e.mode }) });
     }
     if (this.o.checkChange) {
-      const now = await this.src.head(e.key);
+      const now = await this.src.head(e.key, { followSymlinks: !this.o.links });
       if (now.size !== e.size || Math.floor(now.mtime / 1000) !== Math.floor(e.mtime / 1000)) {
         throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy (size ${e.size} → ${now.size})`);
       }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { thisHost } from '../../src/shared/storage/temp.js';
 
-const work = mkdtempSync(join(tmpdir(), 'ferry-review7-killed-'));
+const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-killed-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 const spillsOf = (pid: number) => readdirSync(tmpdir()).filter((n) => n.startsWith(`ferry-list-${pid}-`));
 

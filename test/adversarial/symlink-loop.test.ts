@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ferry } from '../manager/cli-harness.js';
 
-const work = mkdtempSync(join(tmpdir(), 'ferry-review7-loop-'));
+const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-loop-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe('a symlink loop in SRC, links followed', () => {

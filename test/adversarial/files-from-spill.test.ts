@@ -13,7 +13,7 @@ import { FileStore } from '../../src/shared/storage/file/index.js';
 import type { ObjectStore } from '../../src/shared/storage/types.js';
 import { SYNC_OPTIONS } from '../support/options.js';
 
-const work = mkdtempSync(join(tmpdir(), 'ferry-review7-ffspill-'));
+const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-ffspill-'));
 const open: ObjectStore[] = [];
 afterAll(async () => {
   for (const s of open) await s.close?.();

@@ -14,7 +14,7 @@ import { MemStore } from '../../src/shared/storage/mem.js';
 import type { Entry, ObjectStore } from '../../src/shared/storage/types.js';
 import { SYNC_OPTIONS } from '../support/options.js';
 
-const work = mkdtempSync(join(tmpdir(), 'ferry-review7-swap-'));
+const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-swap-'));
 const stores: ObjectStore[] = [];
 afterAll(async () => {
   for (const s of stores) await s.close?.();

@@ -15,7 +15,7 @@ import { TEMP_PREFIX } from '../../src/shared/storage/temp.js';
 import type { ObjectStore } from '../../src/shared/storage/types.js';
 import { SYNC_OPTIONS } from '../support/options.js';
 
-const work = mkdtempSync(join(tmpdir(), 'ferry-review7-spill-'));
+const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-spill-'));
 const open: ObjectStore[] = [];
 afterAll(async () => {
   for (const s of open) await s.close?.();

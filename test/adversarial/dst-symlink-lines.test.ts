@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ferry } from '../manager/cli-harness.js';
 
-const work = mkdtempSync(join(tmpdir(), 'ferry-review7-dstlink-'));
+const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-dstlink-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 let seq = 0;
 

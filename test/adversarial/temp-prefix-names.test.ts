@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ferry } from '../manager/cli-harness.js';
 
-const work = mkdtempSync(join(tmpdir(), 'ferry-review7-tmpname-'));
+const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-tmpname-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe("a user's file whose name starts with '.ferry-tmp-'", () => {

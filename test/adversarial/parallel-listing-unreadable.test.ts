@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 const NOBODY = 65534;
 const asRoot = process.getuid?.() === 0;
-const work = mkdtempSync(join(tmpdir(), 'ferry-review7-plist-'));
+const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-plist-'));
 chmodSync(work, 0o755);
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
