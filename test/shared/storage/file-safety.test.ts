@@ -121,7 +121,7 @@ describe('file store safety', () => {
       await fsp.mkdir(root + 'big/');
       await Promise.all(Array.from({ length: 1100 }, (_, i) => fsp.writeFile(`${root}big/f${String(i).padStart(4, '0')}`, 'x')));
       mkfifo(root + 'big/p');
-      const dead = `${TEMP_PREFIX}elsewhere_1_0a0b0c0d_x`;
+      const dead = `${TEMP_PREFIX}elsewhere_1_0a0b0c0d_00000000e1`;
       await fsp.writeFile(root + 'big/' + dead, 'temp');
       const old = new Date(Date.now() - 2 * 24 * 3600 * 1000);
       await fsp.utimes(root + 'big/' + dead, old, old);
