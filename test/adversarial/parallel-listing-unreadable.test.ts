@@ -5,10 +5,11 @@
  * the sequential listing protects just that sub-tree and syncs the rest (DESIGN "Sync semantics").
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { chownTree } from '../support/files.js';
 
 const NOBODY = 65534;
 const asRoot = process.getuid?.() === 0;
@@ -23,14 +24,6 @@ function write(root: string, files: Record<string, string>): void {
   }
 }
 
-function chownTree(root: string, uid: number): void {
-  chownSync(root, uid, uid);
-  for (const name of readdirSync(root)) {
-    const p = join(root, name);
-    if (lstatSync(p).isDirectory()) chownTree(p, uid);
-    else chownSync(p, uid, uid);
-  }
-}
 
 /** The built CLI, run as an unprivileged user (root reads every directory). */
 function ferryAsNobody(args: string[]): { code: number; stderr: string; json: Record<string, number> } {

@@ -14,6 +14,7 @@ import { tempName } from '../../src/shared/storage/temp.js';
 import { HDFS_HOME, startBackends, type Backends } from '../support/backends.js';
 import { sshdMissing } from '../support/sshd.js';
 import { ferry as runFerry } from '../manager/cli-harness.js';
+import { chownTree } from '../support/files.js';
 
 /** The unprivileged user the permission tests run ferry as (root reads every directory). */
 const NOBODY = 65534;
@@ -91,14 +92,6 @@ function ferryAsNobody(args: string[]): { code: number; stderr: string; json: Re
   return { code: r.status ?? -1, stderr: r.stderr, json: line.startsWith('{') ? JSON.parse(line) : {} };
 }
 
-function chownTree(root: string, uid: number): void {
-  chownSync(root, uid, uid);
-  for (const name of readdirSync(root)) {
-    const p = join(root, name);
-    if (lstatSync(p).isDirectory()) chownTree(p, uid);
-    else chownSync(p, uid, uid);
-  }
-}
 
 describe('deletion needs a complete view', () => {
   it.skipIf(!asRoot)('an unreadable source sub-directory protects its destination copies from --delete-dst (file)', () => {
