@@ -9,6 +9,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { isTempName, tempName, tempNamePrefix, threadTempName } from '../../src/shared/storage/temp.js';
+import { FileStore } from '../../src/shared/storage/file/index.js';
 import { ferry } from '../manager/cli-harness.js';
 
 const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-tmpname-'));
@@ -37,5 +39,25 @@ describe("a user's file whose name starts with '.ferry-tmp-'", () => {
     utimesSync(join(dst, '.ferry-tmp-notes'), old, old);
     await ferry(['sync', '--json', src + '/', dst + '/']);
     expect(existsSync(join(dst, '.ferry-tmp-notes'))).toBe(true);
+  });
+
+  it('is not a temporary, while every name ferry writes is, also those of its file-system threads', async () => {
+    // Making the test strict at first left out the threads' own form: a killed run's temporary
+    // written on a thread would have been listed and copied as a user's file, and never reclaimed.
+    const threadMade = threadTempName(tempNamePrefix(), 3, 41);
+    expect(isTempName(tempName())).toBe(true);
+    expect(isTempName(threadMade)).toBe(true);
+    for (const name of ['.ferry-tmp-notes', '.ferry-tmp-', tempNamePrefix(), `.ferry-tmp-host_1_zzzzzzzz_0123456789`]) expect(isTempName(name), name).toBe(false);
+    const dir = join(work, 'listing');
+    mkdirSync(dir, { recursive: true });
+    for (const n of [threadMade, tempName(), '.ferry-tmp-notes', 'k']) writeFileSync(join(dir, n), n);
+    const store = new FileStore(dir + '/');
+    try {
+      const keys: string[] = [];
+      for await (const page of store.list()) keys.push(...page.map((e) => e.key));
+      expect(keys).toEqual(['.ferry-tmp-notes', 'k']);
+    } finally {
+      await store.close();
+    }
   });
 });

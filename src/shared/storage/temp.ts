@@ -33,7 +33,16 @@ export function tempName(): string {
 export function isTempName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX) && TEMP_NAME.test(name);
 }
-const TEMP_NAME = /^\.ferry-tmp-[A-Za-z0-9.-]{1,64}_[0-9a-z]{1,11}_[0-9a-f]{8}_[0-9a-f]{10}$/;
+/** TEMP_PREFIX, HOST, the pid in base 36, RUN, then what makes the file's name unique (tempName, threadTempName). */
+const TEMP_NAME = /^\.ferry-tmp-[A-Za-z0-9.-]{1,64}_[0-9a-z]{1,11}_[0-9a-f]{8}_[0-9a-z][0-9a-z-]{0,39}$/;
+
+/**
+ * A temporary name made on a file-system thread (file/fs-thread.ts) from the process's
+ * tempNamePrefix(): unique by thread and sequence, with no random bytes to draw for each file.
+ */
+export function threadTempName(prefix: string, thread: number, seq: number): string {
+  return prefix + thread.toString(36) + '-' + seq.toString(36) + '-' + Math.random().toString(36).slice(2, 8);
+}
 
 /** This host's name as temporary names (and spill directories, file/pool.ts) carry it. */
 export function thisHost(): string {

@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { threadTempName } from '../temp.js';
 import { specialKind } from '../tree.js';
 import { clearForFileSync, placeFilesSync, readBatchSync, readDirSync, readPackedSync, statNamesSync, type SyncEnv } from './fs-ops.js';
 
@@ -21,7 +22,7 @@ let seq = 0;
 const env: SyncEnv = {
   fs,
   specialKind,
-  tmpPath: (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + tempNamePrefix + threadId.toString(36) + '-' + (seq++).toString(36) + '-' + Math.random().toString(36).slice(2, 8),
+  tmpPath: (dst) => dst.slice(0, dst.lastIndexOf('/') + 1) + threadTempName(tempNamePrefix, threadId, seq++),
   clearForFile: clearForFileSync,
 };
 
