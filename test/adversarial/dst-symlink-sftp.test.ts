@@ -12,9 +12,8 @@ import { FileStore } from '../../src/shared/storage/file/index.js';
 import { openSftp } from '../../src/shared/storage/sftp/index.js';
 import type { ObjectStore } from '../../src/shared/storage/types.js';
 import { sshdMissing, startSshd, writeClientFiles, type Sshd } from '../support/sshd.js';
-import { SYNC_OPTIONS } from '../support/options.js';
+import { QUIET, SYNC_OPTIONS } from '../support/options.js';
 
-const quiet = { error() {}, warn() {}, info() {}, debug() {} };
 let sshd: Sshd | undefined;
 const open: ObjectStore[] = [];
 afterAll(async () => {
@@ -42,7 +41,7 @@ describe.skipIf(sshdMissing !== undefined)('sftp destination with a symlinked di
       const d = await openSftp(parseAddress(`sftp://${sshd.user}@127.0.0.1:${sshd.port}${join(root, 'dst')}/`), { ssh: client.sshOptions });
       open.push(s, d);
       const extra = how === 'start d/f' ? { start: 'd/f' } : { filesFrom: join(root, 'list') };
-      const r = await runSync(s, d, { ...SYNC_OPTIONS, deleteSrc: true, ...extra }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: quiet });
+      const r = await runSync(s, d, { ...SYNC_OPTIONS, deleteSrc: true, ...extra }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: QUIET });
       expect(await fsp.readFile(join(src, 'd', 'f'), 'utf8')).toBe('precious');
       expect(r.stats.deleted).toBe(0);
     });

@@ -11,7 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runSync } from '../../src/manager/sync/run.js';
 import { FileStore } from '../../src/shared/storage/file/index.js';
 import type { ObjectStore } from '../../src/shared/storage/types.js';
-import { SYNC_OPTIONS } from '../support/options.js';
+import { QUIET, SYNC_OPTIONS } from '../support/options.js';
+import { spillsOf } from '../support/files.js';
 
 const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-ffspill-'));
 const open: ObjectStore[] = [];
@@ -19,8 +20,6 @@ afterAll(async () => {
   for (const s of open) await s.close?.();
   rmSync(work, { recursive: true, force: true });
 });
-const quiet = { error() {}, warn() {}, info() {}, debug() {} };
-const spills = () => readdirSync(tmpdir()).filter((n) => n.startsWith(`ferry-list-${process.pid}-`));
 
 describe('--files-from and large directories sorted on disk', () => {
   it('a line missing on SRC lets go of the destination listing started for it', async () => {
@@ -34,9 +33,9 @@ describe('--files-from and large directories sorted on disk', () => {
     const s = new FileStore(src + '/');
     const d = new FileStore(dst + '/');
     open.push(s, d);
-    const r = await runSync(s, d, { ...SYNC_OPTIONS, deleteDst: true, filesFrom: join(work, 'list'), listCutoff: 10 }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: quiet });
+    const r = await runSync(s, d, { ...SYNC_OPTIONS, deleteDst: true, filesFrom: join(work, 'list'), listCutoff: 10 }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: QUIET });
     expect(r.stats.toJSON()).toMatchObject({ found: 2, copied: 1, failed: 1, deleted: 0 });
     expect(readdirSync(join(dst, 'big'))).toHaveLength(2500);
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
   });
 });

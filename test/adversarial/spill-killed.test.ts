@@ -6,15 +6,15 @@
  * their temporary files.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { thisHost } from '../../src/shared/storage/temp.js';
+import { spillsOf } from '../support/files.js';
 
 const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-killed-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-const spillsOf = (pid: number) => readdirSync(tmpdir()).filter((n) => n.startsWith(`ferry-list-${pid}-`));
 
 function start(args: string[]) {
   return spawn(process.execPath, [join(process.cwd(), 'bin/ferry.js'), ...args], { stdio: 'ignore' });

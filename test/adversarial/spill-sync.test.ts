@@ -4,7 +4,7 @@
  * os.tmpdir() are gone when the run ends — after success, after --max-failure, after Ctrl-C and
  * after --limit.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,8 @@ import { SyncStats } from '../../src/manager/sync/stats.js';
 import { FileStore } from '../../src/shared/storage/file/index.js';
 import { TEMP_PREFIX } from '../../src/shared/storage/temp.js';
 import type { ObjectStore } from '../../src/shared/storage/types.js';
-import { SYNC_OPTIONS } from '../support/options.js';
+import { QUIET, SYNC_OPTIONS } from '../support/options.js';
+import { spillsOf } from '../support/files.js';
 
 const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-spill-'));
 const open: ObjectStore[] = [];
@@ -21,8 +22,6 @@ afterAll(async () => {
   for (const s of open) await s.close?.();
   rmSync(work, { recursive: true, force: true });
 });
-const quiet = { error() {}, warn() {}, info() {}, debug() {} };
-const spills = () => readdirSync(tmpdir()).filter((n) => n.startsWith(`ferry-list-${process.pid}-`));
 const N = 2500;
 /** Names whose UTF-16 order differs from their UTF-8 order, and neighbours of '/'. */
 const TRICKY = ['\uFFFD', '\uFF5E', '\u{1F600}', '\u{1F600}x', 'é', 'z', 'a-b', 'a.b', 'a0', 'a\u0001', TEMP_PREFIX.slice(0, -1), 'Z'];
@@ -43,7 +42,7 @@ function tree(): { src: string; dst: string } {
 }
 
 function control(stats = new SyncStats(), stopListing = new AbortController().signal) {
-  return { stopListing, stopNow: new AbortController().signal, logger: quiet, stats };
+  return { stopListing, stopNow: new AbortController().signal, logger: QUIET, stats };
 }
 
 describe('--list-cutoff 10 through a sync', () => {
@@ -56,10 +55,10 @@ describe('--list-cutoff 10 through a sync', () => {
     expect(r.fatal).toBeUndefined();
     const files = N + TRICKY.length + 1;
     expect(r.stats.toJSON()).toMatchObject({ found: files, copied: files, deleted: 4, failed: 0, lost: 0 });
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
     const again = await runSync(s, d, { ...SYNC_OPTIONS, deleteDst: true, listCutoff: 10 }, control());
     expect(again.stats.toJSON()).toMatchObject({ found: files, copied: 0, skipped: files, deleted: 0, failed: 0 });
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
   });
 
   it('--max-failure 0: the spill is gone when the run stops', async () => {
@@ -75,7 +74,7 @@ describe('--list-cutoff 10 through a sync', () => {
     expect(r.stopped).toBe('maxFailure');
     expect(r.stats.failed).toBeGreaterThan(0);
     expect(r.stats.copied).toBe(0);
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
   });
 
   it('Ctrl-C mid-directory: the spill is gone when the run returns', async () => {
@@ -91,7 +90,7 @@ describe('--list-cutoff 10 through a sync', () => {
     expect(r.stopped).toBe('interrupted');
     expect(r.stats.copied).toBeLessThan(N);
     expect(r.stats.lost).toBe(0);
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
   });
 
   it('--limit stops inside the directory: the spill is gone', async () => {
@@ -101,7 +100,7 @@ describe('--list-cutoff 10 through a sync', () => {
     open.push(s, d);
     const r = await runSync(s, d, { ...SYNC_OPTIONS, limit: 20, listCutoff: 10 }, control());
     expect(r.stats.toJSON()).toMatchObject({ found: 20, copied: 20 });
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
     expect(existsSync(join(t.dst, 'big', 'zz-extra'))).toBe(true);
   });
 });
@@ -123,7 +122,7 @@ describe('--list-cutoff 10: a listing aborted while the directory is being sorte
         },
         () => {},
       );
-      expect(spills(), `abort after ${delay} ms`).toEqual([]);
+      expect(spillsOf(), `abort after ${delay} ms`).toEqual([]);
     }
   });
 });

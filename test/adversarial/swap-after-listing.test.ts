@@ -12,7 +12,7 @@ import { runSync } from '../../src/manager/sync/run.js';
 import { FileStore } from '../../src/shared/storage/file/index.js';
 import { MemStore } from '../../src/shared/storage/mem.js';
 import type { Entry, ObjectStore } from '../../src/shared/storage/types.js';
-import { SYNC_OPTIONS } from '../support/options.js';
+import { QUIET, SYNC_OPTIONS } from '../support/options.js';
 
 const work = mkdtempSync(join(tmpdir(), 'ferry-adversarial-swap-'));
 const stores: ObjectStore[] = [];
@@ -20,7 +20,6 @@ afterAll(async () => {
   for (const s of stores) await s.close?.();
   rmSync(work, { recursive: true, force: true });
 });
-const quiet = { error() {}, warn() {}, info() {}, debug() {} };
 let seq = 0;
 
 const SECRET = 'root-only secret!';
@@ -47,7 +46,7 @@ for (const to of ['file', 'mem'] as const) {
           }
           return true;
         };
-        const r = await runSync(s, d, { ...SYNC_OPTIONS, links: true }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: quiet, filter });
+        const r = await runSync(s, d, { ...SYNC_OPTIONS, links: true }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: QUIET, filter });
         let copied: string | undefined;
         if (to === 'file') copied = existsSync(join(root, 'dst', 'shadow')) && !lstatSync(join(root, 'dst', 'shadow')).isSymbolicLink() ? readFileSync(join(root, 'dst', 'shadow'), 'utf8') : undefined;
         else copied = await d.get('shadow').then(async (b) => Buffer.concat(await b.toArray()).toString(), () => undefined);
@@ -77,7 +76,7 @@ describe('--links, a source directory swapped for a symlink to outside SRC after
       }
       return true;
     };
-    await runSync(s, d, { ...SYNC_OPTIONS, links: true }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: quiet, filter });
+    await runSync(s, d, { ...SYNC_OPTIONS, links: true }, { stopListing: new AbortController().signal, stopNow: new AbortController().signal, logger: QUIET, filter });
     const copied = existsSync(join(root, 'dst', 'd', 'shadow')) ? readFileSync(join(root, 'dst', 'd', 'shadow'), 'utf8') : undefined;
     expect(copied?.includes('secret')).not.toBe(true);
   });

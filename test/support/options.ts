@@ -26,3 +26,6 @@ export const SYNC_OPTIONS: SyncOptions = {
   listDepth: 1,
   bwlimit: 0,
 };
+
+/** A sync's logger that prints nothing (runSync's `logger`). */
+export const QUIET = { error() {}, warn() {}, info() {}, debug() {} };

@@ -7,15 +7,14 @@ import { SyncStats } from '../../../src/manager/sync/stats.js';
 import { compileRules } from '../../../src/shared/filter/rules.js';
 import { MemStore } from '../../../src/shared/storage/mem.js';
 import type { Entry, ObjectStore } from '../../../src/shared/storage/types.js';
-import { SYNC_OPTIONS } from '../../support/options.js';
+import { QUIET, SYNC_OPTIONS } from '../../support/options.js';
 
 const OPTIONS: SyncOptions = SYNC_OPTIONS;
-const quiet = { error() {}, warn() {}, info() {}, debug() {} };
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 function control(extra: { stopListing?: AbortSignal; filter?: (e: Entry) => boolean } = {}) {
-  return { stopListing: extra.stopListing ?? new AbortController().signal, stopNow: new AbortController().signal, logger: quiet, ...(extra.filter ? { filter: extra.filter } : {}) };
+  return { stopListing: extra.stopListing ?? new AbortController().signal, stopNow: new AbortController().signal, logger: QUIET, ...(extra.filter ? { filter: extra.filter } : {}) };
 }
 
 /** Source and destination mem stores; a key's content is its name unless given. */

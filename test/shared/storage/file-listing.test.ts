@@ -14,11 +14,7 @@ import { TEMP_PREFIX } from '../../../src/shared/storage/temp.js';
 import type { Entry, ListOptions } from '../../../src/shared/storage/types.js';
 import { listAll } from './conformance.js';
 import { mkfifo } from './tree-safety.js';
-
-/** Spill directories of this process's listings (pool.ts names them so). */
-function spills(): string[] {
-  return fs.readdirSync(tmpdir()).filter((n) => n.startsWith(`ferry-list-${process.pid}-`));
-}
+import { spillsOf } from '../../support/files.js';
 
 describe('file store: large directories', () => {
   let dir: string;
@@ -85,11 +81,11 @@ describe('file store: large directories', () => {
     const it = s.list({ prefix: 'big/', listCutoff: 100 })[Symbol.asyncIterator]();
     const first = await it.next();
     // While the listing runs, its sorted runs are on disk.
-    expect(spills()).toHaveLength(1);
+    expect(spillsOf()).toHaveLength(1);
     const rest: Entry[] = [...(first.value as Entry[])];
     for (let r = await it.next(); !r.done; r = await it.next()) rest.push(...r.value);
     expect(rest).toEqual(inMemory);
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
   });
 
   it('follows symlinks to directories in a large directory', async () => {
@@ -107,7 +103,7 @@ describe('file store: large directories', () => {
       expect(keysOf(await listAll(s, { prefix: 'big/', startAfter: 'big/a/', listCutoff })).slice(0, 2)).toEqual(['big/a/inner', 'big/a0']);
       expect(keysOf(await listAll(s, { prefix: 'big/f0599', listCutoff }))).toEqual(['big/f05990', 'big/f05991', 'big/f05992', 'big/f05993', 'big/f05994', 'big/f05995', 'big/f05996', 'big/f05997', 'big/f05998', 'big/f05999']);
     }
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
   });
 
   it('removes the sorted runs when the listing stops early or is aborted', async () => {
@@ -116,15 +112,15 @@ describe('file store: large directories', () => {
       expect(page.length).toBeGreaterThan(0);
       break;
     }
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
     const abort = new AbortController();
     const pages = s.list({ prefix: 'big/', listCutoff: 100, signal: abort.signal })[Symbol.asyncIterator]();
     await pages.next();
-    expect(spills()).toHaveLength(1);
+    expect(spillsOf()).toHaveLength(1);
     abort.abort();
     await expect(pages.next()).rejects.toMatchObject({ code: 'FERRY_ABORTED' });
     await pages.return?.();
-    expect(spills()).toEqual([]);
+    expect(spillsOf()).toEqual([]);
   });
 
   it('reports a name that changed from a file to a directory while it was listed, in the place it was sorted', async () => {
@@ -170,7 +166,7 @@ describe('file store: large directories', () => {
         expect(keysOf(await listAll(s, { prefix: 'big/', startAfter: 'big/f00100\uDCC3', listCutoff })).slice(0, 1)).toEqual(['big/f00101']);
         expect(keysOf(await listAll(s, { prefix: 'big/z\uDCEF', listCutoff }))).toEqual(['big/z\uDCEF']);
       }
-      expect(spills()).toEqual([]);
+      expect(spillsOf()).toEqual([]);
     } finally {
       for (const p of paths) fs.rmSync(p);
     }
