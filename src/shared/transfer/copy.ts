@@ -51,6 +51,8 @@ export class Transfer {
   readonly #verify: boolean;
   /** With --links, the source is read without following a link that was swapped in after the listing. */
   readonly #reading: { followSymlinks?: boolean };
+  /** A source key is looked at again as the listing saw it: through links, unless --links. */
+  readonly #asListed: { followSymlinks: boolean };
 
   constructor(
     readonly src: ObjectStore,
@@ -59,6 +61,7 @@ export class Transfer {
   ) {
     this.#perms = o.perms && Boolean(dst.features.attrs?.mode) && Boolean(dst.setAttrs);
     this.#reading = o.links ? { followSymlinks: false } : {};
+    this.#asListed = { followSymlinks: !o.links };
     this.#owner = o.perms && Boolean(dst.features.attrs?.owner && src.features.attrs?.owner);
     this.#mtime = Boolean(dst.features.attrs?.mtime);
     this.#verify = o.checkNew || o.deleteSrcAfter;
@@ -184,7 +187,7 @@ export class Transfer {
       else outcome = await this.#copyFile(e, verify);
     } catch (err) {
       // The source key went away after it was listed: nothing is lost by not copying it.
-      if (retryClassOf(err) === 'notFound' && !(await this.#exists(this.src, e.key, { followSymlinks: !this.o.links }))) {
+      if (retryClassOf(err) === 'notFound' && !(await this.#sourceExists(e.key))) {
         return { result: 'skipped', bytes: 0, checked: false, warning: `${e.key} vanished from the source before it was copied` };
       }
       throw err;
@@ -197,10 +200,9 @@ export class Transfer {
     return outcome;
   }
 
-  /** `how`: a source is looked at as it was listed (links followed unless --links). */
-  async #exists(store: ObjectStore, key: string, how: { followSymlinks?: boolean } = {}): Promise<boolean> {
+  async #sourceExists(key: string): Promise<boolean> {
     try {
-      await store.head(key, how);
+      await this.src.head(key, this.#asListed);
       return true;
     } catch (err) {
       if (err instanceof NotFoundError || retryClassOf(err) === 'notFound') return false;
@@ -332,7 +334,7 @@ export class Transfer {
       await this.dst.setAttrs!(e.key, { uid: e.uid, gid: e.gid, ...(e.mode === undefined ? {} : { mode: e.mode }) });
     }
     if (this.o.checkChange) {
-      const now = await this.src.head(e.key, { followSymlinks: !this.o.links });
+      const now = await this.src.head(e.key, this.#asListed);
       if (now.size !== e.size || Math.floor(now.mtime / 1000) !== Math.floor(e.mtime / 1000)) {
         throw new SourceChangedError(`${this.src.description}${e.key} changed during the copy (size ${e.size} → ${now.size})`);
       }
