@@ -26,7 +26,7 @@ function makeTree(dir) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-export async function benchDump({ work, ferry, runs, measure, report, results }) {
+export async function benchDump({ work, ferry, runs, rounds, report, results }) {
   // 1. In process, on the mem store.
   const helper = await bundleHelper('bench-dump');
   const rows = { dump: [], load: [] };
@@ -54,34 +54,18 @@ export async function benchDump({ work, ferry, runs, measure, report, results })
   const back = join(work, 'dump-back');
   makeTree(tree);
   mkdirSync(out, { recursive: true });
-  const none = () => {};
-  // ferry and its yardstick run in turn (ferry, peer, ferry, peer ...): the ratio is taken pair by
-  // pair, so that the machine's speed drifting between runs does not move it.
-  const paired = (a, b) => {
-    const as = [];
-    const bs = [];
-    for (let i = 0; i < runs; i++) {
-      as.push(measure(a[0], a[1], a[2], a[3], undefined, 1));
-      bs.push(measure(b[0], b[1], b[2], b[3], undefined, 1));
-    }
-    const row = (rs) => ({ name: rs[0].name, seconds: median(rs.map((r) => r.seconds)), rss: Math.max(...rs.map((r) => r.rss)) });
-    return { rows: [row(as), row(bs)], ratio: median(as.map((r, i) => r.seconds / bs[i].seconds)) };
-  };
+  // ferry and its yardstick run in turn (rounds): report() gives the median of the rounds' ratios.
   const json = join(out, 'tree.json');
-  const jsonRun = paired(['ferry', none, 'node', [ferry, 'dump', '-q', tree + '/', json]], ['find', none, 'sh', ['-c', `find '${tree}' -printf '%P %y %s %T@ %m %U %G %l\\n' > '${join(out, 'find.txt')}'`]]);
-  report(`(dump) ${FILES.toLocaleString('en')}-file tree → .json, against find -printf of the same attributes`, jsonRun.rows, FILES, 'entries');
+  const jsonRows = rounds([['ferry', 'node', [ferry, 'dump', '-q', tree + '/', json]], ['find', 'sh', ['-c', `find '${tree}' -printf '%P %y %s %T@ %m %U %G %l\\n' > '${join(out, 'find.txt')}'`]]]);
+  report(`(dump) ${FILES.toLocaleString('en')}-file tree → .json, against find -printf of the same attributes`, jsonRows, FILES, 'entries');
   const tar = join(out, 'tree.tar');
-  const tarRun = paired(['ferry', none, 'node', [ferry, 'dump', '-q', tree + '/', tar]], ['tar', none, 'tar', ['-cf', join(out, 'gnu.tar'), '-C', tree, '.']]);
-  report(`(dump) ${FILES.toLocaleString('en')}-file tree → .tar, against tar -cf`, tarRun.rows, FILES, 'entries');
+  const tarRows = rounds([['ferry', 'node', [ferry, 'dump', '-q', tree + '/', tar]], ['tar', 'tar', ['-cf', join(out, 'gnu.tar'), '-C', tree, '.']]]);
+  report(`(dump) ${FILES.toLocaleString('en')}-file tree → .tar, against tar -cf`, tarRows, FILES, 'entries');
   const fresh = () => {
     rmSync(back, { recursive: true, force: true });
     mkdirSync(back, { recursive: true });
   };
-  const loadRun = paired(['ferry', fresh, 'node', [ferry, 'load', '-q', back + '/', tar]], ['tar', fresh, 'tar', ['-xf', join(out, 'gnu.tar'), '-C', back]]);
-  report(`(load) that .tar into an empty directory, against tar -xf`, loadRun.rows, FILES, 'entries');
-  console.log('  median of the ratios of runs taken in turn:');
-  for (const [label, r] of [['dump → .json / find', jsonRun], ['dump → .tar / tar -cf', tarRun], ['load .tar / tar -xf', loadRun]]) {
-    console.log(`  ${label}: ×${r.ratio.toFixed(2)}`);
-  }
+  const loadRows = rounds([['ferry', 'node', [ferry, 'load', '-q', back + '/', tar], undefined, fresh], ['tar', 'tar', ['-xf', join(out, 'gnu.tar'), '-C', back], undefined, fresh]]);
+  report(`(load) that .tar into an empty directory, against tar -xf`, loadRows, FILES, 'entries');
   for (const d of [tree, out, back]) rmSync(d, { recursive: true, force: true });
 }

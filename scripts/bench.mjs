@@ -67,14 +67,16 @@ function measure(name, setup, cmd, argv, opts, count = runs) {
 }
 
 /**
- * The tools of one workload in turn (ferry, rclone, ..., ferry, rclone, ...), `runs` rounds: each
- * row carries, besides its median, its times, so that report() takes ferry's ratio to each peer
- * round by round (the median of those), which the machine's speed drifting does not move.
+ * The tools of one workload in turn (ferry, rclone, ..., ferry, rclone, ...), `runs` rounds; each
+ * tool is [name, cmd, argv, opts?, setup?] (setup runs before each of its runs). Each row carries,
+ * besides its median, its times, so that report() takes ferry's ratio to each peer round by round
+ * (the median of those), which the machine's speed drifting does not move.
  */
 function rounds(tools) {
   const rows = tools.map(([name]) => ({ name, times: [], rss: 0 }));
   for (let i = 0; i < runs; i++) {
-    tools.forEach(([, cmd, argv, opts], t) => {
+    tools.forEach(([, cmd, argv, opts, setup], t) => {
+      setup?.();
       const r = timed(cmd, argv, opts);
       rows[t].times.push(r.seconds);
       rows[t].rss = Math.max(rows[t].rss, r.rss ?? 0);
@@ -92,9 +94,9 @@ function report(workload, rows, unitCount, unitName) {
     console.log(`  ${r.name.padEnd(8)} ${r.seconds.toFixed(3).padStart(8)} s${rate}${r.rss ? `  peak RSS ${r.rss.toFixed(0)} MB` : ''}`);
   }
   const f = byName.ferry;
-  for (const peer of ['rclone', 'cp', 'rsync', 'node']) {
-    const p = byName[peer];
-    if (!f || !p) continue;
+  for (const p of rows) {
+    if (!f || p === f) continue;
+    const peer = p.name;
     const paired = f.times && p.times ? median(f.times.map((t, i) => t / p.times[i])) : undefined;
     console.log(`  ferry/${peer} = ${(paired ?? f.seconds / p.seconds).toFixed(2)}${paired === undefined ? '' : ' (median of the rounds\' ratios)'}`);
   }
@@ -214,7 +216,7 @@ try {
   }
   if (only.has('dump')) {
     const { benchDump } = await import('./bench-dump.mjs');
-    await benchDump({ work, ferry, runs, measure, report, results });
+    await benchDump({ work, ferry, runs, rounds, report, results });
   }
   if (only.has('resume')) {
     const { benchResume } = await import('./bench-resume.mjs');
